@@ -1,0 +1,51 @@
+# ct_assets: continuous training as a Dagster code location.
+#   make demo   the closed loop on simulated drifting feedback, then the Dagster UI on :3000
+#   make test   lint, type-check and the whole test suite
+#   make dev    the Dagster UI and daemon on this project's CT_HOME
+
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+CONSTRAINTS := .ci/constraints.txt
+export CT_HOME ?= $(CURDIR)/.ct
+export DAGSTER_HOME ?= $(CT_HOME)/dagster
+
+.PHONY: install demo test lint typecheck unit dev bench clean
+
+$(BIN)/python:
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH (or make PYTHON=/path/to/python3.11)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# Installs the pinned stack (constraints = the lock) and the project in editable mode.
+$(VENV)/.installed: $(BIN)/python pyproject.toml $(CONSTRAINTS)
+	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(BIN)/ct-assets demo
+
+lint: install
+	$(BIN)/ruff check ct_assets ct_assets_tests benchmarks
+	$(BIN)/ruff format --check ct_assets ct_assets_tests benchmarks
+
+typecheck: install
+	$(BIN)/mypy ct_assets
+
+unit: install
+	$(BIN)/pytest -q
+
+test: lint typecheck unit
+
+dev: install
+	$(BIN)/ct-assets dagster-home
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+bench: install
+	$(BIN)/python benchmarks/bench_load_definitions.py
+
+clean:
+	rm -rf $(CT_HOME)

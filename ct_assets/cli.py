@@ -1,0 +1,154 @@
+"""The ``ct-assets`` command. Thin: parses arguments and calls the modules that do the work."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ct_assets.settings import Settings, SettingsError
+
+INGEST_CHUNK = 5000
+
+
+def _cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
+    from ct_assets.simulate import SimulationSpec, simulate_events, write_ndjson
+
+    spec = SimulationSpec(
+        rows=args.rows, seed=args.seed, drift=args.drift, drift_at=args.drift_at, kind=args.kind
+    )
+    count = write_ndjson(simulate_events(spec), Path(args.out))
+    print(f"wrote {count} events to {args.out}")
+    return 0
+
+
+def _cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    from tqdm import tqdm
+
+    from ct_assets.eventlog import EventLog
+    from ct_assets.eventlog.files import UnsupportedFileError, load_events, location_of
+    from ct_assets.schema import EventValidationError
+
+    path = Path(args.file)
+    if not path.is_file():
+        print(f"error: {path}: no such file", file=sys.stderr)
+        return 2
+    try:
+        events = load_events(path, args.kind)
+    except UnsupportedFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except EventValidationError as exc:
+        where = location_of(path)
+        print(
+            f"error: {path}: {len(exc.errors)} invalid record(s); nothing was ingested",
+            file=sys.stderr,
+        )
+        for error in exc.errors[:20]:
+            print(
+                f"  line {where.line(error.index)}: field {error.field!r}: {error.message} "
+                f"[{error.reason}]",
+                file=sys.stderr,
+            )
+        if len(exc.errors) > 20:
+            print(f"  ... and {len(exc.errors) - 20} more", file=sys.stderr)
+        return 2
+    log = EventLog.from_settings(settings)
+    accepted = duplicates = 0
+    with tqdm(total=len(events), unit="ev", desc=f"ingest {path.name}", disable=args.quiet) as bar:
+        for start in range(0, len(events), INGEST_CHUNK):
+            chunk = events[start : start + INGEST_CHUNK]
+            result = log.append(chunk)
+            accepted += result.accepted
+            duplicates += result.duplicates
+            bar.update(len(chunk))
+    print(f"{path}: {accepted} accepted, {duplicates} duplicates")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    from ct_assets.eventlog import EventLog
+
+    count = EventLog.from_settings(settings).export(args.kind, Path(args.out))
+    print(f"wrote {count} {args.kind} events to {args.out}")
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from ct_assets.status import collect_status, render_status
+
+    status = collect_status(settings)
+    print(json.dumps(status, indent=2, default=str) if args.json else render_status(status))
+    return 0
+
+
+def _cmd_dagster_home(args: argparse.Namespace, settings: Settings) -> int:
+    from ct_assets.instance import prepare_dagster_home
+
+    print(prepare_dagster_home(settings, args.storage))
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from ct_assets.demo import run_demo
+
+    return run_demo(settings)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ct-assets", description="Continuous training for production ML, on Dagster."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sim = sub.add_parser("simulate", help="write simulated schema-v1 events as NDJSON")
+    sim.add_argument("--rows", type=int, default=10_000)
+    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--drift", choices=["none", "concept", "covariate"], default="concept")
+    sim.add_argument("--drift-at", type=float, default=0.5, help="share of rows before the drift")
+    sim.add_argument("--kind", choices=["feedback", "predictions", "both"], default="feedback")
+    sim.add_argument("--out", required=True)
+    sim.set_defaults(func=_cmd_simulate)
+
+    ing = sub.add_parser("ingest", help="validate a file (NDJSON, CSV, Parquet) and append it")
+    ing.add_argument("file")
+    ing.add_argument("--kind", choices=["feedback", "prediction"], default=None)
+    ing.add_argument("--quiet", action="store_true", help="no progress bar")
+    ing.set_defaults(func=_cmd_ingest)
+
+    events = sub.add_parser("events", help="the event log")
+    events_sub = events.add_subparsers(dest="events_command", required=True)
+    export = events_sub.add_parser("export", help="every durable event of a kind to Parquet")
+    export.add_argument("--kind", choices=["feedback", "prediction"], required=True)
+    export.add_argument("--out", required=True)
+    export.set_defaults(func=_cmd_export)
+
+    status = sub.add_parser("status", help="champion, challenger, last trigger and retrain")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=_cmd_status)
+
+    home = sub.add_parser("dagster-home", help="write $CT_HOME/dagster/dagster.yaml")
+    home.add_argument("--storage", choices=["sqlite", "postgres"], default="sqlite")
+    home.set_defaults(func=_cmd_dagster_home)
+
+    demo = sub.add_parser("demo", help="the closed loop on simulated drifting feedback")
+    demo.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    result: Any = args.func(args, settings)
+    return int(result)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

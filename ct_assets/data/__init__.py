@@ -1,0 +1,1 @@
+"""Pure data functions: labeled examples, dataset compilation, versions."""

@@ -1,0 +1,43 @@
+"""Deployment: the ``champion`` alias moves to a candidate that passed the gate."""
+
+import dagster as dg
+
+from ct_assets import keys
+from ct_assets.defs.lineage import latest_metadata
+from ct_assets.defs.resources import RegistryResource
+from ct_assets.registry import TAG_LOG_POSITION
+
+
+@dg.asset(
+    name=keys.CHAMPION_MODEL,
+    group_name=keys.DEPLOYMENT,
+    deps=[keys.VALIDATION_REPORT],
+    kinds={"mlflow"},
+    description=(
+        "The registry's `champion`: moved to the validated candidate. Runs only when the "
+        "blocking gate check on validation_report passed. `ct/log_position` is the "
+        "champion's dataset cutoff, which the volume sensor counts new feedback from."
+    ),
+)
+def champion_model(
+    context: dg.AssetExecutionContext, registry: RegistryResource
+) -> dg.MaterializeResult:  # type: ignore[type-arg]
+    report = latest_metadata(context.instance, keys.VALIDATION_REPORT) or {}
+    version = str(report.get(keys.META_MODEL_VERSION, ""))
+    if not version or report.get(keys.META_DECISION) != "promote":
+        raise dg.Failure(f"the latest validation report does not promote a candidate: {report}")
+    reg = registry.registry()
+    trigger = dict(context.run.tags).get(keys.TAG_TRIGGER, "manual")
+    previous = reg.promote(version, reason=f"gate passed; trigger {trigger}")
+    info = reg.version(version)
+    return dg.MaterializeResult(
+        metadata={
+            keys.META_MODEL_VERSION: version,
+            keys.META_PREVIOUS_CHAMPION: previous.version if previous else "none",
+            keys.META_DATASET_VERSION: info.dataset_version or "",
+            keys.META_LOG_POSITION: int(info.tags.get(TAG_LOG_POSITION, "0")),
+            keys.META_MLFLOW_RUN_ID: info.run_id,
+            keys.META_TRIGGER: trigger,
+        },
+        data_version=dg.DataVersion(f"v{version}"),
+    )

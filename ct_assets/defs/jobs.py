@@ -1,0 +1,26 @@
+"""Jobs: the on-demand (and sensor-launched) retrain through the whole loop."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from ct_assets import keys
+
+RETRAIN_ASSETS = [
+    keys.RAW_FEEDBACK,
+    keys.RAW_PREDICTIONS,
+    keys.TRAINING_DATASET,
+    keys.CANDIDATE_MODEL,
+    keys.VALIDATION_REPORT,
+    keys.CHAMPION_MODEL,
+]
+
+retrain_job = dg.define_asset_job(
+    keys.RETRAIN_JOB,
+    selection=dg.AssetSelection.assets(*RETRAIN_ASSETS),
+    description=(
+        "Raw events -> dataset -> candidate -> validation -> champion. Launch it by hand "
+        "(ct/trigger=manual, ct/mode full|incremental) or let a sensor launch it."
+    ),
+    tags={keys.TAG_JOB: keys.RETRAIN_JOB, keys.TAG_TRIGGER: "manual", keys.TAG_MODE: "full"},
+)

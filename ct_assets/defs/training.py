@@ -1,0 +1,105 @@
+"""Training: a LightGBM candidate, full or incremental, logged and registered in MLflow."""
+
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+
+from ct_assets import keys
+from ct_assets.data.dataset import DatasetInfo
+from ct_assets.defs.lineage import require_metadata
+from ct_assets.defs.resources import DatasetStoreResource, RegistryResource, TrainingConfigResource
+from ct_assets.registry import CHAMPION, TAG_DAGSTER_RUN_ID, TAG_LOG_POSITION, TAG_TRIGGER
+from ct_assets.training.train import Mode, TrainParams, train_model
+
+TRAINING_CODE_VERSION = "lightgbm-v1"
+
+
+class CandidateConfig(dg.Config):
+    """``mode``: full | incremental. Empty means the run's ``ct/mode`` tag, else full."""
+
+    mode: str = ""
+
+
+def training_mode(config_mode: str, run_tags: dict[str, str]) -> Mode:
+    mode = config_mode or run_tags.get(keys.TAG_MODE, "") or "full"
+    if mode not in ("full", "incremental"):
+        raise dg.Failure(f"unknown training mode {mode!r}: use full or incremental")
+    return "full" if mode == "full" else "incremental"
+
+
+@dg.asset(
+    name=keys.CANDIDATE_MODEL,
+    group_name=keys.TRAINING,
+    deps=[keys.TRAINING_DATASET],
+    kinds={"lightgbm", "mlflow"},
+    code_version=TRAINING_CODE_VERSION,
+    description=(
+        "A LightGBM model trained on training_dataset's train split (full, or incremental: "
+        "continued from the champion on new rows only), logged as an MLflow run and "
+        "registered as a new version with alias `challenger`."
+    ),
+)
+def candidate_model(
+    context: dg.AssetExecutionContext,
+    config: CandidateConfig,
+    dataset_store: DatasetStoreResource,
+    registry: RegistryResource,
+    training_config: TrainingConfigResource,
+) -> dg.MaterializeResult:  # type: ignore[type-arg]
+    version = str(
+        require_metadata(context.instance, keys.TRAINING_DATASET, keys.META_DATASET_VERSION)
+    )
+    manifest = dataset_store.datasets / f"{version}.json"
+    if not manifest.exists():
+        raise dg.Failure(f"dataset {version} is recorded but {manifest} is missing")
+    info = DatasetInfo.from_json(manifest.read_text())
+    frame = pl.read_parquet(Path(info.path))
+    run_tags = dict(context.run.tags)
+    mode = training_mode(config.mode, run_tags)
+    reg = registry.registry()
+    champion_model = None
+    new_after: int | None = None
+    if mode == "incremental":
+        champion = reg.alias(CHAMPION)
+        if champion is not None:
+            champion_model = reg.load_model(champion.version)
+            new_after = int(champion.tags.get(TAG_LOG_POSITION, "0")) - 1
+    params = TrainParams(
+        num_boost_round=training_config.num_boost_round,
+        learning_rate=training_config.learning_rate,
+        num_leaves=training_config.num_leaves,
+        seed=training_config.seed,
+    )
+    result = train_model(frame, params, mode, champion_model, new_after)
+    for note in result.notes:
+        context.log.info(note)
+    holdout = frame.filter(pl.col("split") == "holdout")
+    registered = reg.log_candidate(
+        result,
+        info,
+        tags={
+            TAG_DAGSTER_RUN_ID: context.run.run_id,
+            TAG_TRIGGER: run_tags.get(keys.TAG_TRIGGER, "manual"),
+            "ct.asset_key": keys.CANDIDATE_MODEL,
+        },
+        example=holdout.head(5),
+    )
+    metrics = result.holdout_metrics
+    return dg.MaterializeResult(
+        metadata={
+            keys.META_MODEL_VERSION: registered.version,
+            keys.META_MLFLOW_RUN_ID: registered.run_id,
+            keys.META_DATASET_VERSION: info.version,
+            keys.META_MODE: result.mode,
+            keys.META_TRIGGER: run_tags.get(keys.TAG_TRIGGER, "manual"),
+            keys.META_AUC: metrics.get("auc", float("nan")),
+            keys.META_ACCURACY: metrics.get("accuracy", float("nan")),
+            "holdout_log_loss": metrics.get("log_loss", float("nan")),
+            "best_iteration": result.best_iteration,
+            "train_rows": result.train_rows,
+            "train_seconds": round(result.seconds, 3),
+            "notes": "; ".join(result.notes) or "-",
+        },
+        data_version=dg.DataVersion(f"v{registered.version}"),
+    )

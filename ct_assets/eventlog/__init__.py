@@ -1,0 +1,51 @@
+"""The immutable event log every asset reads: durable appends, lock-free readers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ct_assets.eventlog.reader import LogCounts, count_events, read_events
+from ct_assets.eventlog.writer import AppendResult, CorruptLogError, EventLogWriter
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    import polars as pl
+
+    from ct_assets.schema import Event, EventKind
+    from ct_assets.settings import Settings
+
+__all__ = ["AppendResult", "CorruptLogError", "EventLog", "LogCounts"]
+
+
+class EventLog:
+    """One log directory: append through one writer, read without locks."""
+
+    def __init__(
+        self, root: Path, segment_max_bytes: int = 64 * 1024 * 1024, max_event_bytes: int = 32768
+    ) -> None:
+        self.root = root
+        self._writer = EventLogWriter(root, segment_max_bytes, max_event_bytes)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> EventLog:
+        return cls(settings.eventlog_dir, settings.segment_max_bytes, settings.max_event_bytes)
+
+    def append(self, events: Sequence[Event]) -> AppendResult:
+        return self._writer.append(events)
+
+    def counts(self) -> LogCounts:
+        return count_events(self.root)
+
+    def read(self, kind: EventKind, limit: int | None = None) -> pl.DataFrame:
+        return read_events(self.root, kind, limit)
+
+    def export(self, kind: EventKind, out: Path) -> int:
+        """Every durable event of ``kind`` to a Parquet file, one row each; returns the count."""
+        frame = self.read(kind)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + ".tmp")
+        frame.write_parquet(tmp)
+        tmp.replace(out)
+        return frame.height

@@ -1,0 +1,43 @@
+"""Asset keys, metadata keys and run tags: the names sensors, the CLI and tests rely on."""
+
+from __future__ import annotations
+
+# assets
+RAW_FEEDBACK = "raw_feedback"
+RAW_PREDICTIONS = "raw_predictions"
+TRAINING_DATASET = "training_dataset"
+CANDIDATE_MODEL = "candidate_model"
+VALIDATION_REPORT = "validation_report"
+CHAMPION_MODEL = "champion_model"
+
+# groups
+INGESTION = "ingestion"
+CURATION = "curation"
+TRAINING = "training"
+VALIDATION = "validation"
+DEPLOYMENT = "deployment"
+
+# jobs, sensors, checks
+RETRAIN_JOB = "retrain"
+VOLUME_SENSOR = "volume_sensor"
+GATE_CHECK = "gate_passed"
+
+# materialization metadata
+META_LOG_POSITION = "ct/log_position"
+META_DATASET_VERSION = "ct/dataset_version"
+META_DATASET_PATH = "ct/dataset_path"
+META_MODEL_VERSION = "ct/model_version"
+META_MLFLOW_RUN_ID = "ct/mlflow_run_id"
+META_AUC = "ct/auc"
+META_ACCURACY = "ct/accuracy"
+META_DECISION = "ct/decision"
+META_PREVIOUS_CHAMPION = "ct/previous_champion"
+META_MODE = "ct/mode"
+META_TRIGGER = "ct/trigger"
+
+# run tags
+TAG_TRIGGER = "ct/trigger"
+TAG_REASON = "ct/reason"
+TAG_MODE = "ct/mode"
+TAG_JOB = "ct/job"
+TRIGGERS = ("volume", "drift", "performance", "schedule", "manual")

@@ -1,0 +1,268 @@
+"""The MLflow side of ct_assets: runs, registered versions, the ``champion``/``challenger`` aliases.
+
+Everything goes through an explicit :class:`mlflow.MlflowClient` built from the
+tracking URI; no global MLflow state is set. mlflow is imported inside methods so
+loading the code location stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ct_assets.data.dataset import DatasetInfo
+from ct_assets.settings import PROJECT_ROOT, Settings
+from ct_assets.training.model import TrainedModel
+from ct_assets.training.train import TrainResult
+
+if TYPE_CHECKING:
+    import polars as pl
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+
+# Tags on every registered version (and its run): the lineage contract.
+TAG_DATASET_VERSION = "ct.dataset_version"
+TAG_DATASET_PATH = "ct.dataset_path"
+TAG_LOG_POSITION = "ct.log_position"
+TAG_DAGSTER_RUN_ID = "ct.dagster_run_id"
+TAG_TRIGGER = "ct.trigger"
+TAG_MODE = "ct.mode"
+TAG_CODE_VERSION = "ct.code_version"
+TAG_REPORT = "ct.validation_report"
+TAG_DECISION = "ct.gate_decision"
+TAG_PREVIOUS_CHAMPION = "ct.previous_champion"
+TAG_PROMOTED_AT = "ct.promoted_at"
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    version: str
+    run_id: str
+    dataset_version: str | None
+    created_at: str
+    tags: dict[str, str]
+
+    def as_status(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "dataset_version": self.dataset_version,
+            "run_id": self.run_id,
+            "created_at": self.created_at,
+        }
+
+
+def code_version() -> str:
+    """The git sha of the project, or ``unknown`` outside a checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+class Registry:
+    def __init__(self, tracking_uri: str, model_name: str, artifact_root: str) -> None:
+        self.tracking_uri = tracking_uri
+        self.model_name = model_name
+        self.artifact_root = artifact_root
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Registry:
+        if settings.tracking_uri.startswith("sqlite:///"):
+            settings.mlflow_dir.mkdir(parents=True, exist_ok=True)
+        return cls(settings.tracking_uri, settings.model_name, settings.artifact_root)
+
+    @cached_property
+    def client(self) -> MlflowClient:
+        from mlflow import MlflowClient
+
+        # downloads of our own small artifacts need no progress bar on the console
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+
+    def experiment_id(self) -> str:
+        experiment = self.client.get_experiment_by_name(self.model_name)
+        if experiment is not None:
+            return str(experiment.experiment_id)
+        return str(
+            self.client.create_experiment(self.model_name, artifact_location=self.artifact_root)
+        )
+
+    def log_candidate(
+        self,
+        result: TrainResult,
+        dataset: DatasetInfo,
+        tags: dict[str, str],
+        example: pl.DataFrame,
+    ) -> VersionInfo:
+        """One MLflow run (params, metrics, dataset input, model), registered as ``challenger``."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
+
+        client = self.client
+        run_tags = {
+            "mlflow.runName": f"candidate-{dataset.version}",
+            TAG_DATASET_VERSION: dataset.version,
+            TAG_DATASET_PATH: dataset.path,
+            TAG_LOG_POSITION: str(dataset.log_position),
+            TAG_MODE: result.mode,
+            TAG_CODE_VERSION: code_version(),
+            **tags,
+        }
+        run = client.create_run(self.experiment_id(), tags=run_tags)
+        run_id = run.info.run_id
+        now_ms = int(datetime.now(UTC).timestamp() * 1000)
+        params = {k: str(v) for k, v in result.model.spec.params.items()}
+        params.update(
+            best_iteration=str(result.best_iteration),
+            train_rows=str(result.train_rows),
+            features=",".join(result.model.spec.feature_names)[:500],
+        )
+        metrics = [
+            Metric(f"holdout_{k}", float(v), now_ms, 0)
+            for k, v in result.holdout_metrics.items()
+            if v == v
+        ]
+        metrics.append(Metric("train_seconds", result.seconds, now_ms, 0))
+        client.log_batch(
+            run_id,
+            metrics=metrics,
+            params=[Param(k, v) for k, v in params.items()],
+            tags=[RunTag(k, v) for k, v in run_tags.items()],
+        )
+        client.log_inputs(
+            run_id,
+            datasets=[
+                DatasetInput(
+                    Dataset(
+                        name=f"training_dataset-{dataset.version}",
+                        digest=dataset.version,
+                        source_type="local",
+                        source=json.dumps({"uri": Path(dataset.path).as_uri()}),
+                        schema=json.dumps({"features": dataset.feature_names}),
+                        profile=json.dumps(
+                            {"rows": dataset.rows, "holdout_rows": dataset.holdout_rows}
+                        ),
+                    ),
+                    tags=[InputTag("mlflow.data.context", "training")],
+                )
+            ],
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            model_dir = self._save_mlflow_model(result.model, example, Path(tmp) / "model")
+            client.log_artifacts(run_id, str(model_dir), "model")
+        client.set_terminated(run_id)
+        self._ensure_registered_model()
+        version = client.create_model_version(
+            self.model_name,
+            source=f"{run.info.artifact_uri}/model",
+            run_id=run_id,
+            tags={
+                k: v for k, v in run_tags.items() if k.startswith("ct.") and k != TAG_DATASET_PATH
+            },
+        )
+        client.set_registered_model_alias(self.model_name, CHALLENGER, version.version)
+        return self._info(client.get_model_version(self.model_name, version.version))
+
+    def _save_mlflow_model(self, model: TrainedModel, example: pl.DataFrame, path: Path) -> Path:
+        import lightgbm
+        import mlflow.lightgbm
+        import pandas as pd
+        from mlflow.models import infer_signature
+
+        inputs = pd.DataFrame(model.spec.matrix(example), columns=model.spec.feature_names)
+        signature = infer_signature(inputs, model.booster.predict(inputs.to_numpy()))
+        mlflow.lightgbm.save_model(
+            model.booster,
+            str(path),
+            signature=signature,
+            input_example=inputs.head(3),
+            pip_requirements=[f"lightgbm=={lightgbm.__version__}"],
+        )
+        (path / "ct_model").mkdir()
+        model.save(path / "ct_model")
+        return path
+
+    def _ensure_registered_model(self) -> None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.get_registered_model(self.model_name)
+        except MlflowException:
+            self.client.create_registered_model(
+                self.model_name,
+                description="Continuously trained by ct_assets; aliases champion and challenger.",
+            )
+
+    def alias(self, alias: str) -> VersionInfo | None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self._info(self.client.get_model_version_by_alias(self.model_name, alias))
+        except MlflowException:
+            return None
+
+    def version(self, version: str) -> VersionInfo:
+        return self._info(self.client.get_model_version(self.model_name, version))
+
+    def versions(self) -> list[VersionInfo]:
+        found = self.client.search_model_versions(f"name = '{self.model_name}'")
+        return sorted((self._info(v) for v in found), key=lambda v: int(v.version))
+
+    def promote(self, version: str, reason: str) -> VersionInfo | None:
+        """Move ``champion`` to ``version``, recording the previous one (returned) on it."""
+        previous = self.alias(CHAMPION)
+        client = self.client
+        now = datetime.now(UTC).isoformat()
+        client.set_model_version_tag(
+            self.model_name, version, TAG_PREVIOUS_CHAMPION, previous.version if previous else ""
+        )
+        client.set_model_version_tag(self.model_name, version, TAG_PROMOTED_AT, now)
+        client.set_model_version_tag(self.model_name, version, "ct.promotion_reason", reason)
+        client.set_registered_model_alias(self.model_name, CHAMPION, version)
+        return previous
+
+    def set_version_tag(self, version: str, key: str, value: str) -> None:
+        self.client.set_model_version_tag(self.model_name, version, key, value)
+
+    def log_report(self, run_id: str, report: dict[str, Any]) -> str:
+        """The validation report as a JSON artifact of the candidate's run; returns its URI."""
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "validation_report.json"
+            path.write_text(json.dumps(report, indent=2, sort_keys=True, default=str))
+            self.client.log_artifact(run_id, str(path), "validation")
+        run = self.client.get_run(run_id)
+        return f"{run.info.artifact_uri}/validation/validation_report.json"
+
+    def load_model(self, version: str) -> TrainedModel:
+        info = self.client.get_model_version(self.model_name, version)
+        with tempfile.TemporaryDirectory() as tmp:
+            local = self.client.download_artifacts(str(info.run_id), "model/ct_model", tmp)
+            return TrainedModel.load(Path(local))
+
+    def _info(self, mv: ModelVersion) -> VersionInfo:
+        tags = dict(mv.tags or {})
+        created = datetime.fromtimestamp(int(mv.creation_timestamp) / 1000, UTC).isoformat()
+        return VersionInfo(
+            version=str(mv.version),
+            run_id=str(mv.run_id),
+            dataset_version=tags.get(TAG_DATASET_VERSION),
+            created_at=created,
+            tags=tags,
+        )

@@ -1,0 +1,169 @@
+"""One settings object for the whole project.
+
+Every path lives under ``CT_HOME`` (default ``.ct/`` in the project root). Values
+come from defaults, overridden by ``CT_*`` environment variables; nothing reads
+the environment at import time: call :meth:`Settings.from_env` where needed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_HOME = PROJECT_ROOT / ".ct"
+
+TrainingMode = Literal["full", "incremental"]
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the settings cannot use."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path = DEFAULT_HOME
+    model_name: str = "ct_model"
+    # MLflow: None means SQLite + local artifacts under CT_HOME/mlflow.
+    tracking_uri_override: str | None = None
+    # Volume trigger: labeled feedback events since the champion's dataset cutoff.
+    volume_threshold: int = 2000
+    volume_mode: TrainingMode = "full"
+    sensor_interval_seconds: int = 30
+    # Dataset compilation: most recent labeled examples, the last share held out by time.
+    training_window: int = 4000
+    holdout_fraction: float = 0.2
+    # Promotion gate: candidate AUC must reach champion AUC - tolerance, and the floor.
+    gate_tolerance: float = 0.0
+    gate_min_auc: float = 0.55
+    # LightGBM
+    num_boost_round: int = 300
+    learning_rate: float = 0.05
+    num_leaves: int = 31
+    seed: int = 7
+    # Event log
+    segment_max_bytes: int = 64 * 1024 * 1024
+    max_event_bytes: int = 32 * 1024
+
+    @property
+    def eventlog_dir(self) -> Path:
+        return self.home / "eventlog"
+
+    @property
+    def datasets_dir(self) -> Path:
+        return self.home / "datasets"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.home / "reports"
+
+    @property
+    def mlflow_dir(self) -> Path:
+        return self.home / "mlflow"
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.home / "dagster"
+
+    @property
+    def tracking_uri(self) -> str:
+        if self.tracking_uri_override:
+            return self.tracking_uri_override
+        return f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
+
+    @property
+    def artifact_root(self) -> str:
+        return (self.mlflow_dir / "artifacts").as_uri()
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Defaults overridden by ``CT_*`` variables from ``environ`` (default ``os.environ``)."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for name, (var, parse) in _ENV_VARS.items():
+            raw = env.get(var)
+            if raw is None or raw == "":
+                continue
+            try:
+                values[name] = parse(raw)
+            except ValueError as exc:
+                raise SettingsError(f"{var}={raw!r}: {exc}") from None
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def with_home(self, home: Path) -> Settings:
+        return replace(self, home=home.resolve())
+
+    def validate(self) -> None:
+        checks = [
+            (self.volume_threshold >= 1, "CT_VOLUME_THRESHOLD must be >= 1"),
+            (self.training_window >= 10, "CT_TRAINING_WINDOW must be >= 10"),
+            (0.0 < self.holdout_fraction < 0.9, "CT_HOLDOUT_FRACTION must be in (0, 0.9)"),
+            (self.sensor_interval_seconds >= 1, "CT_SENSOR_INTERVAL_SECONDS must be >= 1"),
+            (self.num_boost_round >= 1, "CT_NUM_BOOST_ROUND must be >= 1"),
+            (self.segment_max_bytes >= 4096, "CT_SEGMENT_MAX_BYTES must be >= 4096"),
+            (self.volume_mode in ("full", "incremental"), "CT_VOLUME_MODE: full|incremental"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise SettingsError(message)
+
+    def as_env(self) -> dict[str, str]:
+        """The variables that reproduce these settings in a child process."""
+        out: dict[str, str] = {}
+        for f in fields(self):
+            if f.name not in _ENV_VARS:
+                continue
+            value = getattr(self, f.name)
+            if value is not None:
+                out[_ENV_VARS[f.name][0]] = str(value)
+        out["DAGSTER_HOME"] = str(self.dagster_home)
+        return out
+
+
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
+        raise ValueError("must not be negative")
+    return value
+
+
+def _fraction(raw: str) -> float:
+    value = float(raw)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError("must be between 0 and 1")
+    return value
+
+
+def _mode(raw: str) -> str:
+    if raw not in ("full", "incremental"):
+        raise ValueError("must be 'full' or 'incremental'")
+    return raw
+
+
+def _home(raw: str) -> Path:
+    return Path(raw).expanduser().resolve()
+
+
+_ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "home": ("CT_HOME", _home),
+    "model_name": ("CT_MODEL_NAME", str),
+    "tracking_uri_override": ("CT_MLFLOW_TRACKING_URI", str),
+    "volume_threshold": ("CT_VOLUME_THRESHOLD", _positive_int),
+    "volume_mode": ("CT_VOLUME_MODE", _mode),
+    "sensor_interval_seconds": ("CT_SENSOR_INTERVAL_SECONDS", _positive_int),
+    "training_window": ("CT_TRAINING_WINDOW", _positive_int),
+    "holdout_fraction": ("CT_HOLDOUT_FRACTION", _fraction),
+    "gate_tolerance": ("CT_GATE_TOLERANCE", _fraction),
+    "gate_min_auc": ("CT_GATE_MIN_AUC", _fraction),
+    "num_boost_round": ("CT_NUM_BOOST_ROUND", _positive_int),
+    "learning_rate": ("CT_LEARNING_RATE", float),
+    "num_leaves": ("CT_NUM_LEAVES", _positive_int),
+    "seed": ("CT_SEED", int),
+    "segment_max_bytes": ("CT_SEGMENT_MAX_BYTES", _positive_int),
+    "max_event_bytes": ("CT_MAX_EVENT_BYTES", _positive_int),
+}

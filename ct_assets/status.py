@@ -1,0 +1,122 @@
+"""What ``ct-assets status`` reports: aliases, event counts, the last trigger and retrain."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from ct_assets import keys
+from ct_assets.eventlog import EventLog
+from ct_assets.settings import Settings
+
+
+def _registry_state(settings: Settings) -> dict[str, Any]:
+    from ct_assets.registry import CHALLENGER, CHAMPION, Registry
+
+    out: dict[str, Any] = {"champion": None, "challenger": None, "performance": None}
+    db = settings.mlflow_dir / "mlflow.db"
+    if settings.tracking_uri.startswith("sqlite:///") and not db.exists():
+        return out
+    registry = Registry.from_settings(settings)
+    champion = registry.alias(CHAMPION)
+    challenger = registry.alias(CHALLENGER)
+    out["champion"] = champion.as_status() if champion else None
+    out["challenger"] = challenger.as_status() if challenger else None
+    if champion is not None:
+        run = registry.client.get_run(champion.run_id)
+        out["performance"] = {
+            "source": "validation holdout at training time",
+            **{
+                k.removeprefix("holdout_"): v
+                for k, v in run.data.metrics.items()
+                if k.startswith("holdout_")
+            },
+        }
+    return out
+
+
+def _run_summary(run: Any) -> dict[str, Any]:
+    def stamp(value: float | None) -> str | None:
+        return datetime.fromtimestamp(value, UTC).isoformat() if value else None
+
+    return {
+        "run_id": run.dagster_run.run_id,
+        "status": run.dagster_run.status.value,
+        "trigger": run.dagster_run.tags.get(keys.TAG_TRIGGER),
+        "reason": run.dagster_run.tags.get(keys.TAG_REASON),
+        "mode": run.dagster_run.tags.get(keys.TAG_MODE),
+        "started_at": stamp(run.start_time),
+        "ended_at": stamp(run.end_time),
+    }
+
+
+def _dagster_state(settings: Settings) -> dict[str, Any]:
+    out: dict[str, Any] = {"last_trigger": None, "last_retrain": None}
+    if not (settings.dagster_home / "dagster.yaml").exists():
+        return out
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
+        records = instance.get_run_records(
+            dg.RunsFilter(tags={keys.TAG_JOB: keys.RETRAIN_JOB}), limit=20
+        )
+        if records:
+            out["last_retrain"] = _run_summary(records[0])
+        triggered = [r for r in records if r.dagster_run.tags.get(keys.TAG_TRIGGER) != "manual"]
+        if triggered:
+            summary = _run_summary(triggered[0])
+            out["last_trigger"] = {
+                "kind": summary["trigger"],
+                "reason": summary["reason"],
+                "run_id": summary["run_id"],
+                "at": summary["started_at"],
+            }
+    return out
+
+
+def collect_status(settings: Settings) -> dict[str, Any]:
+    counts = EventLog.from_settings(settings).counts()
+    return {
+        "model_name": settings.model_name,
+        "ct_home": str(settings.home),
+        "tracking_uri": settings.tracking_uri,
+        **_registry_state(settings),
+        "deployment": {"mode": "off", "fraction": 0.0},
+        **_dagster_state(settings),
+        "drift": {"state": "not monitored", "detail": "no drift sensor is configured"},
+        "events": {"feedback": counts.feedback, "prediction": counts.prediction},
+        "volume_trigger": {"threshold": settings.volume_threshold, "mode": settings.volume_mode},
+    }
+
+
+def render_status(status: dict[str, Any]) -> str:
+    def version(entry: dict[str, Any] | None) -> str:
+        if not entry:
+            return "none"
+        return f"v{entry['version']} (dataset {entry['dataset_version']}, {entry['created_at']})"
+
+    lines = [
+        f"model        {status['model_name']}  ({status['tracking_uri']})",
+        f"champion     {version(status['champion'])}",
+        f"challenger   {version(status['challenger'])}",
+        f"events       {status['events']['feedback']} feedback, "
+        f"{status['events']['prediction']} predictions",
+        f"deployment   {status['deployment']['mode']}",
+    ]
+    trigger = status.get("last_trigger")
+    lines.append(
+        f"last trigger {trigger['kind']}: {trigger['reason']}" if trigger else "last trigger none"
+    )
+    retrain = status.get("last_retrain")
+    lines.append(
+        f"last retrain {retrain['status']} ({retrain['trigger']}, {retrain['started_at']})"
+        if retrain
+        else "last retrain none"
+    )
+    performance = status.get("performance")
+    if performance:
+        lines.append(
+            f"performance  auc {performance.get('auc', float('nan')):.4f}, "
+            f"accuracy {performance.get('accuracy', float('nan')):.4f} ({performance['source']})"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Pure training functions: LightGBM models, metrics and the promotion gate."""

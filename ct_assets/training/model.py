@@ -1,0 +1,118 @@
+"""A trained LightGBM model with what feeds it: features, categories, classes."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import polars as pl
+from numpy.typing import NDArray
+
+if TYPE_CHECKING:
+    import lightgbm
+
+MODEL_FILE = "model.txt"
+SPEC_FILE = "ct_model.json"
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """The model's inputs: ordered feature names, categories of the string features, classes."""
+
+    feature_names: list[str]
+    categories: dict[str, list[str]]
+    classes: list[str]
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def categorical_indices(self) -> list[int]:
+        return [i for i, name in enumerate(self.feature_names) if name in self.categories]
+
+    def compatible_with(self, other: FeatureSpec) -> bool:
+        """Same inputs and classes: a model of one can continue boosting on data of the other."""
+        return (
+            self.feature_names == other.feature_names
+            and self.categories == other.categories
+            and self.classes == other.classes
+        )
+
+    def matrix(self, frame: pl.DataFrame) -> NDArray[Any]:
+        """Features as a float matrix; categories as their codes, unseen or missing as NaN."""
+        columns: list[NDArray[Any]] = []
+        for name in self.feature_names:
+            if name not in frame.columns:
+                columns.append(np.full(frame.height, np.nan))
+                continue
+            column = frame[name]
+            if name in self.categories:
+                codes = {value: float(i) for i, value in enumerate(self.categories[name])}
+                coded = column.cast(pl.String).replace_strict(
+                    codes, default=None, return_dtype=pl.Float64
+                )
+                columns.append(coded.fill_null(np.nan).to_numpy())
+            else:
+                columns.append(column.cast(pl.Float64).fill_null(np.nan).to_numpy())
+        if not columns:
+            return np.empty((frame.height, 0))
+        return np.column_stack(columns)
+
+    def label_indices(self, labels: pl.Series) -> NDArray[Any]:
+        index = {value: i for i, value in enumerate(self.classes)}
+        values = labels.cast(pl.String).to_list()
+        unknown = sorted({v for v in values if v not in index})
+        if unknown:
+            raise ValueError(
+                f"labels {unknown[:5]} are not among the model's classes {self.classes}"
+            )
+        return np.array([index[v] for v in values], dtype=int)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "feature_names": self.feature_names,
+                "categories": self.categories,
+                "classes": self.classes,
+                "params": self.params,
+            },
+            indent=2,
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> FeatureSpec:
+        data = json.loads(text)
+        return cls(data["feature_names"], data["categories"], data["classes"], data["params"])
+
+
+@dataclass
+class TrainedModel:
+    booster: lightgbm.Booster
+    spec: FeatureSpec
+
+    def predict_proba(self, frame: pl.DataFrame) -> NDArray[Any]:
+        """Class probabilities, shape (rows, classes), columns in ``spec.classes`` order."""
+        raw = np.asarray(self.booster.predict(self.spec.matrix(frame)))
+        if len(self.spec.classes) == 2 and raw.ndim == 1:
+            return np.column_stack([1.0 - raw, raw])
+        return raw
+
+    def predict(self, frame: pl.DataFrame) -> list[str]:
+        proba = self.predict_proba(frame)
+        return [self.spec.classes[i] for i in proba.argmax(axis=1)]
+
+    def save(self, directory: Path) -> Path:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.booster.save_model(str(directory / MODEL_FILE))
+        (directory / SPEC_FILE).write_text(self.spec.to_json())
+        return directory
+
+    @classmethod
+    def load(cls, directory: Path) -> TrainedModel:
+        import lightgbm
+
+        booster = lightgbm.Booster(model_file=str(directory / MODEL_FILE))
+        spec = FeatureSpec.from_json((directory / SPEC_FILE).read_text())
+        return cls(booster, spec)

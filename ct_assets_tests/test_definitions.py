@@ -1,0 +1,100 @@
+"""The code location loads, holds every definition, and keeps heavy imports out."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+
+from ct_assets import keys
+from ct_assets.defs import build_definitions
+from ct_assets.settings import PROJECT_ROOT, Settings
+
+EXPECTED_ASSETS = {
+    keys.RAW_FEEDBACK,
+    keys.RAW_PREDICTIONS,
+    keys.TRAINING_DATASET,
+    keys.CANDIDATE_MODEL,
+    keys.VALIDATION_REPORT,
+    keys.CHAMPION_MODEL,
+}
+
+
+def test_every_asset_check_job_and_sensor_is_defined(settings: Settings) -> None:
+    defs = build_definitions(settings)
+    graph = defs.resolve_asset_graph()
+    assert {k.to_user_string() for k in graph.get_all_asset_keys()} == EXPECTED_ASSETS
+    checks = {(c.asset_key.to_user_string(), c.name) for c in graph.asset_check_keys}
+    assert checks == {(keys.VALIDATION_REPORT, keys.GATE_CHECK)}
+    job = defs.resolve_job_def(keys.RETRAIN_JOB)
+    assert job.tags[keys.TAG_JOB] == keys.RETRAIN_JOB
+    sensor = defs.resolve_sensor_def(keys.VOLUME_SENSOR)
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    assert set(defs.resources or {}) >= {
+        "event_log",
+        "dataset_store",
+        "registry",
+        "training_config",
+    }
+
+
+def test_assets_have_groups_kinds_and_descriptions(settings: Settings) -> None:
+    graph = build_definitions(settings).resolve_asset_graph()
+    groups = {}
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        assert node.description, key
+        kinds = {
+            t.removeprefix("dagster/kind/") for t in node.tags if t.startswith("dagster/kind/")
+        }
+        assert kinds, f"{key} has no kinds"
+        groups[key.to_user_string()] = node.group_name
+    assert groups[keys.RAW_FEEDBACK] == keys.INGESTION
+    assert groups[keys.TRAINING_DATASET] == keys.CURATION
+    assert groups[keys.CANDIDATE_MODEL] == keys.TRAINING
+    assert groups[keys.VALIDATION_REPORT] == keys.VALIDATION
+    assert groups[keys.CHAMPION_MODEL] == keys.DEPLOYMENT
+
+
+def test_resources_point_under_ct_home(settings: Settings) -> None:
+    defs = build_definitions(settings)
+    resources = defs.resources or {}
+    assert Path(resources["event_log"].root).is_relative_to(settings.home)
+    assert Path(resources["dataset_store"].datasets_dir).is_relative_to(settings.home)
+    assert str(settings.home) in resources["registry"].tracking_uri
+
+
+def test_loading_the_code_location_leaves_heavy_modules_out(tmp_path: Path) -> None:
+    script = (
+        "import json, sys\n"
+        "from ct_assets.definitions import defs\n"
+        "d = defs() if callable(defs) else defs\n"
+        "d.resolve_job_def('retrain')\n"
+        "heavy = ['mlflow', 'lightgbm', 'alibi_detect', 'sklearn', 'starlette', 'uvicorn']\n"
+        "print(json.dumps([m for m in heavy if m in sys.modules]))\n"
+    )
+    env = {**os.environ, "CT_HOME": str(tmp_path / "ct")}
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+    )
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_workspace_loads_the_location_named_ct_assets(tmp_path: Path) -> None:
+    env = {**os.environ, "CT_HOME": str(tmp_path / "ct"), "DAGSTER_HOME": str(tmp_path / "dh")}
+    (tmp_path / "dh").mkdir()
+    dagster = Path(sys.executable).with_name("dagster")
+    out = subprocess.run(
+        [str(dagster), "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "ct_assets" in out.stdout + out.stderr
