@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ct_assets.eventlog.frames import CorruptLogError
 from ct_assets.eventlog.reader import LogCounts, count_events, read_events
-from ct_assets.eventlog.writer import AppendResult, CorruptLogError, EventLogWriter
+from ct_assets.eventlog.writer import AppendResult, EventLogWriter
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

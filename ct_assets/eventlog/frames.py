@@ -45,11 +45,17 @@ class ScanResult:
     frames: list[Frame]
     valid_end: int
     file_size: int
+    # a frame failed its checksum although a valid frame follows it: damage, not a torn write
+    corrupt: bool = False
 
     @property
     def torn(self) -> bool:
-        """Bytes after the last valid frame: a write that never completed."""
+        """Bytes after the last valid frame: a write that never completed (or damage)."""
         return self.valid_end < self.file_size
+
+
+class CorruptLogError(RuntimeError):
+    """A frame that was once complete no longer checks out: storage was damaged."""
 
 
 def encode_frame(lines: list[bytes], n_prediction: int, n_feedback: int) -> bytes:
@@ -65,18 +71,40 @@ def scan_segment(path: Path, start: int = 0) -> ScanResult:
         data = handle.read()
     frames: list[Frame] = []
     pos = 0
+    corrupt = False
     while pos + HEADER.size <= len(data):
-        magic, length, crc, n_pred, n_fb = HEADER.unpack_from(data, pos)
-        body_start = pos + HEADER.size
-        body_end = body_start + length
-        if magic != MAGIC or body_end > len(data):
+        frame = _frame_at(data, pos)
+        if frame is None:
+            corrupt = _valid_frame_after(data, pos)
             break
-        payload = data[body_start:body_end]
-        if zlib.crc32(payload) != crc:
-            break
-        frames.append(Frame(start + pos, n_pred, n_fb, payload))
-        pos = body_end
-    return ScanResult(frames, start + pos, start + len(data))
+        frames.append(Frame(start + pos, frame.n_prediction, frame.n_feedback, frame.payload))
+        pos = frame.end
+    return ScanResult(frames, start + pos, start + len(data), corrupt)
+
+
+def _valid_frame_after(data: bytes, pos: int) -> bool:
+    """Whether a whole, checksummed frame starts anywhere after ``pos``: then the
+    invalid frame at ``pos`` is damage to acknowledged data, not a torn last write."""
+    found = data.find(MAGIC, pos + 1)
+    while found != -1:
+        if _frame_at(data, found) is not None:
+            return True
+        found = data.find(MAGIC, found + 1)
+    return False
+
+
+def _frame_at(data: bytes, pos: int) -> Frame | None:
+    """The complete, checksummed frame at ``pos`` of ``data``, or None."""
+    if pos + HEADER.size > len(data):
+        return None
+    magic, length, crc, n_pred, n_fb = HEADER.unpack_from(data, pos)
+    body_end = pos + HEADER.size + length
+    if magic != MAGIC or body_end > len(data):
+        return None
+    payload = data[pos + HEADER.size : body_end]
+    if zlib.crc32(payload) != crc:
+        return None
+    return Frame(pos, n_pred, n_fb, payload)
 
 
 def segment_paths(root: Path) -> list[Path]:
@@ -91,8 +119,15 @@ def segment_name(sequence: int) -> str:
 
 
 def iter_frames(root: Path) -> Iterator[Frame]:
-    for path in segment_paths(root):
-        yield from scan_segment(path).frames
+    """Every valid frame in append order. Only the newest segment may end in a torn
+    write (skipped); damage anywhere else raises :class:`CorruptLogError` rather than
+    silently hiding acknowledged events."""
+    paths = segment_paths(root)
+    for position, path in enumerate(paths):
+        scan = scan_segment(path)
+        if scan.corrupt or (scan.torn and position != len(paths) - 1):
+            raise CorruptLogError(f"{path}: invalid frame at byte {scan.valid_end}")
+        yield from scan.frames
 
 
 def fsync_dir(path: Path) -> None:

@@ -60,14 +60,24 @@ def count_events(root: Path) -> LogCounts:
     return LogCounts(n_pred, n_fb)
 
 
+class _Kind(msgspec.Struct):
+    kind: str
+
+
+_KIND_DECODER = msgspec.json.Decoder(_Kind)
+
+
 def read_lines(root: Path, kind: EventKind, limit: int | None = None) -> list[bytes]:
     """JSON lines of ``kind`` in append order; at most ``limit`` (the first ones)."""
-    wanted = b'"kind":"' + kind.encode() + b'"'
     out: list[bytes] = []
     for frame in iter_frames(root):
-        if (frame.n_prediction if kind == "prediction" else frame.n_feedback) == 0:
+        wanted = frame.n_prediction if kind == "prediction" else frame.n_feedback
+        if wanted == 0:
             continue
-        out.extend(line for line in frame.lines() if wanted in line)
+        if wanted == frame.n_prediction + frame.n_feedback:
+            out.extend(frame.lines())
+        else:
+            out.extend(line for line in frame.lines() if _KIND_DECODER.decode(line).kind == kind)
         if limit is not None and len(out) >= limit:
             return out[:limit]
     return out

@@ -26,6 +26,7 @@ from pathlib import Path
 import msgspec
 
 from ct_assets.eventlog.frames import (
+    CorruptLogError,
     encode_frame,
     fsync_dir,
     scan_segment,
@@ -126,6 +127,7 @@ class EventLogWriter:
         paths = segment_paths(self.root)
         for position, path in enumerate(paths):
             start = self._scanned.get(path.name, 0)
+            self._scanned[path.name] = start
             if start == path.stat().st_size:
                 continue
             scan = scan_segment(path, start)
@@ -133,9 +135,9 @@ class EventLogWriter:
                 for line in frame.lines():
                     self._known_ids.add(_ID_DECODER.decode(line).event_id)
             if scan.torn:
-                if position != len(paths) - 1:
+                if scan.corrupt or position != len(paths) - 1:
                     raise CorruptLogError(
-                        f"{path}: invalid frame at byte {scan.valid_end} in a closed segment"
+                        f"{path}: damaged frame at byte {scan.valid_end}; refusing to append"
                     )
                 with open(path, "r+b") as handle:
                     handle.truncate(scan.valid_end)
@@ -165,7 +167,3 @@ class EventLogWriter:
         finally:
             os.close(fd)
         self._scanned[path.name] += len(frame)
-
-
-class CorruptLogError(RuntimeError):
-    """A closed segment holds a frame that does not check out: storage was damaged."""
