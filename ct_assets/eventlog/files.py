@@ -63,14 +63,32 @@ def load_events(path: Path, kind: EventKind | None = None) -> list[Event]:
     if fmt == "ndjson":
         candidates = list(_ndjson_candidates(path, kind))
     else:
-        frame = (
-            pl.read_csv(path, infer_schema_length=None) if fmt == "csv" else pl.read_parquet(path)
-        )
+        frame = _read_csv(path) if fmt == "csv" else pl.read_parquet(path)
         candidates = [
             convert_record(_nest(row), index, kind)
             for index, row in enumerate(frame.iter_rows(named=True))
         ]
     return validate_events(candidates)
+
+
+# Identifiers stay strings even when they look like numbers ("1001").
+STRING_COLUMNS = (
+    "event_id",
+    "prediction_id",
+    "entity_id",
+    "user_id",
+    "source",
+    "signal",
+    "model_name",
+    "model_version",
+    "arm",
+)
+
+
+def _read_csv(path: Path) -> pl.DataFrame:
+    header = pl.read_csv(path, n_rows=0).columns
+    overrides = {name: pl.String for name in STRING_COLUMNS if name in header}
+    return pl.read_csv(path, infer_schema_length=None, schema_overrides=overrides)
 
 
 def _ndjson_candidates(path: Path, kind: EventKind | None) -> Iterator[Event | FieldError]:
