@@ -57,18 +57,40 @@ def labeled_examples(feedback: pl.DataFrame, predictions: pl.DataFrame | None) -
     explicit = feedback.filter(
         (pl.col("feedback_type") == "explicit") & pl.col(LABEL).is_not_null()
     )
-    if predictions is not None and predictions.height and "prediction_id" in explicit.columns:
-        logged = predictions.select(
-            "prediction_id", pl.col("features").alias("_logged_features")
-        ).unique("prediction_id", keep="first")
-        explicit = explicit.join(logged, on="prediction_id", how="left").with_columns(
-            pl.coalesce("features", "_logged_features").alias("features")
-            if "features" in explicit.columns
-            else pl.col("_logged_features").alias("features")
-        )
     if "features" not in explicit.columns:
+        explicit = explicit.with_columns(features=pl.lit(None, dtype=pl.Struct({})))
+    base = [c for c in explicit.columns if c != "features"]
+    parts = [explicit.filter(pl.col("features").is_not_null())]
+    if predictions is not None and predictions.height and "prediction_id" in explicit.columns:
+        logged = predictions.select("prediction_id", "features").unique(
+            "prediction_id", keep="first"
+        )
+        attributed = (
+            explicit.filter(pl.col("features").is_null())
+            .drop("features")
+            .join(logged, on="prediction_id", how="inner")
+        )
+        parts.append(attributed)
+    # Own and logged features may have different fields: flatten (prefixed, so a
+    # feature cannot clash with an envelope column), union, and pack them again.
+    flat = [
+        part.with_columns(pl.col("features").name.prefix_fields(_FEATURE_PREFIX)).unnest("features")
+        for part in parts
+        if part.height
+    ]
+    if not flat:
         return explicit.clear()
-    return explicit.filter(pl.col("features").is_not_null())
+    merged = pl.concat(flat, how="diagonal_relaxed")
+    fields = [c for c in merged.columns if c.startswith(_FEATURE_PREFIX)]
+    packed = pl.struct([pl.col(c).alias(c.removeprefix(_FEATURE_PREFIX)) for c in fields])
+    return merged.select(*base, packed.alias("features")).sort("log_offset")
+
+
+_FEATURE_PREFIX = "__feature__"
+
+
+class ReservedFeatureError(ValueError):
+    """A feature is named like a dataset column (event_id, label, split, ...)."""
 
 
 def compile_dataset(examples: pl.DataFrame, window: int, holdout_fraction: float) -> pl.DataFrame:
@@ -76,6 +98,9 @@ def compile_dataset(examples: pl.DataFrame, window: int, holdout_fraction: float
     if examples.height == 0:
         raise EmptyDatasetError("no labeled feedback with features to train on")
     ordered = examples.sort(["timestamp", "log_offset"]).tail(window)
+    clashes = sorted(set(ordered.schema["features"].to_schema()) & set(META_COLUMNS))  # type: ignore[attr-defined]
+    if clashes:
+        raise ReservedFeatureError(f"features named {clashes} clash with dataset columns")
     flat = ordered.select("event_id", "log_offset", "timestamp", LABEL, "features").unnest(
         "features"
     )
