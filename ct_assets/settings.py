@@ -105,6 +105,9 @@ class Settings:
             (0.0 < self.holdout_fraction < 0.9, "CT_HOLDOUT_FRACTION must be in (0, 0.9)"),
             (self.sensor_interval_seconds >= 1, "CT_SENSOR_INTERVAL_SECONDS must be >= 1"),
             (self.num_boost_round >= 1, "CT_NUM_BOOST_ROUND must be >= 1"),
+            (self.learning_rate > 0.0, "CT_LEARNING_RATE must be > 0"),
+            (self.num_leaves >= 2, "CT_NUM_LEAVES must be >= 2"),
+            (self.max_event_bytes >= 1024, "CT_MAX_EVENT_BYTES must be >= 1024"),
             (self.segment_max_bytes >= 4096, "CT_SEGMENT_MAX_BYTES must be >= 4096"),
             (self.volume_mode in ("full", "incremental"), "CT_VOLUME_MODE: full|incremental"),
         ]
