@@ -56,6 +56,13 @@ def test_daemon_launches_a_retrain_and_the_champion_changes(settings: Settings) 
             time.sleep(2)
             champion = registry.alias(CHAMPION) or first
         assert champion.version != first.version, (settings.home / "daemon.log").read_text()[-3000:]
+        # the champion moves in the run's last step; the run ends moments later
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            while time.monotonic() < deadline:
+                runs = instance.get_runs(dg.RunsFilter(tags={keys.TAG_TRIGGER: "volume"}))
+                if runs and runs[0].is_finished:
+                    break
+                time.sleep(1)
     finally:
         daemon.terminate()
         try:
