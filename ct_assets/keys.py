@@ -40,4 +40,3 @@ TAG_TRIGGER = "ct/trigger"
 TAG_REASON = "ct/reason"
 TAG_MODE = "ct/mode"
 TAG_JOB = "ct/job"
-TRIGGERS = ("volume", "drift", "performance", "schedule", "manual")

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
 
+SQLITE_PREFIX = "sqlite:///"
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 
@@ -85,13 +86,16 @@ class Registry:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Registry:
-        if settings.tracking_uri.startswith("sqlite:///"):
-            settings.mlflow_dir.mkdir(parents=True, exist_ok=True)
         return cls(settings.tracking_uri, settings.model_name, settings.artifact_root)
 
     @cached_property
     def client(self) -> MlflowClient:
         from mlflow import MlflowClient
+
+        if self.tracking_uri.startswith(SQLITE_PREFIX):
+            Path(self.tracking_uri.removeprefix(SQLITE_PREFIX)).parent.mkdir(
+                parents=True, exist_ok=True
+            )
 
         # downloads of our own small artifacts need no progress bar on the console
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -220,10 +224,6 @@ class Registry:
 
     def version(self, version: str) -> VersionInfo:
         return self._info(self.client.get_model_version(self.model_name, version))
-
-    def versions(self) -> list[VersionInfo]:
-        found = self.client.search_model_versions(f"name = '{self.model_name}'")
-        return sorted((self._info(v) for v in found), key=lambda v: int(v.version))
 
     def promote(self, version: str, reason: str) -> VersionInfo | None:
         """Move ``champion`` to ``version``, recording the previous one (returned) on it."""

@@ -28,7 +28,6 @@ import msgspec
 SCHEMA_VERSION: Literal[1] = 1
 
 EventKind = Literal["prediction", "feedback"]
-EVENT_KINDS: tuple[EventKind, ...] = ("prediction", "feedback")
 
 MAX_ID_CHARS = 128
 MAX_STRING_CHARS = 1024

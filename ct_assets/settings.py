@@ -128,7 +128,7 @@ class Settings:
         return out
 
 
-def _positive_int(raw: str) -> int:
+def _non_negative_int(raw: str) -> int:
     value = int(raw)
     if value < 0:
         raise ValueError("must not be negative")
@@ -156,17 +156,17 @@ _ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "home": ("CT_HOME", _home),
     "model_name": ("CT_MODEL_NAME", str),
     "tracking_uri_override": ("CT_MLFLOW_TRACKING_URI", str),
-    "volume_threshold": ("CT_VOLUME_THRESHOLD", _positive_int),
+    "volume_threshold": ("CT_VOLUME_THRESHOLD", _non_negative_int),
     "volume_mode": ("CT_VOLUME_MODE", _mode),
-    "sensor_interval_seconds": ("CT_SENSOR_INTERVAL_SECONDS", _positive_int),
-    "training_window": ("CT_TRAINING_WINDOW", _positive_int),
+    "sensor_interval_seconds": ("CT_SENSOR_INTERVAL_SECONDS", _non_negative_int),
+    "training_window": ("CT_TRAINING_WINDOW", _non_negative_int),
     "holdout_fraction": ("CT_HOLDOUT_FRACTION", _fraction),
     "gate_tolerance": ("CT_GATE_TOLERANCE", _fraction),
     "gate_min_auc": ("CT_GATE_MIN_AUC", _fraction),
-    "num_boost_round": ("CT_NUM_BOOST_ROUND", _positive_int),
+    "num_boost_round": ("CT_NUM_BOOST_ROUND", _non_negative_int),
     "learning_rate": ("CT_LEARNING_RATE", float),
-    "num_leaves": ("CT_NUM_LEAVES", _positive_int),
+    "num_leaves": ("CT_NUM_LEAVES", _non_negative_int),
     "seed": ("CT_SEED", int),
-    "segment_max_bytes": ("CT_SEGMENT_MAX_BYTES", _positive_int),
-    "max_event_bytes": ("CT_MAX_EVENT_BYTES", _positive_int),
+    "segment_max_bytes": ("CT_SEGMENT_MAX_BYTES", _non_negative_int),
+    "max_event_bytes": ("CT_MAX_EVENT_BYTES", _non_negative_int),
 }

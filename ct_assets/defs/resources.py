@@ -61,8 +61,6 @@ class TrainingConfigResource(dg.ConfigurableResource):  # type: ignore[type-arg]
 
 
 def resources_from_settings(settings: Settings) -> dict[str, dg.ConfigurableResource]:  # type: ignore[type-arg]
-    if settings.tracking_uri.startswith("sqlite:///"):
-        settings.mlflow_dir.mkdir(parents=True, exist_ok=True)
     return {
         "event_log": EventLogResource(
             root=str(settings.eventlog_dir), segment_max_bytes=settings.segment_max_bytes

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from ct_assets.settings import PROJECT_ROOT, Settings
-
-if TYPE_CHECKING:
-    import dagster as dg
 
 InstanceKind = Literal["sqlite", "postgres"]
 
@@ -38,11 +35,3 @@ def prepare_dagster_home(settings: Settings, kind: InstanceKind = "sqlite") -> P
     elif not marker.exists():
         marker.write_text(kind)
     return home
-
-
-def open_instance(settings: Settings) -> dg.DagsterInstance:
-    """The persistent instance under ``$CT_HOME/dagster`` (created if needed)."""
-    import dagster as dg
-
-    home = prepare_dagster_home(settings)
-    return dg.DagsterInstance.from_config(str(home))

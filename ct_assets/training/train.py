@@ -85,7 +85,8 @@ def train_model(
 
     started = time.perf_counter()
     notes: list[str] = []
-    train = dataset.filter(pl.col(SPLIT) == "train").sort(["timestamp", "log_offset"])
+    full_train = dataset.filter(pl.col(SPLIT) == "train").sort(["timestamp", "log_offset"])
+    train = full_train
     holdout = dataset.filter(pl.col(SPLIT) == "holdout")
     spec = feature_spec(dataset, {})
     if len(spec.classes) < 2:
@@ -99,14 +100,13 @@ def train_model(
             notes.append("feature schema or classes changed since the champion: full retrain")
             mode = "full"
         else:
-            spec = champion.spec
+            # compatible: same features, categories and classes as the dataset's spec
             init = champion.booster
             if new_after_offset is not None:
-                train = train.filter(pl.col("log_offset") > new_after_offset)
+                train = full_train.filter(pl.col("log_offset") > new_after_offset)
             if train.height < 10:
                 notes.append(f"only {train.height} new rows: full retrain")
-                mode, init, spec = "full", None, feature_spec(dataset, {})
-                train = dataset.filter(pl.col(SPLIT) == "train").sort(["timestamp", "log_offset"])
+                mode, init, train = "full", None, full_train
     lgb_params = params.lightgbm_params(len(spec.classes))
     spec = FeatureSpec(spec.feature_names, spec.categories, spec.classes, lgb_params)
     n_valid = max(1, int(train.height * params.validation_fraction))
