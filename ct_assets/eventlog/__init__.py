@@ -6,18 +6,33 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ct_assets.eventlog.frames import CorruptLogError
-from ct_assets.eventlog.reader import LogCounts, count_events, read_events
-from ct_assets.eventlog.writer import AppendResult, EventLogWriter
+from ct_assets.eventlog.layout import LayoutError
+from ct_assets.eventlog.reader import (
+    LogCounts,
+    count_events,
+    counts_by_date,
+    partition_fingerprint,
+    read_events,
+)
+from ct_assets.eventlog.writer import AppendResult, EventLogWriter, PreparedBatch, prepare_batch
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Collection, Sequence
 
     import polars as pl
 
     from ct_assets.schema import Event, EventKind
     from ct_assets.settings import Settings
 
-__all__ = ["AppendResult", "CorruptLogError", "EventLog", "LogCounts"]
+__all__ = [
+    "AppendResult",
+    "CorruptLogError",
+    "EventLog",
+    "LayoutError",
+    "LogCounts",
+    "PreparedBatch",
+    "prepare_batch",
+]
 
 
 class EventLog:
@@ -27,20 +42,29 @@ class EventLog:
         self, root: Path, segment_max_bytes: int = 64 * 1024 * 1024, max_event_bytes: int = 32768
     ) -> None:
         self.root = root
-        self._writer = EventLogWriter(root, segment_max_bytes, max_event_bytes)
+        self.max_event_bytes = max_event_bytes
+        self.writer = EventLogWriter(root, segment_max_bytes, max_event_bytes)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EventLog:
         return cls(settings.eventlog_dir, settings.segment_max_bytes, settings.max_event_bytes)
 
     def append(self, events: Sequence[Event]) -> AppendResult:
-        return self._writer.append(events)
+        return self.writer.append(events)
 
-    def counts(self) -> LogCounts:
-        return count_events(self.root)
+    def counts(self, dates: Collection[str] | None = None) -> LogCounts:
+        return count_events(self.root, dates)
 
-    def read(self, kind: EventKind, limit: int | None = None) -> pl.DataFrame:
-        return read_events(self.root, kind, limit)
+    def counts_by_date(self) -> dict[str, LogCounts]:
+        return counts_by_date(self.root)
+
+    def partition_fingerprint(self, day: str) -> str:
+        return partition_fingerprint(self.root, day)
+
+    def read(
+        self, kind: EventKind, limit: int | None = None, dates: Collection[str] | None = None
+    ) -> pl.DataFrame:
+        return read_events(self.root, kind, limit, dates)
 
     def export(self, kind: EventKind, out: Path) -> int:
         """Every durable event of ``kind`` to a Parquet file, one row each; returns the count."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -57,8 +58,12 @@ def location_of(path: Path) -> FileErrorLocation:
     return FileErrorLocation(first_line=2 if file_format(path) == "csv" else 1)
 
 
-def load_events(path: Path, kind: EventKind | None = None) -> list[Event]:
-    """Every event of the file, validated; :class:`EventValidationError` if any record is bad."""
+def load_events(
+    path: Path, kind: EventKind | None = None, max_skew: timedelta | None = None
+) -> list[Event]:
+    """Every event of the file, validated; :class:`EventValidationError` if any record is bad.
+
+    ``max_skew``: how far in the future a timestamp may be (the API's setting)."""
     fmt = file_format(path)
     if fmt == "ndjson":
         candidates = list(_ndjson_candidates(path, kind))
@@ -68,7 +73,7 @@ def load_events(path: Path, kind: EventKind | None = None) -> list[Event]:
             convert_record(_nest(row), index, kind)
             for index, row in enumerate(frame.iter_rows(named=True))
         ]
-    return validate_events(candidates)
+    return validate_events(candidates, max_skew=max_skew)
 
 
 # Identifiers stay strings even when they look like numbers ("1001").

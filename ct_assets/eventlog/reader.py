@@ -1,20 +1,29 @@
 """Reading the event log: counts, raw lines and Polars frames, in append order.
 
-Readers take no lock: they see every frame that was complete when they looked
-and never a partial one (a torn or in-progress tail fails its length or checksum).
+Readers take no lock. They read the journal first and then only the frames it
+names, so they see every commit that was complete when they looked and never a
+partial one. Reading the events of some dates opens only those dates' segments.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
-import polars as pl
 
-from ct_assets.eventlog.frames import iter_frames
+from ct_assets.eventlog.frames import SEGMENT_MAGIC, CorruptLogError, Frame, frame_at
+from ct_assets.eventlog.journal import Part, committed
+from ct_assets.eventlog.layout import key_date, segment_file
 from ct_assets.schema import EVENT_TYPES, EventKind, FeedbackEvent, PredictionEvent
+
+if TYPE_CHECKING:
+    import polars as pl
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # Columns every frame of a kind has, in order, besides `features` (a struct).
 _COMMON = ["log_offset", "event_id", "kind", "schema_version", "timestamp", "received_at"]
@@ -51,59 +60,145 @@ class LogCounts:
         return self.prediction if kind == "prediction" else self.feedback
 
 
-def count_events(root: Path) -> LogCounts:
-    """Events of each kind in the log, from frame headers of checksummed frames."""
+def count_events(root: Path, dates: Collection[str] | None = None) -> LogCounts:
+    """Committed events of each kind (on ``dates`` only, if given), from the journal alone."""
     n_pred = n_fb = 0
-    for frame in iter_frames(root):
-        n_pred += frame.n_prediction
-        n_fb += frame.n_feedback
+    for commit in committed(root):
+        for part in commit.parts:
+            if dates is None or key_date(part.segment) in dates:
+                n_pred += part.n_prediction
+                n_fb += part.n_feedback
     return LogCounts(n_pred, n_fb)
 
 
-class _Kind(msgspec.Struct):
-    kind: str
+def counts_by_date(root: Path) -> dict[str, LogCounts]:
+    """Committed events of each kind per event date (``YYYY-MM-DD``), in date order."""
+    totals: dict[str, list[int]] = {}
+    for commit in committed(root):
+        for part in commit.parts:
+            slot = totals.setdefault(key_date(part.segment), [0, 0])
+            slot[0] += part.n_prediction
+            slot[1] += part.n_feedback
+    return {day: LogCounts(*totals[day]) for day in sorted(totals)}
 
 
-_KIND_DECODER = msgspec.json.Decoder(_Kind)
+def partition_fingerprint(root: Path, day: str) -> str:
+    """Changes whenever events of ``day`` are committed: the committed extents of its segments."""
+    extents: dict[str, int] = {}
+    for commit in committed(root):
+        for part in commit.parts:
+            if key_date(part.segment) == day:
+                extents[part.segment] = part.offset + part.length
+    return ",".join(f"{key.split('/', 1)[1]}:{end}" for key, end in sorted(extents.items()))
 
 
-def read_lines(root: Path, kind: EventKind, limit: int | None = None) -> list[bytes]:
-    """JSON lines of ``kind`` in append order; at most ``limit`` (the first ones)."""
-    out: list[bytes] = []
-    for frame in iter_frames(root):
-        wanted = frame.n_prediction if kind == "prediction" else frame.n_feedback
-        if wanted == 0:
-            continue
-        if wanted == frame.n_prediction + frame.n_feedback:
-            out.extend(frame.lines())
-        else:
-            out.extend(line for line in frame.lines() if _KIND_DECODER.decode(line).kind == kind)
-        if limit is not None and len(out) >= limit:
-            return out[:limit]
+class _SegmentCache:
+    """Reads each segment once per call, up to what is committed, and checks every frame."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._data: dict[str, bytes] = {}
+
+    def frame(self, part: Part) -> Frame:
+        data = self._data.get(part.segment)
+        if data is None or len(data) < part.offset + part.length:
+            path = segment_file(self.root, part.segment)
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:
+                data = b""
+            self._data[part.segment] = data
+        frame = frame_at(data, part.offset, SEGMENT_MAGIC)
+        if frame is None or frame.length != part.length:
+            raise CorruptLogError(
+                f"{segment_file(self.root, part.segment)}: committed frame at byte "
+                f"{part.offset} is missing or damaged"
+            )
+        return frame
+
+
+@dataclass(frozen=True)
+class Entries:
+    """Committed lines of one kind with their log offsets and commit times (unix µs)."""
+
+    offsets: list[int]
+    lines: list[bytes]
+    received_us: list[int]
+
+
+def read_entries(
+    root: Path, kind: EventKind, limit: int | None = None, dates: Collection[str] | None = None
+) -> Entries:
+    """JSON lines of ``kind`` in commit order with their log offsets (position among all
+    committed events of that kind). Only events on ``dates`` if given; only offsets below
+    ``limit`` if given (without ``dates``: the first ``limit`` events)."""
+    out = Entries([], [], [])
+    base = 0
+    segments = _SegmentCache(root)
+    for commit in committed(root):
+        for part in commit.parts:
+            if limit is not None and base >= limit:
+                return out
+            wanted = part.n_prediction if kind == "prediction" else part.n_feedback
+            if wanted == 0:
+                continue
+            if dates is not None and key_date(part.segment) not in dates:
+                base += wanted
+                continue
+            lines = segments.frame(part).lines()
+            if len(lines) != wanted or part.n_prediction + part.n_feedback != wanted:
+                raise CorruptLogError(
+                    f"{segment_file(root, part.segment)}: frame at byte {part.offset} holds "
+                    f"{len(lines)} lines, its commit says {wanted} {kind} events"
+                )
+            if limit is not None and base + len(lines) > limit:
+                lines = lines[: limit - base]
+            out.offsets.extend(range(base, base + len(lines)))
+            out.lines.extend(lines)
+            out.received_us.extend([commit.committed_at_us] * len(lines))
+            base += wanted
     return out
 
 
-def read_events(root: Path, kind: EventKind, limit: int | None = None) -> pl.DataFrame:
+def read_lines(
+    root: Path, kind: EventKind, limit: int | None = None, dates: Collection[str] | None = None
+) -> list[bytes]:
+    """JSON lines of ``kind`` in commit order; see :func:`read_entries`."""
+    return read_entries(root, kind, limit, dates).lines
+
+
+def read_events(
+    root: Path, kind: EventKind, limit: int | None = None, dates: Collection[str] | None = None
+) -> pl.DataFrame:
     """Events of ``kind`` as a frame, one row each, with ``log_offset`` = position among its kind.
 
     ``features`` (and ``scores``) are structs; labels and predictions are strings,
     so one column can hold any label type without guessing.
     """
-    lines = read_lines(root, kind, limit)
+    entries = read_entries(root, kind, limit, dates)
     event_type: Any = EVENT_TYPES[kind]
-    events = msgspec.json.Decoder(list[event_type]).decode(b"[" + b",".join(lines) + b"]")
-    return events_to_frame(events, kind)
+    events = msgspec.json.Decoder(list[event_type]).decode(b"[" + b",".join(entries.lines) + b"]")
+    received = [_EPOCH + timedelta(microseconds=us) for us in entries.received_us]
+    events = [
+        msgspec.structs.replace(event, received_at=at)
+        for event, at in zip(events, received, strict=True)
+    ]
+    return events_to_frame(events, kind, entries.offsets)
 
 
 def events_to_frame(
-    events: list[FeedbackEvent] | list[PredictionEvent], kind: EventKind
+    events: Sequence[FeedbackEvent | PredictionEvent],
+    kind: EventKind,
+    offsets: Sequence[int] | None = None,
 ) -> pl.DataFrame:
+    import polars as pl
+
     columns = _COLUMNS[kind]
     rows: list[dict[str, Any]] = []
     for offset, event in enumerate(events):
         row = {name: getattr(event, name, None) for name in columns[1:]}
         row["kind"] = kind
-        row["log_offset"] = offset
+        row["log_offset"] = offsets[offset] if offsets is not None else offset
         for name in ("label", "prediction"):
             if row.get(name) is not None:
                 row[name] = str(row[name])

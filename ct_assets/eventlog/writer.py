@@ -2,14 +2,17 @@
 
 Guarantees:
 
-* a batch is one frame: after a crash it is wholly present or wholly absent;
-* :meth:`EventLogWriter.append` returns only after the frame is fsynced;
-* an ``event_id`` already in the log (or twice in one batch) is acknowledged as a
-  duplicate and not stored again, across restarts and across processes: writers
-  serialise on an exclusive ``flock`` and, holding it, first read what other
-  writers appended since they last looked;
-* closed segments are never modified; only a torn tail of the newest segment
-  (a write that was never acknowledged) is cut off before the next append.
+* a commit (one batch, or a group of batches from :mod:`.committer`) is atomic:
+  after a crash it is wholly present or wholly absent, whatever dates it spans;
+* :meth:`EventLogWriter.commit` returns only after the event frames and the
+  journal record that commits them are fsynced;
+* an ``event_id`` already in the log (or earlier in the same commit) is
+  acknowledged as a duplicate and not stored again, across restarts and across
+  processes: writers serialise on an exclusive ``flock`` and, holding it, first
+  read what other writers committed since they last looked;
+* closed segments are never modified; bytes past the committed end of a
+  segment (a write whose commit never happened) are cut off before the next
+  write to it, and by every writer when it starts.
 """
 
 from __future__ import annotations
@@ -17,21 +20,35 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import msgspec
 
 from ct_assets.eventlog.frames import (
+    SEGMENT_MAGIC,
     CorruptLogError,
+    Frame,
     encode_frame,
+    frame_at,
     fsync_dir,
-    scan_segment,
-    segment_name,
-    segment_paths,
+)
+from ct_assets.eventlog.journal import Commit, Part, encode_commit, scan_journal
+from ct_assets.eventlog.layout import (
+    LOCK_NAME,
+    SEGMENTS_DIR,
+    all_segments,
+    check_layout,
+    date_segments,
+    journal_path,
+    key_date,
+    key_sequence,
+    segment_file,
+    segment_key,
 )
 from ct_assets.schema import (
     Event,
@@ -42,14 +59,12 @@ from ct_assets.schema import (
     encode_event,
 )
 
-LOCK_NAME = ".lock"
-
 
 class _EventId(msgspec.Struct):
     event_id: str
 
 
-_ID_DECODER = msgspec.json.Decoder(_EventId)
+_IDS_DECODER = msgspec.json.Decoder(list[_EventId])
 
 
 @dataclass(frozen=True)
@@ -57,6 +72,82 @@ class AppendResult:
     accepted: int
     duplicates: int
     accepted_ids: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class PreparedBatch:
+    """A validated batch, encoded for the log: what a commit needs and nothing more.
+
+    ``lines`` are the events' JSON, one line each. ``received_at`` is not part of
+    them: the log records when each commit became durable and readers report that.
+    """
+
+    ids: list[str]
+    lines: list[bytes]
+    is_prediction: list[bool]
+    dates: list[str]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+_DAY_NAMES: dict[int, str] = {}
+_EPOCH = date(1970, 1, 1)
+_EPOCH_UTC = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def event_date(timestamp: datetime) -> str:
+    """The UTC date of an event, ``YYYY-MM-DD``: the segment directory and daily partition."""
+    day = (timestamp - _EPOCH_UTC).days  # exact: timedelta arithmetic, floor for negatives
+    name = _DAY_NAMES.get(day)
+    if name is None:
+        name = _DAY_NAMES.setdefault(day, (_EPOCH + timedelta(days=day)).isoformat())
+    return name
+
+
+def _oversized(lines: Sequence[bytes], max_event_bytes: int) -> None:
+    oversized = [
+        FieldError(
+            i,
+            "$",
+            f"event is {len(raw)} bytes; limit {max_event_bytes}",
+            ReasonCode.TOO_LARGE.value,
+        )
+        for i, raw in enumerate(lines)
+        if len(raw) > max_event_bytes
+    ]
+    if oversized:
+        raise EventValidationError(oversized)
+
+
+def prepare_batch(
+    events: Sequence[Event],
+    max_event_bytes: int = 32768,
+    raw_lines: Sequence[bytes] | None = None,
+) -> PreparedBatch:
+    """Encode each event (or keep ``raw_lines``, the exact JSON each was decoded from, one
+    line each), check its size; :class:`EventValidationError` if any is too large."""
+    if raw_lines is not None and len(raw_lines) == len(events):
+        lines = list(raw_lines)
+    else:
+        replace = msgspec.structs.replace
+        lines = [
+            encode_event(replace(e, received_at=None) if e.received_at is not None else e)
+            for e in events
+        ]
+    _oversized(lines, max_event_bytes)
+    return PreparedBatch(
+        ids=[e.event_id for e in events],
+        lines=lines,
+        is_prediction=[isinstance(e, PredictionEvent) for e in events],
+        dates=[event_date(e.timestamp) for e in events],
+    )
+
+
+@dataclass
+class _Pending:
+    lines: list[bytes] = field(default_factory=list)
+    is_prediction: bool = False
 
 
 class EventLogWriter:
@@ -70,42 +161,69 @@ class EventLogWriter:
         self.max_event_bytes = max_event_bytes
         self._thread_lock = threading.Lock()
         self._known_ids: set[str] = set()
-        self._scanned: dict[str, int] = {}
+        self._journal_end = 0
+        self._sequence = 0
+        self._extent: dict[str, int] = {}
+        self._current: dict[str, str] = {}
+        self._swept = False
         root.mkdir(parents=True, exist_ok=True)
+        check_layout(root)
 
-    def append(self, events: Sequence[Event], received_at: datetime | None = None) -> AppendResult:
+    def append(self, events: Sequence[Event]) -> AppendResult:
         """Store the events not already in the log; durable when this returns."""
-        now = received_at or datetime.now(UTC)
-        encoded = [encode_event(msgspec.structs.replace(e, received_at=now)) for e in events]
-        oversized = [
-            FieldError(
-                i,
-                "$",
-                f"event is {len(raw)} bytes; limit {self.max_event_bytes}",
-                ReasonCode.TOO_LARGE.value,
-            )
-            for i, raw in enumerate(encoded)
-            if len(raw) > self.max_event_bytes
-        ]
-        if oversized:
-            raise EventValidationError(oversized)
+        return self.commit([prepare_batch(events, self.max_event_bytes)])[0]
+
+    def commit(self, batches: Sequence[PreparedBatch]) -> list[AppendResult]:
+        """Commit several batches at once (one fsync per touched file); one result per batch."""
         with self._thread_lock, self._exclusive():
             self._catch_up()
-            lines: list[bytes] = []
-            ids: list[str] = []
-            n_pred = 0
-            batch_ids: set[str] = set()
-            for event, raw in zip(events, encoded, strict=True):
-                if event.event_id in self._known_ids or event.event_id in batch_ids:
-                    continue
-                batch_ids.add(event.event_id)
-                ids.append(event.event_id)
-                lines.append(raw)
-                n_pred += isinstance(event, PredictionEvent)
-            if lines:
-                self._write_frame(encode_frame(lines, n_pred, len(lines) - n_pred))
-                self._known_ids.update(ids)
-        return AppendResult(accepted=len(ids), duplicates=len(events) - len(ids), accepted_ids=ids)
+            pending: dict[tuple[str, bool], _Pending] = {}
+            seen: set[str] = set()
+            results = [self._stage(batch, seen, pending) for batch in batches]
+            if pending:
+                self._write_commit(pending)
+                self._known_ids.update(seen)
+        return results
+
+    def _stage(
+        self, batch: PreparedBatch, seen: set[str], pending: dict[tuple[str, bool], _Pending]
+    ) -> AppendResult:
+        """Queue the batch's new events into one frame per (date, kind); skip duplicates."""
+        known = self._known_ids
+        ids = batch.ids
+        if (
+            known.isdisjoint(ids)
+            and seen.isdisjoint(ids)
+            and len(set(ids)) == len(ids)
+            and len(set(batch.dates)) == 1
+            and len(set(batch.is_prediction)) == 1
+        ):  # the common case, at C speed: all new, one date, one kind
+            slot_key = (batch.dates[0], batch.is_prediction[0])
+            slot = pending.get(slot_key) or pending.setdefault(
+                slot_key, _Pending(is_prediction=slot_key[1])
+            )
+            slot.lines.extend(batch.lines)
+            seen.update(ids)
+            return AppendResult(len(ids), 0, list(ids))
+        accepted: list[str] = []
+        for event_id, line, is_prediction, day in zip(
+            ids, batch.lines, batch.is_prediction, batch.dates, strict=True
+        ):
+            if event_id in known or event_id in seen:
+                continue
+            seen.add(event_id)
+            accepted.append(event_id)
+            slot_key = (day, is_prediction)
+            slot = pending.get(slot_key) or pending.setdefault(
+                slot_key, _Pending(is_prediction=is_prediction)
+            )
+            slot.lines.append(line)
+        return AppendResult(len(accepted), len(batch) - len(accepted), accepted)
+
+    def refresh(self) -> None:
+        """Catch up with the log now (recovering it after a crash), not at the first commit."""
+        with self._thread_lock, self._exclusive():
+            self._catch_up()
 
     def contains(self, event_id: str) -> bool:
         with self._thread_lock, self._exclusive():
@@ -122,48 +240,128 @@ class EventLogWriter:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
 
-    def _catch_up(self) -> None:
-        """Learn the ids other writers appended; cut a torn tail off the newest segment."""
-        paths = segment_paths(self.root)
-        for position, path in enumerate(paths):
-            start = self._scanned.get(path.name, 0)
-            self._scanned[path.name] = start
-            if start == path.stat().st_size:
-                continue
-            scan = scan_segment(path, start)
-            for frame in scan.frames:
-                for line in frame.lines():
-                    self._known_ids.add(_ID_DECODER.decode(line).event_id)
-            if scan.torn:
-                if scan.corrupt or position != len(paths) - 1:
-                    raise CorruptLogError(
-                        f"{path}: damaged frame at byte {scan.valid_end}; refusing to append"
-                    )
-                with open(path, "r+b") as handle:
-                    handle.truncate(scan.valid_end)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-            self._scanned[path.name] = scan.valid_end
+    # -- reading what is committed ---------------------------------------------------------
 
-    def _write_frame(self, frame: bytes) -> None:
-        paths = segment_paths(self.root)
-        path = paths[-1] if paths else None
-        if path is None or (
-            self._scanned.get(path.name, 0) > 0
-            and self._scanned[path.name] + len(frame) > self.segment_max_bytes
-        ):
-            sequence = int(path.stem.split("-")[1]) + 1 if path is not None else 1
-            path = self.root / segment_name(sequence)
-            path.touch()
-            fsync_dir(self.root)
-            self._scanned[path.name] = 0
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    def _catch_up(self) -> None:
+        """Learn what other writers committed; cut torn journal tails and orphan segment bytes."""
+        path = journal_path(self.root)
+        size = path.stat().st_size if path.exists() else 0
+        if size != self._journal_end:
+            scan = scan_journal(self.root, self._journal_end)
+            if scan.corrupt:
+                raise CorruptLogError(
+                    f"{path}: damaged journal record at byte {scan.valid_end}; refusing to append"
+                )
+            for commit in scan.commits:
+                self._learn(commit)
+            if scan.torn:
+                _truncate(path, scan.valid_end)
+            self._journal_end = scan.valid_end
+        if not self._swept:
+            for key in all_segments(self.root):
+                self._trim(key)
+            self._swept = True
+
+    def _learn(self, commit: Commit) -> None:
+        for part in commit.parts:
+            frame = self._read_part(part)
+            if frame.payload:
+                ids = _IDS_DECODER.decode(b"[" + b",".join(frame.lines()) + b"]")
+                self._known_ids.update(i.event_id for i in ids)
+            self._extent[part.segment] = part.offset + part.length
+            day = key_date(part.segment)
+            current = self._current.get(day)
+            if current is None or key_sequence(part.segment) > key_sequence(current):
+                self._current[day] = part.segment
+        self._sequence = commit.sequence
+
+    def _read_part(self, part: Part) -> Frame:
+        path = segment_file(self.root, part.segment)
         try:
-            view = memoryview(frame)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        self._scanned[path.name] += len(frame)
+            with open(path, "rb") as handle:
+                data = os.pread(handle.fileno(), part.length, part.offset)
+        except FileNotFoundError:
+            data = b""
+        frame = frame_at(data, 0, SEGMENT_MAGIC)
+        if frame is None or frame.length != part.length:
+            raise CorruptLogError(
+                f"{path}: committed frame at byte {part.offset} is missing or damaged"
+            )
+        return frame
+
+    def _trim(self, key: str) -> None:
+        """Cut bytes a crashed writer left past the committed end of a segment."""
+        path = segment_file(self.root, key)
+        extent = self._extent.get(key, 0)
+        if path.stat().st_size > extent:
+            _truncate(path, extent)
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def _write_commit(self, pending: dict[tuple[str, bool], _Pending]) -> None:
+        parts: list[Part] = []
+        new_extents: dict[str, int] = {}
+        for day, is_prediction in sorted(pending):
+            slot = pending[(day, is_prediction)]
+            n_pred = len(slot.lines) if is_prediction else 0
+            n_fb = len(slot.lines) - n_pred
+            frame = encode_frame(slot.lines, n_pred, n_fb)
+            key = self._segment_for(day, len(frame), new_extents)
+            offset = new_extents.get(key, self._extent.get(key, 0))
+            _append_synced(segment_file(self.root, key), frame, offset)
+            parts.append(Part(key, offset, len(frame), n_pred, n_fb))
+            new_extents[key] = offset + len(frame)
+        commit = Commit(self._sequence + 1, time.time_ns() // 1000, parts)
+        record = encode_commit(commit)
+        journal = journal_path(self.root)
+        if not journal.exists():
+            journal.touch()
+            fsync_dir(self.root)
+        _append_synced(journal, record, self._journal_end)
+        self._journal_end += len(record)
+        self._sequence = commit.sequence
+        self._extent.update(new_extents)
+
+    def _segment_for(self, day: str, frame_size: int, uncommitted: dict[str, int]) -> str:
+        """The segment of ``day`` to append ``frame_size`` bytes to (a new one if it is full)."""
+        key = self._current.get(day)
+        if key is None:
+            existing = date_segments(self.root, day)
+            key = existing[-1] if existing else segment_key(day, 1)
+        extent = uncommitted.get(key, self._extent.get(key, 0))
+        if extent > 0 and extent + frame_size > self.segment_max_bytes:
+            key = segment_key(day, key_sequence(key) + 1)
+        path = segment_file(self.root, key)
+        if not path.exists():
+            folder = path.parent
+            if not folder.exists():
+                folder.mkdir(parents=True, exist_ok=True)
+                fsync_dir(self.root / SEGMENTS_DIR)
+            path.touch()
+            fsync_dir(folder)
+        self._current[day] = key
+        return key
+
+
+def _append_synced(path: Path, data: bytes, expected_size: int) -> None:
+    """Write ``data`` at ``expected_size`` (cutting anything a crashed writer left after it)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        if os.fstat(fd).st_size != expected_size:
+            os.ftruncate(fd, expected_size)
+        view = memoryview(data)
+        position = expected_size
+        while view:
+            written = os.pwrite(fd, view, position)
+            view = view[written:]
+            position += written
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _truncate(path: Path, size: int) -> None:
+    with open(path, "r+b") as handle:
+        handle.truncate(size)
+        handle.flush()
+        os.fsync(handle.fileno())

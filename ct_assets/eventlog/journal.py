@@ -1,0 +1,125 @@
+"""The journal: the commit order of the log and the only source of what is committed.
+
+A commit appends event frames to the segments of their dates, fsyncs them, then
+appends one journal record naming every frame it wrote (segment key, offset,
+length, counts) and fsyncs the journal. The journal record is the commit point:
+
+* a frame that no journal record names was never acknowledged; readers never
+  look at it and the next writer cuts it off;
+* a group of batches spread over several dates is committed all at once or not
+  at all, so readers never see part of a batch;
+* the journal orders events globally: the n-th feedback event is the same event
+  for every reader, which is what ``ct/log_position`` counts.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+
+from ct_assets.eventlog.frames import (
+    HEADER,
+    JOURNAL_MAGIC,
+    CorruptLogError,
+    encode_record,
+    scan_bytes,
+)
+from ct_assets.eventlog.layout import journal_path
+
+
+class Part(msgspec.Struct, array_like=True, frozen=True):
+    """One event frame written by a commit."""
+
+    segment: str
+    offset: int
+    length: int
+    n_prediction: int
+    n_feedback: int
+
+
+class Commit(msgspec.Struct, array_like=True, frozen=True):
+    sequence: int
+    committed_at_us: int
+    parts: list[Part]
+
+
+_ENCODER = msgspec.msgpack.Encoder()
+_DECODER = msgspec.msgpack.Decoder(Commit)
+
+
+def encode_commit(commit: Commit) -> bytes:
+    n_pred = sum(p.n_prediction for p in commit.parts)
+    n_fb = sum(p.n_feedback for p in commit.parts)
+    return encode_record(_ENCODER.encode(commit), n_pred, n_fb, JOURNAL_MAGIC)
+
+
+@dataclass(frozen=True)
+class JournalScan:
+    commits: list[Commit]
+    valid_end: int
+    torn: bool
+    corrupt: bool
+
+
+def scan_journal(root: Path, start: int = 0) -> JournalScan:
+    """Commits recorded from byte ``start`` on, stopping at a torn tail."""
+    path = journal_path(root)
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(start)
+            data = handle.read()
+    except FileNotFoundError:
+        return JournalScan([], 0, False, False)
+    scan = scan_bytes(data, start, JOURNAL_MAGIC)
+    commits = [_DECODER.decode(frame.payload) for frame in scan.frames]
+    return JournalScan(commits, scan.valid_end, scan.torn, scan.corrupt)
+
+
+@dataclass
+class _Cached:
+    inode: int
+    head: bytes  # the first record's header: tells a recreated journal from a grown one
+    end: int
+    commits: list[Commit] = field(default_factory=list)
+
+
+_CACHE: dict[Path, _Cached] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def committed(root: Path) -> list[Commit]:
+    """Every commit of the log at ``root`` in order, read incrementally (cached per process).
+
+    A torn journal tail is a commit in progress or one that never completed:
+    it is not visible. Damage in front of valid records raises :class:`CorruptLogError`.
+    """
+    path = journal_path(root).resolve()
+    try:
+        with open(path, "rb") as handle:
+            stat = os.fstat(handle.fileno())
+            head = handle.read(HEADER.size)
+    except FileNotFoundError:
+        with _CACHE_LOCK:
+            _CACHE.pop(path, None)
+        return []
+    with _CACHE_LOCK:
+        cached = _CACHE.get(path)
+        if (
+            cached is None
+            or cached.inode != stat.st_ino
+            or cached.head != head
+            or stat.st_size < cached.end
+        ):
+            cached = _Cached(stat.st_ino, head, 0)
+            _CACHE[path] = cached
+        if stat.st_size > cached.end:
+            scan = scan_journal(root, cached.end)
+            if scan.corrupt:
+                raise CorruptLogError(f"{path}: damaged journal record at byte {scan.valid_end}")
+            cached.commits.extend(scan.commits)
+            cached.end = scan.valid_end
+        return list(cached.commits)
