@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +39,7 @@ def _cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
         print(f"error: {path}: no such file", file=sys.stderr)
         return 2
     try:
-        events = load_events(path, args.kind)
+        events = load_events(path, args.kind, timedelta(seconds=settings.max_future_skew_seconds))
     except UnsupportedFileError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -66,6 +68,25 @@ def _cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
             duplicates += result.duplicates
             bar.update(len(chunk))
     print(f"{path}: {accepted} accepted, {duplicates} duplicates")
+    return 0
+
+
+def _cmd_api(args: argparse.Namespace, settings: Settings) -> int:
+    from ct_assets.api.server import ServerConfigError, serve
+
+    if args.max_body_bytes is not None:
+        settings = replace(settings, api_max_body_bytes=args.max_body_bytes)
+    try:
+        settings.validate()
+        print(
+            f"ct-assets api on http://{args.host}:{args.port} ({args.workers} worker(s)), "
+            f"event log {settings.eventlog_dir}",
+            flush=True,
+        )
+        serve(settings, args.host, args.port, args.workers, args.insecure_no_auth)
+    except (ServerConfigError, SettingsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -118,6 +139,20 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("--kind", choices=["feedback", "prediction"], default=None)
     ing.add_argument("--quiet", action="store_true", help="no progress bar")
     ing.set_defaults(func=_cmd_ingest)
+
+    api = sub.add_parser("api", help="serve the ingestion API (feedback, predictions, metrics)")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int, default=8080)
+    api.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    api.add_argument(
+        "--max-body-bytes", type=int, default=None, help="413 above this (CT_API_MAX_BODY_BYTES)"
+    )
+    api.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help="accept requests without CT_API_TOKEN (loopback addresses only)",
+    )
+    api.set_defaults(func=_cmd_api)
 
     events = sub.add_parser("events", help="the event log")
     events_sub = events.add_subparsers(dest="events_command", required=True)

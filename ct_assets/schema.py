@@ -55,6 +55,11 @@ class ReasonCode(StrEnum):
     MISSING_LABEL = "missing_label"
     MISSING_SIGNAL = "missing_signal"
     TOO_LARGE = "too_large"
+    STRING_TOO_LONG = "string_too_long"
+    NESTED_VALUE = "nested_value"
+    TOO_DEEP = "too_deep"
+    WRONG_KIND = "wrong_kind"
+    EMPTY_BATCH = "empty_batch"
 
 
 class PredictionEvent(
@@ -122,9 +127,13 @@ class EventValidationError(ValueError):
 
 _PATH_RE = re.compile(r" - at `\$(?P<path>[^`]*)`$")
 _FIELD_IN_MESSAGE_RE = re.compile(r"field `(?P<name>[^`]+)`")
+# an object or array where a scalar (feature value, label, ...) was expected
+_NESTED_RE = re.compile(r"^Expected `[^`]*\b(str|int|float|bool)\b[^`]*`, got `(object|array)`")
 
 
-def _field_error(index: int, exc: msgspec.ValidationError | msgspec.DecodeError) -> FieldError:
+def decode_field_error(
+    index: int, exc: msgspec.ValidationError | msgspec.DecodeError
+) -> FieldError:
     """Turn a msgspec message ("Expected `int`, got `str` - at `$.label`") into a FieldError."""
     text = str(exc)
     path = ""
@@ -139,6 +148,14 @@ def _field_error(index: int, exc: msgspec.ValidationError | msgspec.DecodeError)
         reason = ReasonCode.MALFORMED
     elif "unknown field" in text:
         reason = ReasonCode.UNKNOWN_FIELD
+    elif text.startswith("Number out of range"):
+        reason = ReasonCode.NOT_FINITE
+    elif path == "kind" and text.startswith("Invalid value"):
+        reason = ReasonCode.WRONG_KIND
+    elif _NESTED_RE.match(text):
+        reason = ReasonCode.NESTED_VALUE
+    elif " of length <= " in text:
+        reason = ReasonCode.STRING_TOO_LONG if "`str` of length" in text else ReasonCode.TOO_LARGE
     elif "missing required field" in text:
         reason = ReasonCode.MISSING_FIELD
     else:
@@ -150,13 +167,42 @@ def _non_finite(values: Iterable[Any]) -> bool:
     return any(isinstance(v, float) and not math.isfinite(v) for v in values)
 
 
+MIN_YEAR, MAX_YEAR = 1, 9999
+
+
+def _representable(timestamp: datetime) -> bool:
+    """Whether the timestamp has a UTC date (near year 1 or 9999 an offset can overflow)."""
+    try:
+        timestamp.astimezone(UTC)
+    except OverflowError:
+        return False
+    return True
+
+
 def check_event(
-    event: Event, index: int, now: datetime | None = None, max_skew: timedelta | None = None
+    event: Event,
+    index: int,
+    now: datetime | None = None,
+    max_skew: timedelta | None = None,
+    check_finite: bool = True,
 ) -> list[FieldError]:
-    """Rules beyond types: finite numbers, a subject for feedback, no timestamps from the future."""
+    """Rules beyond types: finite numbers, a subject for feedback, no timestamps from the future.
+
+    ``check_finite=False`` skips the finiteness checks for events decoded from JSON,
+    which cannot express NaN or infinity (msgspec rejects them and out-of-range numbers).
+    """
     errors: list[FieldError] = []
     now = now or datetime.now(UTC)
     skew = max_skew if max_skew is not None else timedelta(minutes=5)
+    if not MIN_YEAR < event.timestamp.year < MAX_YEAR and not _representable(event.timestamp):
+        return [
+            FieldError(
+                index,
+                "timestamp",
+                f"{event.timestamp.isoformat()} is out of range in UTC",
+                ReasonCode.SCHEMA.value,
+            )
+        ]
     if event.timestamp > now + skew:
         errors.append(
             FieldError(
@@ -166,14 +212,16 @@ def check_event(
                 ReasonCode.FUTURE_TIMESTAMP.value,
             )
         )
-    if event.features is not None and _non_finite(event.features.values()):
+    if check_finite and event.features is not None and _non_finite(event.features.values()):
         errors.append(
             FieldError(
                 index, "features", "NaN or infinite feature value", ReasonCode.NOT_FINITE.value
             )
         )
     if isinstance(event, PredictionEvent):
-        if (event.scores and _non_finite(event.scores.values())) or _non_finite([event.prediction]):
+        if check_finite and (
+            (event.scores and _non_finite(event.scores.values())) or _non_finite([event.prediction])
+        ):
             errors.append(
                 FieldError(index, "scores", "NaN or infinite score", ReasonCode.NOT_FINITE.value)
             )
@@ -202,7 +250,7 @@ def check_event(
                 ReasonCode.MISSING_SIGNAL.value,
             )
         )
-    if _non_finite([event.label, event.value]):
+    if check_finite and _non_finite([event.label, event.value]):
         errors.append(
             FieldError(
                 index, "label", "NaN or infinite label or value", ReasonCode.NOT_FINITE.value
@@ -225,7 +273,7 @@ def decode_json_event(
     try:
         event: Event = _DECODERS[kind].decode(raw)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        return _field_error(index, exc)
+        return decode_field_error(index, exc)
     return event
 
 
@@ -237,7 +285,7 @@ def convert_record(
     try:
         event: Event = msgspec.convert(dict(record), type=target, strict=False)
     except msgspec.ValidationError as exc:
-        return _field_error(index, exc)
+        return decode_field_error(index, exc)
     return event
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
@@ -47,6 +48,13 @@ class Settings:
     # Event log
     segment_max_bytes: int = 64 * 1024 * 1024
     max_event_bytes: int = 32 * 1024
+    # Daily partitions of the raw assets (UTC event dates) and how often they are refreshed.
+    partition_start_date: str = "2020-01-01"
+    raw_sensor_interval_seconds: int = 60
+    # Ingestion API: bearer token (never printed), body limit, tolerated clock skew.
+    api_token: str | None = field(default=None, repr=False)
+    api_max_body_bytes: int = 5 * 1024 * 1024
+    max_future_skew_seconds: int = 300
 
     @property
     def eventlog_dir(self) -> Path:
@@ -109,6 +117,9 @@ class Settings:
             (self.num_leaves >= 2, "CT_NUM_LEAVES must be >= 2"),
             (self.max_event_bytes >= 1024, "CT_MAX_EVENT_BYTES must be >= 1024"),
             (self.segment_max_bytes >= 4096, "CT_SEGMENT_MAX_BYTES must be >= 4096"),
+            (self.api_max_body_bytes >= 1024, "CT_API_MAX_BODY_BYTES must be >= 1024"),
+            (_is_date(self.partition_start_date), "CT_PARTITION_START_DATE must be YYYY-MM-DD"),
+            (self.raw_sensor_interval_seconds >= 1, "CT_RAW_SENSOR_INTERVAL_SECONDS must be >= 1"),
             (self.volume_mode in ("full", "incremental"), "CT_VOLUME_MODE: full|incremental"),
         ]
         for ok, message in checks:
@@ -126,6 +137,14 @@ class Settings:
                 out[_ENV_VARS[f.name][0]] = str(value)
         out["DAGSTER_HOME"] = str(self.dagster_home)
         return out
+
+
+def _is_date(raw: str) -> bool:
+    try:
+        date.fromisoformat(raw)
+    except ValueError:
+        return False
+    return len(raw) == 10
 
 
 def _non_negative_int(raw: str) -> int:
@@ -169,4 +188,9 @@ _ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "seed": ("CT_SEED", int),
     "segment_max_bytes": ("CT_SEGMENT_MAX_BYTES", _non_negative_int),
     "max_event_bytes": ("CT_MAX_EVENT_BYTES", _non_negative_int),
+    "partition_start_date": ("CT_PARTITION_START_DATE", str),
+    "raw_sensor_interval_seconds": ("CT_RAW_SENSOR_INTERVAL_SECONDS", _non_negative_int),
+    "api_token": ("CT_API_TOKEN", str),
+    "api_max_body_bytes": ("CT_API_MAX_BODY_BYTES", _non_negative_int),
+    "max_future_skew_seconds": ("CT_MAX_FUTURE_SKEW_SECONDS", _non_negative_int),
 }

@@ -171,7 +171,7 @@ def test_ndjson_every_bad_line_is_reported_and_rules_apply(tmp_path: Path) -> No
 
 def test_ndjson_kind_restricts_the_accepted_events(tmp_path: Path) -> None:
     path = write_lines(tmp_path / "fb.ndjson", [json.dumps(fb(0)), json.dumps(pred(1))])
-    assert errors_of(path, "feedback") == [(1, "kind", "schema")]
+    assert errors_of(path, "feedback") == [(1, "kind", "wrong_kind")]
     only_fb = write_lines(tmp_path / "only.ndjson", [json.dumps(fb(0)), json.dumps(fb(1))])
     assert [e.event_id for e in load_events(only_fb, "feedback")] == ["fb-0", "fb-1"]
 

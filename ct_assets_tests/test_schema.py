@@ -177,37 +177,53 @@ def test_missing_required_field_is_named(record: dict[str, Any], missing: str) -
 
 
 @pytest.mark.parametrize(
-    ("record", "field"),
+    ("record", "field", "reason"),
     [
-        (feedback_record(feedback_type=5), "feedback_type"),
-        (feedback_record(feedback_type="sometimes"), "feedback_type"),
-        (feedback_record(event_id=12), "event_id"),
-        (feedback_record(event_id=""), "event_id"),
-        (feedback_record(event_id="x" * (MAX_ID_CHARS + 1)), "event_id"),
-        (feedback_record(value="high"), "value"),
-        (feedback_record(label=[1, 2]), "label"),
-        (feedback_record(schema_version=2), "schema_version"),
-        (feedback_record(kind="review"), "kind"),
-        (prediction_record(features=[1, 2]), "features"),
-        (prediction_record(scores={"1": "high"}), "scores"),
-        (prediction_record(timestamp="yesterday"), "timestamp"),
+        (feedback_record(feedback_type=5), "feedback_type", ReasonCode.SCHEMA),
+        (feedback_record(feedback_type="sometimes"), "feedback_type", ReasonCode.SCHEMA),
+        (feedback_record(event_id=12), "event_id", ReasonCode.SCHEMA),
+        (feedback_record(event_id=""), "event_id", ReasonCode.SCHEMA),
+        (
+            feedback_record(event_id="x" * (MAX_ID_CHARS + 1)),
+            "event_id",
+            ReasonCode.STRING_TOO_LONG,
+        ),
+        (feedback_record(value="high"), "value", ReasonCode.SCHEMA),
+        (feedback_record(label=[1, 2]), "label", ReasonCode.NESTED_VALUE),
+        (feedback_record(label={"a": 1}), "label", ReasonCode.NESTED_VALUE),
+        (feedback_record(schema_version=2), "schema_version", ReasonCode.SCHEMA),
+        (feedback_record(kind="review"), "kind", ReasonCode.WRONG_KIND),
+        (prediction_record(features=[1, 2]), "features", ReasonCode.SCHEMA),
+        (prediction_record(scores={"1": "high"}), "scores", ReasonCode.SCHEMA),
+        (prediction_record(timestamp="yesterday"), "timestamp", ReasonCode.SCHEMA),
     ],
 )
-def test_wrong_type_is_rejected_with_schema_reason_and_field(
-    record: dict[str, Any], field: str
+def test_wrong_type_is_rejected_with_a_reason_and_field(
+    record: dict[str, Any], field: str, reason: ReasonCode
 ) -> None:
     error = schema.decode_json_event(json.dumps(record), 0)
     assert isinstance(error, FieldError)
     assert error.field.startswith(field)
-    assert error.reason == ReasonCode.SCHEMA
+    assert error.reason == reason
     assert error.message
 
 
-def test_nested_feature_value_of_wrong_type_is_rejected() -> None:
-    error = schema.decode_json_event(json.dumps(prediction_record(features={"a": [1]})), 0)
+@pytest.mark.parametrize("value", [[1], {"b": 1}])
+def test_nested_feature_value_is_rejected_as_nested(value: object) -> None:
+    error = schema.decode_json_event(json.dumps(prediction_record(features={"a": value})), 0)
     assert isinstance(error, FieldError)
     assert error.field.startswith("features")
-    assert error.reason == ReasonCode.SCHEMA
+    assert error.reason == ReasonCode.NESTED_VALUE
+
+
+def test_timestamp_without_a_utc_date_is_rejected() -> None:
+    event = schema.decode_json_event(
+        json.dumps(feedback_record(timestamp="0001-01-01T00:00:00+01:00")), 0
+    )
+    assert isinstance(event, FeedbackEvent)
+    (error,) = schema.check_event(event, 0)
+    assert (error.field, error.reason) == ("timestamp", ReasonCode.SCHEMA)
+    assert "out of range" in error.message
 
 
 def test_too_many_features_are_rejected() -> None:
