@@ -19,7 +19,9 @@ DEPLOYMENT = "deployment"
 
 # jobs, sensors, checks
 RETRAIN_JOB = "retrain"
+RAW_PARTITIONS_JOB = "raw_partitions"
 VOLUME_SENSOR = "volume_sensor"
+RAW_PARTITIONS_SENSOR = "raw_partitions_sensor"
 GATE_CHECK = "gate_passed"
 
 # materialization metadata

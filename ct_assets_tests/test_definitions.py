@@ -34,6 +34,15 @@ def test_every_asset_check_job_and_sensor_is_defined(settings: Settings) -> None
     assert job.tags[keys.TAG_JOB] == keys.RETRAIN_JOB
     sensor = defs.resolve_sensor_def(keys.VOLUME_SENSOR)
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    raw_sensor = defs.resolve_sensor_def(keys.RAW_PARTITIONS_SENSOR)
+    assert raw_sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    raw_job = defs.resolve_job_def(keys.RAW_PARTITIONS_JOB)
+    assert isinstance(raw_job.partitions_def, dg.DailyPartitionsDefinition)
+    for raw in (keys.RAW_FEEDBACK, keys.RAW_PREDICTIONS):
+        partitions = graph.get(dg.AssetKey(raw)).partitions_def
+        assert isinstance(partitions, dg.DailyPartitionsDefinition)
+        assert partitions.start.strftime("%Y-%m-%d") == settings.partition_start_date
+    assert graph.get(dg.AssetKey(keys.TRAINING_DATASET)).partitions_def is None
     assert set(defs.resources or {}) >= {
         "event_log",
         "dataset_store",

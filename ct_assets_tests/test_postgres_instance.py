@@ -10,6 +10,7 @@ import pytest
 
 from ct_assets import keys
 from ct_assets.defs import build_definitions
+from ct_assets.eventlog import EventLog
 from ct_assets.instance import prepare_dagster_home
 from ct_assets.settings import Settings
 
@@ -34,6 +35,8 @@ def test_materialization_round_trips_through_postgres_storage(
     home = prepare_dagster_home(settings, "postgres")
     assert "postgres_url" in (home / "dagster.yaml").read_text()
     ingest(settings, simulated_events(250, seed=int(uuid.uuid4().int % 10_000)))
+    by_date = EventLog.from_settings(settings).counts_by_date()
+    day = max(by_date, key=lambda d: by_date[d].feedback)
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
@@ -46,6 +49,7 @@ def test_materialization_round_trips_through_postgres_storage(
             ],
             instance=instance,
             resources=defs.resources,
+            partition_key=day,
         )
         assert result.success
         records = instance.fetch_materializations(
@@ -54,6 +58,7 @@ def test_materialization_round_trips_through_postgres_storage(
         mine = [r for r in records if r.run_id == result.run_id]
         assert len(mine) == 1
         metadata = mine[0].asset_materialization.metadata  # type: ignore[union-attr]
-        assert metadata[keys.META_LOG_POSITION].value == 250
+        assert metadata["dagster/row_count"].value == by_date[day].feedback > 0
+        assert mine[0].asset_materialization.partition == day  # type: ignore[union-attr]
         run = instance.get_run_by_id(result.run_id)
         assert run is not None and run.status == dg.DagsterRunStatus.SUCCESS

@@ -6,17 +6,15 @@ import dagster as dg
 
 from ct_assets.defs.curation import training_dataset
 from ct_assets.defs.deployment import champion_model
-from ct_assets.defs.ingestion import raw_feedback, raw_predictions
-from ct_assets.defs.jobs import retrain_job
+from ct_assets.defs.ingestion import build_raw_assets, daily_partitions
+from ct_assets.defs.jobs import raw_partitions_job, retrain_job
 from ct_assets.defs.resources import resources_from_settings
-from ct_assets.defs.sensors import build_volume_sensor
+from ct_assets.defs.sensors import build_raw_partitions_sensor, build_volume_sensor
 from ct_assets.defs.training import candidate_model
 from ct_assets.defs.validation import validation_report
 from ct_assets.settings import Settings
 
 ASSETS = [
-    raw_feedback,
-    raw_predictions,
     training_dataset,
     candidate_model,
     validation_report,
@@ -26,9 +24,13 @@ ASSETS = [
 
 def build_definitions(settings: Settings) -> dg.Definitions:
     """The whole code location for ``settings`` (paths under its CT_HOME)."""
+    partitions = daily_partitions(settings.partition_start_date)
     return dg.Definitions(
-        assets=ASSETS,
-        jobs=[retrain_job],
-        sensors=[build_volume_sensor(settings, retrain_job)],
+        assets=[*build_raw_assets(settings.partition_start_date), *ASSETS],
+        jobs=[retrain_job, raw_partitions_job],
+        sensors=[
+            build_volume_sensor(settings, retrain_job),
+            build_raw_partitions_sensor(settings, raw_partitions_job, partitions),
+        ],
         resources=resources_from_settings(settings),
     )

@@ -10,7 +10,6 @@ from ct_assets.data.dataset import (
     preview_markdown,
     write_dataset,
 )
-from ct_assets.defs.lineage import require_metadata
 from ct_assets.defs.resources import DatasetStoreResource, EventLogResource, TrainingConfigResource
 from ct_assets.defs.tables import column_schema
 
@@ -24,7 +23,7 @@ DATASET_CODE_VERSION = "dataset-v1"
     kinds={"polars", "parquet"},
     code_version=DATASET_CODE_VERSION,
     description=(
-        "The most recent labeled examples up to raw_feedback's log position (explicit "
+        "The most recent labeled examples up to the log position at materialization (explicit "
         "feedback with its own features or the features of the prediction it refers to), "
         "split train/holdout by time. Written once as `<version>.parquet`; the version is "
         "a hash of the content and also the asset's data version."
@@ -36,8 +35,8 @@ def training_dataset(
     dataset_store: DatasetStoreResource,
     training_config: TrainingConfigResource,
 ) -> dg.MaterializeResult:  # type: ignore[type-arg]
-    position = int(require_metadata(context.instance, keys.RAW_FEEDBACK, keys.META_LOG_POSITION))
     log = event_log.log()
+    position = log.counts().feedback  # the cut: every feedback event committed by now
     feedback = log.read("feedback", limit=position)
     predictions = log.read("prediction")
     examples = labeled_examples(feedback, predictions)

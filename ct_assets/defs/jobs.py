@@ -7,8 +7,6 @@ import dagster as dg
 from ct_assets import keys
 
 RETRAIN_ASSETS = [
-    keys.RAW_FEEDBACK,
-    keys.RAW_PREDICTIONS,
     keys.TRAINING_DATASET,
     keys.CANDIDATE_MODEL,
     keys.VALIDATION_REPORT,
@@ -19,8 +17,16 @@ retrain_job = dg.define_asset_job(
     keys.RETRAIN_JOB,
     selection=dg.AssetSelection.assets(*RETRAIN_ASSETS),
     description=(
-        "Raw events -> dataset -> candidate -> validation -> champion. Launch it by hand "
+        "Dataset (cut at the log's current position) -> candidate -> validation -> champion. "
+        "Launch it by hand "
         "(ct/trigger=manual, ct/mode full|incremental) or let a sensor launch it."
     ),
     tags={keys.TAG_JOB: keys.RETRAIN_JOB, keys.TAG_TRIGGER: "manual", keys.TAG_MODE: "full"},
+)
+
+
+raw_partitions_job = dg.define_asset_job(
+    keys.RAW_PARTITIONS_JOB,
+    selection=dg.AssetSelection.assets(keys.RAW_FEEDBACK, keys.RAW_PREDICTIONS),
+    description="Materialize one event date (UTC) of raw_feedback and raw_predictions.",
 )

@@ -1,9 +1,14 @@
 """Sensors that launch retrain runs, each explaining its decision."""
 
+import hashlib
 import json
 
 import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+)
 
 from ct_assets import keys
 from ct_assets.defs.lineage import latest_metadata
@@ -71,3 +76,64 @@ def build_volume_sensor(
         )
 
     return volume_sensor
+
+
+def changed_partitions(
+    fingerprints: dict[str, str], seen: dict[str, str], valid: set[str]
+) -> tuple[list[str], list[str]]:
+    """Event dates whose committed segments changed since ``seen`` (and are partitions),
+    and the dates that have events but no partition (before the start date)."""
+    changed = [day for day, fp in sorted(fingerprints.items()) if seen.get(day) != fp]
+    return [d for d in changed if d in valid], [d for d in changed if d not in valid]
+
+
+def build_raw_partitions_sensor(
+    settings: Settings,
+    job: UnresolvedAssetJobDefinition,
+    partitions: dg.DailyPartitionsDefinition,
+) -> dg.SensorDefinition:
+    @dg.sensor(
+        name=keys.RAW_PARTITIONS_SENSOR,
+        job=job,
+        minimum_interval_seconds=settings.raw_sensor_interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=(
+            "Materializes, in one run, the daily partitions of raw_feedback and "
+            "raw_predictions whose events changed since the last request (new or late "
+            "events of that date): the range from the oldest to the newest changed date."
+        ),
+    )
+    def raw_partitions_sensor(
+        context: dg.SensorEvaluationContext, event_log: EventLogResource
+    ) -> dg.SensorResult:
+        seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+        log = event_log.log()
+        fingerprints = {day: log.partition_fingerprint(day) for day in log.counts_by_date()}
+        valid = set(partitions.get_partition_keys(dynamic_partitions_store=context.instance))
+        changed, outside = changed_partitions(fingerprints, seen, valid)
+        if not changed:
+            note = f"; {len(outside)} event date(s) before {settings.partition_start_date}"
+            return dg.SensorResult(
+                skip_reason=dg.SkipReason(
+                    "no event date changed since the last request" + (note if outside else "")
+                )
+            )
+        first, last = changed[0], changed[-1]
+        digest = hashlib.sha256(
+            json.dumps({day: fingerprints[day] for day in changed}, sort_keys=True).encode()
+        ).hexdigest()[:16]
+        tags = {
+            keys.TAG_TRIGGER: "events",
+            keys.TAG_REASON: f"events of {len(changed)} date(s) changed: {', '.join(changed[:10])}",
+        }
+        if first == last:
+            request = dg.RunRequest(run_key=f"raw-{first}-{digest}", partition_key=first, tags=tags)
+        else:  # one run for the whole range (the raw assets' backfill policy is single-run)
+            tags[ASSET_PARTITION_RANGE_START_TAG] = first
+            tags[ASSET_PARTITION_RANGE_END_TAG] = last
+            request = dg.RunRequest(run_key=f"raw-{first}-{last}-{digest}", tags=tags)
+        for day in changed:
+            seen[day] = fingerprints[day]
+        return dg.SensorResult(run_requests=[request], cursor=json.dumps(seen, sort_keys=True))
+
+    return raw_partitions_sensor
