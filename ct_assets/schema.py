@@ -37,8 +37,10 @@ Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_CHARS)]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_CHARS)]
 Text = Annotated[str, msgspec.Meta(max_length=MAX_STRING_CHARS)]
 Timestamp = Annotated[datetime, msgspec.Meta(tz=True)]
-FeatureValue = int | float | bool | Text | None
-Label = int | float | bool | Text
+# Integers are 64-bit: what Parquet, Polars, DuckDB and LightGBM can hold.
+Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+FeatureValue = Int64 | float | bool | Text | None
+Label = Int64 | float | bool | Text
 Features = Annotated[dict[Name, FeatureValue], msgspec.Meta(max_length=MAX_FEATURES)]
 
 
@@ -60,6 +62,7 @@ class ReasonCode(StrEnum):
     TOO_DEEP = "too_deep"
     WRONG_KIND = "wrong_kind"
     EMPTY_BATCH = "empty_batch"
+    OUT_OF_RANGE = "out_of_range"
 
 
 class PredictionEvent(
@@ -127,6 +130,7 @@ class EventValidationError(ValueError):
 
 _PATH_RE = re.compile(r" - at `\$(?P<path>[^`]*)`$")
 _FIELD_IN_MESSAGE_RE = re.compile(r"field `(?P<name>[^`]+)`")
+_INT_RANGE_RE = re.compile(r"^Expected `int` [<>]= ")
 # an object or array where a scalar (feature value, label, ...) was expected
 _NESTED_RE = re.compile(r"^Expected `[^`]*\b(str|int|float|bool)\b[^`]*`, got `(object|array)`")
 
@@ -150,6 +154,8 @@ def decode_field_error(
         reason = ReasonCode.UNKNOWN_FIELD
     elif text.startswith("Number out of range"):
         reason = ReasonCode.NOT_FINITE
+    elif _INT_RANGE_RE.match(text):
+        reason = ReasonCode.OUT_OF_RANGE
     elif path == "kind" and text.startswith("Invalid value"):
         reason = ReasonCode.WRONG_KIND
     elif _NESTED_RE.match(text):

@@ -151,7 +151,7 @@ def _decode_json(body: bytes, kind: EventKind, rules: _Rules) -> list[Event]:
             return [decoders.one.decode(body)]
         except msgspec.ValidationError as exc:
             raise Rejection(422, [decode_field_error(0, exc)], "invalid") from None
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             raise _unparseable(0, body, exc) from None
     if start != b"[":
         raise request_error(
@@ -162,7 +162,7 @@ def _decode_json(body: bytes, kind: EventKind, rules: _Rules) -> list[Event]:
         return events
     except msgspec.ValidationError:
         pass  # find every bad element below
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise _unparseable(-1, body, exc) from None
     except RecursionError:
         raise request_error(422, ReasonCode.TOO_DEEP, "values are nested too deeply") from None
@@ -172,7 +172,7 @@ def _decode_json(body: bytes, kind: EventKind, rules: _Rules) -> list[Event]:
         raise request_error(
             422, ReasonCode.SCHEMA, "a JSON array body must hold event objects"
         ) from None
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise _unparseable(-1, body, exc) from None
     except RecursionError:
         raise request_error(422, ReasonCode.TOO_DEEP, "values are nested too deeply") from None
@@ -187,7 +187,7 @@ def _decode_ndjson(body: bytes, kind: EventKind, rules: _Rules) -> list[Event]:
     try:
         events: list[Event] = decoders.one.decode_lines(body)
         return events
-    except (msgspec.DecodeError, RecursionError):
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         pass  # find every bad line below
     errors: list[FieldError] = []
     malformed = False
@@ -208,7 +208,7 @@ _BYTE_RE = re.compile(r"\(byte (\d+)\)")
 _NON_FINITE_TOKENS = (b"NaN", b"Infinity", b"-Infinity")
 
 
-def _malformed(index: int, raw: bytes, exc: msgspec.DecodeError) -> FieldError:
+def _malformed(index: int, raw: bytes, exc: msgspec.DecodeError | UnicodeDecodeError) -> FieldError:
     """A record that is not JSON; NaN and Infinity (not JSON either) get their own reason."""
     match = _BYTE_RE.search(str(exc))
     if match is not None:
@@ -222,7 +222,9 @@ def _malformed(index: int, raw: bytes, exc: msgspec.DecodeError) -> FieldError:
     return FieldError(index, "$", f"not JSON: {exc}", ReasonCode.MALFORMED.value)
 
 
-def _unparseable(index: int, body: bytes, exc: msgspec.DecodeError) -> Rejection:
+def _unparseable(
+    index: int, body: bytes, exc: msgspec.DecodeError | UnicodeDecodeError
+) -> Rejection:
     error = _malformed(index, body, exc)
     status = 422 if error.reason == ReasonCode.NOT_FINITE.value else 400
     return Rejection(status, [error], error.reason)
@@ -236,7 +238,7 @@ def _record_errors(
         event: Event = decoder.decode(raw)
     except msgspec.ValidationError as exc:
         return [decode_field_error(index, exc)]
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         return [_malformed(index, raw, exc)]
     except RecursionError:
         return [FieldError(index, "$", "values are nested too deeply", ReasonCode.TOO_DEEP.value)]

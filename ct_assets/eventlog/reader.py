@@ -217,6 +217,11 @@ def events_to_frame(
     if not rows:
         return pl.DataFrame(schema=schema)
     frame = pl.from_dicts(rows, infer_schema_length=None)
-    return frame.with_columns(
+    frame = frame.with_columns(
         [pl.col(name).cast(dtype) for name, dtype in schema.items() if name in frame.columns]
     )
+    features = frame.schema.get("features")
+    if isinstance(features, pl.Struct) and not features.fields:
+        # only empty feature objects: a struct without fields cannot be written to Parquet
+        frame = frame.with_columns(pl.lit(None, dtype=pl.Null).alias("features"))
+    return frame
