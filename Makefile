@@ -46,6 +46,7 @@ dev: install
 
 bench: install
 	$(BIN)/python benchmarks/bench_load_definitions.py
+	$(BIN)/python benchmarks/bench_ingest_api.py
 
 clean:
 	rm -rf $(CT_HOME)

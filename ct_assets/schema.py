@@ -65,8 +65,15 @@ class ReasonCode(StrEnum):
     OUT_OF_RANGE = "out_of_range"
 
 
+# gc=False: events hold only scalars and dicts of scalars (no reference cycles), so the
+# garbage collector need not track them; batches of thousands stay cheap to allocate.
 class PredictionEvent(
-    msgspec.Struct, tag_field="kind", tag="prediction", forbid_unknown_fields=True, kw_only=True
+    msgspec.Struct,
+    tag_field="kind",
+    tag="prediction",
+    forbid_unknown_fields=True,
+    kw_only=True,
+    gc=False,
 ):
     event_id: Id
     prediction_id: Id
@@ -83,7 +90,12 @@ class PredictionEvent(
 
 
 class FeedbackEvent(
-    msgspec.Struct, tag_field="kind", tag="feedback", forbid_unknown_fields=True, kw_only=True
+    msgspec.Struct,
+    tag_field="kind",
+    tag="feedback",
+    forbid_unknown_fields=True,
+    kw_only=True,
+    gc=False,
 ):
     event_id: Id
     timestamp: Timestamp

@@ -68,7 +68,7 @@ class CorruptLogError(RuntimeError):
 def encode_frame(
     lines: list[bytes], n_prediction: int, n_feedback: int, magic: bytes = SEGMENT_MAGIC
 ) -> bytes:
-    payload = b"".join(line + b"\n" for line in lines)
+    payload = b"\n".join(lines) + b"\n" if lines else b""
     return encode_record(payload, n_prediction, n_feedback, magic)
 
 

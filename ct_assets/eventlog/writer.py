@@ -245,7 +245,10 @@ class EventLogWriter:
     def _catch_up(self) -> None:
         """Learn what other writers committed; cut torn journal tails and orphan segment bytes."""
         path = journal_path(self.root)
-        size = path.stat().st_size if path.exists() else 0
+        try:
+            size = os.stat(path).st_size
+        except FileNotFoundError:
+            size = 0
         if size != self._journal_end:
             scan = scan_journal(self.root, self._journal_end)
             if scan.corrupt:
