@@ -73,6 +73,10 @@ def openapi_document(max_body_bytes: int) -> dict[str, Any]:
     (_, components) = msgspec.json.schema_components(
         [FeedbackEvent, PredictionEvent], ref_template="#/components/schemas/{name}"
     )
+    for name in ("FeedbackEvent", "PredictionEvent"):
+        # each endpoint takes one kind: the `kind` tag may be left out (if sent, it must match)
+        schema = components[name]
+        schema["required"] = [field for field in schema.get("required", []) if field != "kind"]
     components["Errors"] = _ERROR_SCHEMA
     components["Accepted"] = _ACCEPTED_SCHEMA
     return {
