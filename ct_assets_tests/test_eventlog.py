@@ -321,6 +321,7 @@ def test_append_and_read_roundtrip(tmp_path: Path) -> None:
     assert preds["timestamp"].dtype == pl.Datetime("us", "UTC")
     assert preds["timestamp"].to_list() == [T0 + timedelta(seconds=i) for i in range(3)]
     assert preds["features"].to_list() == [{"x": float(i), "channel": "web"} for i in range(3)]
+    assert preds["scores"].to_list() == [{"0": 0.4, "1": 0.6}] * 3
     assert all(before <= r <= after for r in preds["received_at"].to_list())
 
     fb = log.read("feedback")
@@ -363,9 +364,11 @@ def test_empty_log_reads_as_empty_frames(tmp_path: Path) -> None:
     for kind in KINDS:
         frame, reference = log.read(kind), full.read(kind)
         assert frame.height == 0 and reference.height == 1
-        # every column a non-empty read has (features is a struct whose fields come from data)
-        expected = {c: t for c, t in reference.schema.items() if c != "features"}
-        assert {c: t for c, t in frame.schema.items() if c != "features"} == expected
+        # every column a non-empty read has (structs get their fields from data)
+        assert frame.columns == reference.columns
+        structs = ("features", "scores")
+        expected = {c: t for c, t in reference.schema.items() if c not in structs}
+        assert {c: t for c, t in frame.schema.items() if c not in structs} == expected
     assert (log.counts().prediction, log.counts().feedback) == (0, 0)
     assert log.counts_by_date() == {}
     assert log.partition_fingerprint(D1) == log.partition_fingerprint(D2)

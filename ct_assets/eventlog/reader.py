@@ -203,6 +203,8 @@ def events_to_frame(
             if row.get(name) is not None:
                 row[name] = str(row[name])
         row["features"] = getattr(event, "features", None)
+        if kind == "prediction":
+            row["scores"] = getattr(event, "scores", None)
         rows.append(row)
     schema: dict[str, Any] = {
         "log_offset": pl.Int64,
@@ -215,13 +217,16 @@ def events_to_frame(
     for name in columns[len(_COMMON) :]:
         schema[name] = pl.Float64 if name == "value" else pl.String
     if not rows:
-        return pl.DataFrame(schema=schema)
+        structs = ["features", "scores"] if kind == "prediction" else ["features"]
+        return pl.DataFrame(schema={**schema, **dict.fromkeys(structs, pl.Null)})
     frame = pl.from_dicts(rows, infer_schema_length=None)
     frame = frame.with_columns(
         [pl.col(name).cast(dtype) for name, dtype in schema.items() if name in frame.columns]
     )
-    features = frame.schema.get("features")
-    if isinstance(features, pl.Struct) and not features.fields:
-        # only empty feature objects: a struct without fields cannot be written to Parquet
-        frame = frame.with_columns(pl.lit(None, dtype=pl.Null).alias("features"))
-    return frame
+    structs = ["features", "scores"] if kind == "prediction" else ["features"]
+    for name in structs:
+        dtype = frame.schema.get(name)
+        if isinstance(dtype, pl.Struct) and not dtype.fields:
+            # only empty objects: a struct without fields cannot be written to Parquet
+            frame = frame.with_columns(pl.lit(None, dtype=pl.Null).alias(name))
+    return frame.select(*schema, *structs)  # the same columns, in the same order, as empty
