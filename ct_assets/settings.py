@@ -69,6 +69,14 @@ class Settings:
         return self.home / "reports"
 
     @property
+    def tables_dir(self) -> Path:
+        return self.home / "tables"
+
+    @property
+    def labeling_queue_path(self) -> Path:
+        return self.tables_dir / "labeling_queue" / "latest.json"
+
+    @property
     def mlflow_dir(self) -> Path:
         return self.home / "mlflow"
 

@@ -818,6 +818,33 @@ def test_healthz(server: ApiServer) -> None:
     assert body["pid"] == server.proc.pid  # one worker: uvicorn serves in-process
 
 
+def test_labeling_queue_is_served_from_what_the_asset_wrote(server: ApiServer) -> None:
+    url = server.url("/v1/labeling-queue")
+    assert httpx.get(url).status_code == 401
+    queue_path = server.home / "tables" / "labeling_queue" / "latest.json"
+    queue_path.unlink(missing_ok=True)
+    empty = httpx.get(url, headers=server.auth())
+    assert empty.status_code == 200
+    assert empty.json()["items"] == [] and empty.json()["count"] == 0
+    items = [{"prediction_id": f"p-{i}", "uncertainty": 1.0 - i / 10} for i in range(5)]
+    queue_path.parent.mkdir(parents=True, exist_ok=True)
+    queue_path.write_text(
+        json.dumps({"items": items, "generated_at": "2026-01-01T00:00:00Z", "method": "margin"})
+    )
+    try:
+        full = httpx.get(url, headers=server.auth()).json()
+        assert full["items"] == items and full["method"] == "margin"
+        limited = httpx.get(url, params={"limit": 2}, headers=server.auth()).json()
+        assert [i["prediction_id"] for i in limited["items"]] == ["p-0", "p-1"]
+        assert limited["count"] == 2
+        for bad in ("0", "-1", "x", "10001"):
+            response = httpx.get(url, params={"limit": bad}, headers=server.auth())
+            assert response.status_code == 422, bad
+            assert response.json()["errors"][0]["reason"] == "schema"
+    finally:
+        queue_path.unlink()
+
+
 def test_openapi_document(server: ApiServer) -> None:
     response = httpx.get(server.url("/openapi.json"))
     assert response.status_code == 200

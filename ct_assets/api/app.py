@@ -48,6 +48,7 @@ GIL_SWITCH_INTERVAL = 0.0002
 @dataclass(frozen=True)
 class ApiConfig:
     eventlog_dir: Path
+    labeling_queue_path: Path
     segment_max_bytes: int
     max_event_bytes: int
     max_body_bytes: int
@@ -61,6 +62,7 @@ class ApiConfig:
             raise ValueError("CT_API_TOKEN is not set (or start with --insecure-no-auth)")
         return cls(
             eventlog_dir=settings.eventlog_dir,
+            labeling_queue_path=settings.labeling_queue_path,
             segment_max_bytes=settings.segment_max_bytes,
             max_event_bytes=settings.max_event_bytes,
             max_body_bytes=settings.api_max_body_bytes,
@@ -165,6 +167,28 @@ def create_app(config: ApiConfig) -> Starlette:
 
         return ingest
 
+    async def labeling_queue(request: Request) -> Response:
+        """The active-learning queue: the most uncertain recent predictions without feedback.
+
+        Written by the ``labeling_queue`` asset; post labels back to /v1/feedback as
+        explicit feedback with the item's prediction_id."""
+        started = time.perf_counter()
+        try:
+            if not authorized(request):
+                raise request_error(401, "unauthorized", "missing or wrong bearer token")
+            raw_limit = request.query_params.get("limit", "100")
+            if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 10_000:
+                raise request_error(422, ReasonCode.SCHEMA, "limit must be an integer 1..10000")
+            queue = read_labeling_queue(config.labeling_queue_path)
+            items = queue["items"][: int(raw_limit)]
+            response = _json(200, {**queue, "items": items, "count": len(items)})
+        except Rejection as rejection:
+            headers = {"WWW-Authenticate": "Bearer"} if rejection.status == 401 else None
+            response = _json(rejection.status, rejection.body(), headers)
+        metrics.requests.labels("/v1/labeling-queue", str(response.status_code)).inc()
+        metrics.request_seconds.labels("/v1/labeling-queue").observe(time.perf_counter() - started)
+        return response
+
     async def healthz(request: Request) -> Response:
         state = holder.get("state")
         alive = state is not None and state.committer.alive
@@ -186,12 +210,22 @@ def create_app(config: ApiConfig) -> Starlette:
             Route(
                 "/v1/predictions", ingest_route("prediction", "/v1/predictions"), methods=["POST"]
             ),
+            Route("/v1/labeling-queue", labeling_queue, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),
         ],
         lifespan=lifespan,
     )
+
+
+def read_labeling_queue(path: Path) -> dict[str, Any]:
+    """The queue the labeling_queue asset wrote last; empty before its first materialization."""
+    try:
+        queue: dict[str, Any] = msgspec.json.decode(path.read_bytes())
+    except FileNotFoundError:
+        return {"items": [], "generated_at": None, "method": None}
+    return queue
 
 
 def _too_large(limit: int) -> Rejection:

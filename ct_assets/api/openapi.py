@@ -96,6 +96,45 @@ def openapi_document(max_body_bytes: int) -> dict[str, Any]:
             "/v1/predictions": {
                 "post": _ingest_operation("PredictionEvent", "Log served predictions")
             },
+            "/v1/labeling-queue": {
+                "get": {
+                    "summary": "The most uncertain recent predictions that have no feedback yet",
+                    "description": (
+                        "Written by the labeling_queue asset. Label an item by posting "
+                        "explicit feedback with its prediction_id to /v1/feedback."
+                    ),
+                    "security": [{"bearer": []}],
+                    "parameters": [
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 10000},
+                        }
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "the queue, most uncertain first",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "required": ["items", "count"],
+                                        "properties": {
+                                            "items": {"type": "array", "items": {"type": "object"}},
+                                            "count": {"type": "integer"},
+                                            "generated_at": {"type": ["string", "null"]},
+                                            "method": {"type": ["string", "null"]},
+                                        },
+                                    }
+                                }
+                            },
+                        },
+                        "401": {"description": "missing or wrong bearer token"},
+                        "422": {"description": "limit out of range"},
+                    },
+                }
+            },
             "/healthz": {
                 "get": {
                     "summary": "Liveness and the log's committed counts",
