@@ -1,0 +1,48 @@
+"""Per-date Parquet tables of the curation assets, under ``CT_HOME/tables``.
+
+    tables/<table>/date=<YYYY-MM-DD>.parquet
+
+One file per table and event date, replaced atomically when its partition is
+materialized again (late events change a date's content); readers see the old
+file or the new one, never a partial one. DuckDB and Polars scan them by glob.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import polars as pl
+
+
+class TableStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, table: str, day: str) -> Path:
+        return self.root / table / f"date={day}.parquet"
+
+    def write(self, table: str, day: str, frame: pl.DataFrame) -> Path:
+        path = self.path(table, day)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        frame.write_parquet(tmp)
+        tmp.replace(path)
+        return path
+
+    def read(self, table: str, day: str) -> pl.DataFrame | None:
+        path = self.path(table, day)
+        return pl.read_parquet(path) if path.exists() else None
+
+    def days(self, table: str) -> list[str]:
+        folder = self.root / table
+        if not folder.is_dir():
+            return []
+        return sorted(
+            p.name.removeprefix("date=").removesuffix(".parquet")
+            for p in folder.glob("date=*.parquet")
+        )
+
+    def read_days(self, table: str, days: Iterable[str]) -> pl.DataFrame | None:
+        frames = [f for f in (self.read(table, d) for d in days) if f is not None and f.height]
+        return pl.concat(frames, how="diagonal_relaxed") if frames else None
