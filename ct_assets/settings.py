@@ -37,6 +37,22 @@ class Settings:
     # Dataset compilation: most recent labeled examples, the last share held out by time.
     training_window: int = 4000
     holdout_fraction: float = 0.2
+    # Which examples a dataset is compiled from: the last `window_days` of attributed
+    # examples (at most `training_window`), plus a reservoir of older ones if asked.
+    window_mode: str = "sliding"
+    window_days: int = 30
+    reservoir_size: int = 0
+    # Feedback validation (see ct_assets/data/validation.py for every rule).
+    pending_expiry_hours: int = 24
+    max_feedback_delay_days: int = 30
+    rate_factor: float = 10.0
+    dominance_share: float = 0.5
+    flip_disagreement: float = 0.5
+    max_quarantine_rate: float = 0.2
+    # Active learning: the labeling queue.
+    labeling_method: str = "margin"
+    labeling_budget: int = 100
+    labeling_lookback_days: int = 7
     # Promotion gate: candidate AUC must reach champion AUC - tolerance, and the floor.
     gate_tolerance: float = 0.0
     gate_min_auc: float = 0.55
@@ -75,6 +91,10 @@ class Settings:
     @property
     def labeling_queue_path(self) -> Path:
         return self.tables_dir / "labeling_queue" / "latest.json"
+
+    @property
+    def reference_dir(self) -> Path:
+        return self.home / "reference"
 
     @property
     def mlflow_dir(self) -> Path:
@@ -129,6 +149,15 @@ class Settings:
             (_is_date(self.partition_start_date), "CT_PARTITION_START_DATE must be YYYY-MM-DD"),
             (self.raw_sensor_interval_seconds >= 1, "CT_RAW_SENSOR_INTERVAL_SECONDS must be >= 1"),
             (self.volume_mode in ("full", "incremental"), "CT_VOLUME_MODE: full|incremental"),
+            (
+                self.window_mode in ("sliding", "all", "sliding_reservoir"),
+                "CT_WINDOW_MODE: sliding|all|sliding_reservoir",
+            ),
+            (self.window_days >= 1, "CT_WINDOW_DAYS must be >= 1"),
+            (self.pending_expiry_hours >= 1, "CT_PENDING_EXPIRY_HOURS must be >= 1"),
+            (self.max_feedback_delay_days >= 1, "CT_MAX_FEEDBACK_DELAY_DAYS must be >= 1"),
+            (self.labeling_method in ("margin", "entropy"), "CT_LABELING_METHOD: margin|entropy"),
+            (self.labeling_budget >= 1, "CT_LABELING_BUDGET must be >= 1"),
         ]
         for ok, message in checks:
             if not ok:
@@ -196,6 +225,18 @@ _ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "seed": ("CT_SEED", int),
     "segment_max_bytes": ("CT_SEGMENT_MAX_BYTES", _non_negative_int),
     "max_event_bytes": ("CT_MAX_EVENT_BYTES", _non_negative_int),
+    "window_mode": ("CT_WINDOW_MODE", str),
+    "window_days": ("CT_WINDOW_DAYS", _non_negative_int),
+    "reservoir_size": ("CT_RESERVOIR_SIZE", _non_negative_int),
+    "pending_expiry_hours": ("CT_PENDING_EXPIRY_HOURS", _non_negative_int),
+    "max_feedback_delay_days": ("CT_MAX_FEEDBACK_DELAY_DAYS", _non_negative_int),
+    "rate_factor": ("CT_RATE_FACTOR", float),
+    "dominance_share": ("CT_DOMINANCE_SHARE", _fraction),
+    "flip_disagreement": ("CT_FLIP_DISAGREEMENT", _fraction),
+    "max_quarantine_rate": ("CT_MAX_QUARANTINE_RATE", _fraction),
+    "labeling_method": ("CT_LABELING_METHOD", str),
+    "labeling_budget": ("CT_LABELING_BUDGET", _non_negative_int),
+    "labeling_lookback_days": ("CT_LABELING_LOOKBACK_DAYS", _non_negative_int),
     "partition_start_date": ("CT_PARTITION_START_DATE", str),
     "raw_sensor_interval_seconds": ("CT_RAW_SENSOR_INTERVAL_SECONDS", _non_negative_int),
     "api_token": ("CT_API_TOKEN", str),

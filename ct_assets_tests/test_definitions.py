@@ -17,6 +17,10 @@ from ct_assets.settings import PROJECT_ROOT, Settings
 EXPECTED_ASSETS = {
     keys.RAW_FEEDBACK,
     keys.RAW_PREDICTIONS,
+    keys.VALIDATED_FEEDBACK,
+    keys.FEEDBACK_QUARANTINE,
+    keys.ATTRIBUTED_EXAMPLES,
+    keys.LABELING_QUEUE,
     keys.TRAINING_DATASET,
     keys.CANDIDATE_MODEL,
     keys.VALIDATION_REPORT,
@@ -29,7 +33,27 @@ def test_every_asset_check_job_and_sensor_is_defined(settings: Settings) -> None
     graph = defs.resolve_asset_graph()
     assert {k.to_user_string() for k in graph.get_all_asset_keys()} == EXPECTED_ASSETS
     checks = {(c.asset_key.to_user_string(), c.name) for c in graph.asset_check_keys}
-    assert checks == {(keys.VALIDATION_REPORT, keys.GATE_CHECK)}
+    assert checks == {
+        (keys.VALIDATION_REPORT, keys.GATE_CHECK),
+        *(
+            (keys.TRAINING_DATASET, name)
+            for name in (
+                "not_empty",
+                "class_balance",
+                "quarantine_rate",
+                "null_rates",
+                "schema_vs_reference",
+            )
+        ),
+    }
+    blocking = {
+        spec.name
+        for a in defs.assets or []
+        if isinstance(a, dg.AssetsDefinition)
+        for spec in a.check_specs
+        if spec.blocking
+    }
+    assert blocking >= {keys.GATE_CHECK, "not_empty", "class_balance", "quarantine_rate"}
     job = defs.resolve_job_def(keys.RETRAIN_JOB)
     assert job.tags[keys.TAG_JOB] == keys.RETRAIN_JOB
     sensor = defs.resolve_sensor_def(keys.VOLUME_SENSOR)

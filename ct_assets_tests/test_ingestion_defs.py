@@ -124,7 +124,9 @@ def test_sensor_requests_changed_dates_once_and_again_after_late_events(
     defs = build_definitions(settings)
     with dg.instance_for_test() as instance:
         first = _tick(defs, instance, None)
-        (request,) = first.run_requests  # one run for the whole range of changed dates
+        request, queue = first.run_requests  # one run for the whole range of changed dates
+        assert request.job_name == keys.RAW_PARTITIONS_JOB
+        assert queue.job_name == keys.LABELING_QUEUE_JOB
         assert request.tags[RANGE_START] == "2026-03-01"
         assert request.tags[RANGE_END] == "2026-03-02"
         assert request.run_key and request.run_key.startswith("raw-2026-03-01-2026-03-02-")
@@ -136,8 +138,11 @@ def test_sensor_requests_changed_dates_once_and_again_after_late_events(
 
         log.append([_feedback(2, DAY2)])
         late = _tick(defs, instance, first.cursor)
-        assert [r.partition_key for r in late.run_requests] == ["2026-03-02"]
-        assert late.run_requests[0].run_key != request.run_key
+        again = late.run_requests[0]
+        # curating a date looks at its neighbours' feedback too, so 03-01 is refreshed
+        assert (again.tags[RANGE_START], again.tags[RANGE_END]) == ("2026-03-01", "2026-03-02")
+        assert "1 date(s) changed: 2026-03-02" in again.tags[keys.TAG_REASON]
+        assert again.run_key != request.run_key
 
         duplicate = log.append([_feedback(2, DAY2)])
         assert duplicate.duplicates == 1
@@ -164,7 +169,7 @@ def test_a_range_run_materializes_each_date_with_its_own_figures(settings: Setti
     assert rows[(keys.RAW_FEEDBACK, "2026-02-28")] == 0
     assert rows[(keys.RAW_FEEDBACK, "2026-03-01")] == 3
     assert rows[(keys.RAW_FEEDBACK, "2026-03-02")] == 7
-    assert len(rows) == 6, "each asset, each date, once"
+    assert len(rows) == 15, "each of the five per-date assets, each date, once"
 
 
 def test_sensor_names_event_dates_before_the_first_partition(settings: Settings) -> None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import dagster as dg
 
-from ct_assets.defs.curation import training_dataset
+from ct_assets.defs.curation import build_daily_assets, labeling_queue, training_dataset
 from ct_assets.defs.deployment import champion_model
-from ct_assets.defs.ingestion import build_raw_assets, daily_partitions
-from ct_assets.defs.jobs import raw_partitions_job, retrain_job
+from ct_assets.defs.ingestion import daily_partitions
+from ct_assets.defs.jobs import labeling_queue_job, raw_partitions_job, retrain_job
 from ct_assets.defs.resources import resources_from_settings
 from ct_assets.defs.sensors import build_raw_partitions_sensor, build_volume_sensor
 from ct_assets.defs.training import candidate_model
@@ -16,6 +16,7 @@ from ct_assets.settings import Settings
 
 ASSETS = [
     training_dataset,
+    labeling_queue,
     candidate_model,
     validation_report,
     champion_model,
@@ -26,11 +27,16 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     """The whole code location for ``settings`` (paths under its CT_HOME)."""
     partitions = daily_partitions(settings.partition_start_date)
     return dg.Definitions(
-        assets=[*build_raw_assets(settings.partition_start_date), *ASSETS],
-        jobs=[retrain_job, raw_partitions_job],
+        assets=[
+            build_daily_assets(settings.partition_start_date),
+            *ASSETS,
+        ],
+        jobs=[retrain_job, raw_partitions_job, labeling_queue_job],
         sensors=[
             build_volume_sensor(settings, retrain_job),
-            build_raw_partitions_sensor(settings, raw_partitions_job, partitions),
+            build_raw_partitions_sensor(
+                settings, raw_partitions_job, labeling_queue_job, partitions
+            ),
         ],
         resources=resources_from_settings(settings),
     )

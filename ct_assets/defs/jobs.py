@@ -27,6 +27,21 @@ retrain_job = dg.define_asset_job(
 
 raw_partitions_job = dg.define_asset_job(
     keys.RAW_PARTITIONS_JOB,
-    selection=dg.AssetSelection.assets(keys.RAW_FEEDBACK, keys.RAW_PREDICTIONS),
-    description="Materialize one event date (UTC) of raw_feedback and raw_predictions.",
+    selection=dg.AssetSelection.assets(
+        keys.RAW_FEEDBACK,
+        keys.RAW_PREDICTIONS,
+        keys.VALIDATED_FEEDBACK,
+        keys.FEEDBACK_QUARANTINE,
+        keys.ATTRIBUTED_EXAMPLES,
+    ),
+    description=(
+        "Materialize event dates (UTC) of the raw assets and their curation: validated "
+        "feedback, its quarantine, attributed examples."
+    ),
+)
+
+labeling_queue_job = dg.define_asset_job(
+    keys.LABELING_QUEUE_JOB,
+    selection=dg.AssetSelection.assets(keys.LABELING_QUEUE),
+    description="Rank the recent predictions without feedback for labeling.",
 )

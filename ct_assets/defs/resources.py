@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
 
+from ct_assets.data.attribution import LabelPolicy
+from ct_assets.data.tables import TableStore
+from ct_assets.data.validation import ValidationRules
+from ct_assets.data.windows import WindowSpec
 from ct_assets.eventlog import EventLog
 from ct_assets.registry import Registry
 from ct_assets.settings import Settings
@@ -60,6 +65,61 @@ class TrainingConfigResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     gate_min_auc: float
 
 
+class CurationResource(dg.ConfigurableResource):  # type: ignore[type-arg]
+    """Feedback validation thresholds, the label policy, the dataset window, where the
+    per-date tables and the reference schema live, and the labeling queue's budget."""
+
+    tables_dir: str
+    reference_dir: str
+    pending_expiry_hours: int
+    max_feedback_delay_days: int
+    rate_factor: float
+    dominance_share: float
+    flip_disagreement: float
+    max_quarantine_rate: float
+    window_mode: str
+    window_days: int
+    max_rows: int
+    reservoir_size: int
+    seed: int
+    labeling_method: str
+    labeling_budget: int
+    labeling_lookback_days: int
+
+    def rules(self) -> ValidationRules:
+        return ValidationRules(
+            pending_expiry=timedelta(hours=self.pending_expiry_hours),
+            max_feedback_delay=timedelta(days=self.max_feedback_delay_days),
+            rate_factor=self.rate_factor,
+            dominance_share=self.dominance_share,
+            flip_disagreement=self.flip_disagreement,
+        )
+
+    def policy(self) -> LabelPolicy:
+        """The implicit-signal label policy: ``reference_dir/label_policy.json`` if present."""
+        path = Path(self.reference_dir) / "label_policy.json"
+        return LabelPolicy.from_json(path.read_text()) if path.exists() else LabelPolicy()
+
+    def window(self) -> WindowSpec:
+        return WindowSpec(
+            mode=self.window_mode,  # type: ignore[arg-type]
+            window_days=self.window_days,
+            max_rows=self.max_rows,
+            reservoir_size=self.reservoir_size,
+            seed=self.seed,
+        )
+
+    def store(self) -> TableStore:
+        return TableStore(Path(self.tables_dir))
+
+    def rules_folder(self) -> Path:
+        """Where the reference schema (``latest.json``, ``overrides.json``) and the label
+        policy (``label_policy.json``) live."""
+        folder = Path(self.reference_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+
 def resources_from_settings(settings: Settings) -> dict[str, dg.ConfigurableResource]:  # type: ignore[type-arg]
     return {
         "event_log": EventLogResource(
@@ -82,5 +142,23 @@ def resources_from_settings(settings: Settings) -> dict[str, dg.ConfigurableReso
             seed=settings.seed,
             gate_tolerance=settings.gate_tolerance,
             gate_min_auc=settings.gate_min_auc,
+        ),
+        "curation": CurationResource(
+            tables_dir=str(settings.tables_dir),
+            reference_dir=str(settings.reference_dir),
+            pending_expiry_hours=settings.pending_expiry_hours,
+            max_feedback_delay_days=settings.max_feedback_delay_days,
+            rate_factor=settings.rate_factor,
+            dominance_share=settings.dominance_share,
+            flip_disagreement=settings.flip_disagreement,
+            max_quarantine_rate=settings.max_quarantine_rate,
+            window_mode=settings.window_mode,
+            window_days=settings.window_days,
+            max_rows=settings.training_window,
+            reservoir_size=settings.reservoir_size,
+            seed=settings.seed,
+            labeling_method=settings.labeling_method,
+            labeling_budget=settings.labeling_budget,
+            labeling_lookback_days=settings.labeling_lookback_days,
         ),
     }

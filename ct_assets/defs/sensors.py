@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+from datetime import date, timedelta
 
 import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
@@ -11,6 +12,7 @@ from dagster._core.storage.tags import (
 )
 
 from ct_assets import keys
+from ct_assets.curation import CONTEXT_DAYS
 from ct_assets.defs.lineage import latest_metadata
 from ct_assets.defs.resources import EventLogResource
 from ct_assets.settings import Settings
@@ -90,17 +92,22 @@ def changed_partitions(
 def build_raw_partitions_sensor(
     settings: Settings,
     job: UnresolvedAssetJobDefinition,
+    queue_job: UnresolvedAssetJobDefinition,
     partitions: dg.DailyPartitionsDefinition,
 ) -> dg.SensorDefinition:
+    lookahead = timedelta(hours=settings.pending_expiry_hours).days + 1
+
     @dg.sensor(
         name=keys.RAW_PARTITIONS_SENSOR,
-        job=job,
+        jobs=[job, queue_job],
         minimum_interval_seconds=settings.raw_sensor_interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=(
-            "Materializes, in one run, the daily partitions of raw_feedback and "
-            "raw_predictions whose events changed since the last request (new or late "
-            "events of that date): the range from the oldest to the newest changed date."
+            "Materializes, in one run, the daily partitions of the raw assets and their "
+            "curation (validated_feedback, feedback_quarantine, attributed_examples) whose "
+            "events changed since the last request (new or late events of that date), "
+            "from the oldest changed date to the newest plus the days whose pending "
+            "feedback may now find its prediction; then refreshes the labeling queue."
         ),
     )
     def raw_partitions_sensor(
@@ -118,7 +125,14 @@ def build_raw_partitions_sensor(
                     "no event date changed since the last request" + (note if outside else "")
                 )
             )
-        first, last = changed[0], changed[-1]
+        # curating a date looks at CONTEXT_DAYS on each side: those dates change with it
+        first = (date.fromisoformat(changed[0]) - timedelta(days=CONTEXT_DAYS)).isoformat()
+        first = min((d for d in fingerprints if d >= first and d in valid), default=changed[0])
+        reach = (
+            date.fromisoformat(changed[-1]) + timedelta(days=max(lookahead, CONTEXT_DAYS))
+        ).isoformat()
+        last = max(d for d in valid if d <= reach) if any(d <= reach for d in valid) else first
+        last = max(last, changed[-1])
         digest = hashlib.sha256(
             json.dumps({day: fingerprints[day] for day in changed}, sort_keys=True).encode()
         ).hexdigest()[:16]
@@ -126,14 +140,22 @@ def build_raw_partitions_sensor(
             keys.TAG_TRIGGER: "events",
             keys.TAG_REASON: f"events of {len(changed)} date(s) changed: {', '.join(changed[:10])}",
         }
+        last = min(last, max(fingerprints))  # dates without events need no run yet
         if first == last:
-            request = dg.RunRequest(run_key=f"raw-{first}-{digest}", partition_key=first, tags=tags)
-        else:  # one run for the whole range (the raw assets' backfill policy is single-run)
+            request = dg.RunRequest(
+                run_key=f"raw-{first}-{digest}", partition_key=first, tags=tags, job_name=job.name
+            )
+        else:  # one run for the whole range (the assets' backfill policy is single-run)
             tags[ASSET_PARTITION_RANGE_START_TAG] = first
             tags[ASSET_PARTITION_RANGE_END_TAG] = last
-            request = dg.RunRequest(run_key=f"raw-{first}-{last}-{digest}", tags=tags)
+            request = dg.RunRequest(
+                run_key=f"raw-{first}-{last}-{digest}", tags=tags, job_name=job.name
+            )
+        queue = dg.RunRequest(run_key=f"queue-{digest}", job_name=queue_job.name, tags=tags)
         for day in changed:
             seen[day] = fingerprints[day]
-        return dg.SensorResult(run_requests=[request], cursor=json.dumps(seen, sort_keys=True))
+        return dg.SensorResult(
+            run_requests=[request, queue], cursor=json.dumps(seen, sort_keys=True)
+        )
 
     return raw_partitions_sensor

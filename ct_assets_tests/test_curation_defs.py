@@ -1,0 +1,176 @@
+"""The curation assets on a real Dagster instance: validated feedback, quarantine,
+attributed examples, the training dataset and the labeling queue."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any
+
+import dagster as dg
+import polars as pl
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG as RANGE_END,
+)
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_START_TAG as RANGE_START,
+)
+
+from ct_assets import keys
+from ct_assets.defs import build_definitions
+from ct_assets.eventlog import EventLog
+from ct_assets.schema import convert_record, validate_events
+from ct_assets.settings import Settings
+from ct_assets.simulate import SimulationSpec, simulate_events
+
+
+def _stream(rows: int, seed: int = 3) -> list[dict[str, Any]]:
+    spec = SimulationSpec(rows=rows, seed=seed, drift="none", kind="both", days=4, n_users=60)
+    return list(simulate_events(spec))
+
+
+def _flipper(events: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
+    """A user who answers the opposite of what the model confidently predicted."""
+    predictions = [e for e in events if e["kind"] == "prediction"]
+    out = []
+    for i, p in enumerate(predictions[:count]):
+        confident = max(p["scores"].values())
+        if confident < 0.9:
+            continue
+        out.append(
+            {
+                "kind": "feedback",
+                "event_id": f"flip-{i}",
+                "timestamp": (
+                    datetime.fromisoformat(p["timestamp"]) + timedelta(seconds=5)
+                ).isoformat(),
+                "feedback_type": "explicit",
+                "prediction_id": p["prediction_id"],
+                "label": 1 - int(p["prediction"]),
+                "user_id": "user-flipper",
+                "source": "simulator",
+            }
+        )
+    return out
+
+
+def _ingest(settings: Settings, events: list[dict[str, Any]]) -> None:
+    valid = validate_events([convert_record(e, i) for i, e in enumerate(events)])
+    EventLog.from_settings(settings).append(valid)
+
+
+def _materialize_days(defs: dg.Definitions, instance: dg.DagsterInstance, days: list[str]):  # type: ignore[no-untyped-def]
+    job = defs.resolve_job_def(keys.RAW_PARTITIONS_JOB)
+    result = job.execute_in_process(
+        instance=instance, tags={RANGE_START: days[0], RANGE_END: days[-1]}
+    )
+    assert result.success
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for event in result.get_asset_materialization_events():
+        m = event.materialization
+        out[(m.asset_key.to_user_string(), str(m.partition))] = {
+            k: getattr(v, "value", v) for k, v in m.metadata.items()
+        }
+    return out
+
+
+def test_every_feedback_event_ends_in_exactly_one_state_per_partition(
+    settings: Settings,
+) -> None:
+    events = _stream(2400)
+    flips = _flipper(events, 600)
+    assert len(flips) >= 40
+    _ingest(settings, events + flips)
+    log = EventLog.from_settings(settings)
+    days = list(log.counts_by_date())
+    defs = build_definitions(settings)
+    with dg.instance_for_test() as instance:
+        figures = _materialize_days(defs, instance, days)
+    store_root = settings.tables_dir
+    quarantined_ids: set[str] = set()
+    for day in days:
+        raw = figures[(keys.RAW_FEEDBACK, day)]["dagster/row_count"]
+        validated = figures[(keys.VALIDATED_FEEDBACK, day)]
+        states = {k: v for k, v in validated.items() if k.startswith("status/")}
+        assert sum(states.values()) == raw == validated["dagster/row_count"], day
+        table = pl.read_parquet(store_root / keys.VALIDATED_FEEDBACK / f"date={day}.parquet")
+        assert table.height == raw
+        assert set(table["status"].unique()) <= {"accepted", "quarantined", "pending", "expired"}
+        assert table.filter(pl.col("status") != "accepted")["reason"].null_count() == 0
+        quarantine = figures[(keys.FEEDBACK_QUARANTINE, day)]
+        assert quarantine["dagster/row_count"] == states.get("status/quarantined", 0)
+        q = pl.read_parquet(store_root / keys.FEEDBACK_QUARANTINE / f"date={day}.parquet")
+        quarantined_ids |= set(q["event_id"].to_list())
+        examples = figures[(keys.ATTRIBUTED_EXAMPLES, day)]
+        assert examples["dagster/row_count"] <= states.get("status/accepted", 0)
+    flip_ids = {f["event_id"] for f in flips}
+    assert len(flip_ids & quarantined_ids) >= 0.9 * len(flip_ids), "the flipper is quarantined"
+    clean = sum(1 for e in events if e["kind"] == "feedback")
+    assert len(quarantined_ids - flip_ids) <= 0.02 * clean, "clean feedback stays accepted"
+
+
+def test_dataset_version_is_reproducible_and_moves_with_one_more_event(
+    settings: Settings,
+) -> None:
+    events = _stream(1500, seed=5)
+    _ingest(settings, events)
+    defs = build_definitions(settings)
+    job = dg.define_asset_job("dataset_only", selection=[keys.TRAINING_DATASET]).resolve(
+        asset_graph=defs.resolve_asset_graph()
+    )
+
+    def version(instance: dg.DagsterInstance) -> tuple[str, dict[str, Any]]:
+        result = job.execute_in_process(instance=instance, resources=defs.resources)
+        assert result.success
+        (event,) = result.get_asset_materialization_events()
+        meta = {k: getattr(v, "value", v) for k, v in event.materialization.metadata.items()}
+        checks = {
+            e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data.passed
+            for e in result.all_events
+            if e.event_type_value == "ASSET_CHECK_EVALUATION"
+        }
+        assert checks["not_empty"] and checks["class_balance"] and checks["quarantine_rate"]
+        return str(meta[keys.META_DATASET_VERSION]), meta
+
+    with dg.instance_for_test() as instance:
+        first, meta = version(instance)
+        again, _ = version(instance)
+        assert again == first
+        assert meta["source_partition_count"] >= 4
+        assert meta["feedback_status"]["accepted"] > 0
+        assert (settings.reference_dir / "latest.json").exists()
+        last = max(e["timestamp"] for e in events if e["kind"] == "feedback")
+        extra = {
+            "kind": "feedback",
+            "event_id": "one-more",
+            "timestamp": last,
+            "feedback_type": "explicit",
+            "features": {"x0": 0.1, "x1": 0.2, "channel": "web"},
+            "label": 1,
+        }
+        _ingest(settings, [extra])
+        moved, _ = version(instance)
+    assert moved != first
+
+
+def test_labeling_queue_ranks_unanswered_predictions(settings: Settings) -> None:
+    settings = replace(settings, labeling_budget=25)
+    events = _stream(800, seed=9)
+    answered = {e["prediction_id"] for e in events if e["kind"] == "feedback"}
+    unanswered = [
+        {**e, "event_id": f"{e['event_id']}-open", "prediction_id": f"{e['prediction_id']}-open"}
+        for e in events
+        if e["kind"] == "prediction"
+    ][:200]
+    _ingest(settings, events + unanswered)
+    defs = build_definitions(settings)
+    with dg.instance_for_test() as instance:
+        result = defs.resolve_job_def(keys.LABELING_QUEUE_JOB).execute_in_process(instance=instance)
+        assert result.success
+    document = json.loads(settings.labeling_queue_path.read_text())
+    items = document["items"]
+    assert len(items) == 25 and document["method"] == "margin"
+    assert not {i["prediction_id"] for i in items} & answered
+    margins = [i["uncertainty"] for i in items]
+    assert margins == sorted(margins), "most uncertain (smallest margin) first"
