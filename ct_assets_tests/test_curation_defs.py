@@ -174,3 +174,41 @@ def test_labeling_queue_ranks_unanswered_predictions(settings: Settings) -> None
     assert not {i["prediction_id"] for i in items} & answered
     margins = [i["uncertainty"] for i in items]
     assert margins == sorted(margins), "most uncertain (smallest margin) first"
+
+
+def test_late_feedback_waits_for_its_prediction_then_is_attributed(settings: Settings) -> None:
+    events = _stream(300, seed=11)
+    predictions = [e for e in events if e["kind"] == "prediction"]
+    feedback = [e for e in events if e["kind"] == "feedback"]
+    late = predictions[-1]
+    early = [f for f in feedback if f["prediction_id"] == late["prediction_id"]]
+    assert early
+    _ingest(settings, predictions[:-1] + feedback)  # the feedback arrives first
+    log = EventLog.from_settings(settings)
+    days = list(log.counts_by_date())
+    defs = build_definitions(settings)
+    store = settings.tables_dir
+
+    def status_of(event_id: str) -> tuple[str, str | None, int]:
+        frames = [
+            pl.read_parquet(store / keys.VALIDATED_FEEDBACK / f"date={d}.parquet") for d in days
+        ]
+        row = pl.concat(frames, how="diagonal_relaxed").filter(pl.col("event_id") == event_id)
+        examples = pl.concat(
+            [pl.read_parquet(store / keys.ATTRIBUTED_EXAMPLES / f"date={d}.parquet") for d in days],
+            how="diagonal_relaxed",
+        )
+        found = examples.filter(pl.col("event_id") == event_id).height
+        return str(row["status"][0]), row["reason"][0], found
+
+    with dg.instance_for_test() as instance:
+        _materialize_days(defs, instance, days)
+        assert status_of(early[0]["event_id"]) == ("pending", "awaiting_prediction", 0)
+        for table in (keys.RAW_FEEDBACK, keys.RAW_PREDICTIONS):
+            raw = pl.read_parquet(store / table / f"date={days[-1]}.parquet")
+            assert raw.height == log.counts([days[-1]]).of(
+                "feedback" if table == keys.RAW_FEEDBACK else "prediction"
+            )
+        _ingest(settings, [late])
+        _materialize_days(defs, instance, list(EventLog.from_settings(settings).counts_by_date()))
+        assert status_of(early[0]["event_id"]) == ("accepted", None, 1)

@@ -196,8 +196,11 @@ def build_daily_assets(start_date: str) -> dg.AssetsDefinition:
             reference = load_reference(curation.rules_folder())
             as_of = log_as_of(log)
             for day in context.partition_keys:
-                yield raw_materialization(dg.AssetKey(keys.RAW_FEEDBACK), log, "feedback", day)
-                yield raw_materialization(dg.AssetKey(keys.RAW_PREDICTIONS), log, "prediction", day)
+                for key, kind in (
+                    (keys.RAW_FEEDBACK, "feedback"),
+                    (keys.RAW_PREDICTIONS, "prediction"),
+                ):
+                    yield raw_materialization(dg.AssetKey(key), log, kind, day, store)  # type: ignore[arg-type]
                 curated = curate(log, [day], rules, policy, reference, as_of)
                 yield from curation_materializations(day, curated, store, policy)
 

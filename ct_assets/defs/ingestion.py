@@ -7,6 +7,7 @@ import dagster as dg
 import polars as pl
 from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
+from ct_assets.data.tables import TableStore
 from ct_assets.defs.tables import column_schema
 from ct_assets.eventlog import EventLog
 from ct_assets.schema import EventKind
@@ -23,14 +24,17 @@ def partition_version(log: EventLog, day: str) -> str:
 
 
 def raw_materialization(
-    asset_key: dg.AssetKey, log: EventLog, kind: EventKind, day: str
+    asset_key: dg.AssetKey, log: EventLog, kind: EventKind, day: str, store: TableStore
 ) -> dg.AssetMaterialization:
+    """One date of a raw asset: its events as a columnar table, its figures as metadata."""
     frame: pl.DataFrame = log.read(kind, dates=[day])
     version = partition_version(log, day)
+    path = store.write(asset_key.to_user_string(), day, frame)
     metadata: dict[str, Any] = {
         "dagster/row_count": frame.height,
         "dagster/column_schema": column_schema(frame),
         "segments": log.partition_fingerprint(day) or "(none)",
+        "path": dg.MetadataValue.path(str(path)),
     }
     if frame.height:
         metadata["first_event_time"] = str(frame["timestamp"].min())
@@ -62,11 +66,13 @@ def raw_materialization(
 
 RAW_FEEDBACK_DESCRIPTION = (
     "Feedback events (explicit labels, implicit signals) durable in the event log, one "
-    "partition per event date (UTC); each partition reads only its own segment files. The "
+    "partition per event date (UTC); each partition reads only its own segment files and "
+    "is kept as a columnar table, CT_HOME/tables/raw_feedback/date=<day>.parquet. The "
     "data version changes exactly when events of that date are committed, so late "
     "arrivals show the partition as stale."
 )
 RAW_PREDICTIONS_DESCRIPTION = (
     "Logged predictions (features, scores, model version, arm) durable in the event log, "
-    "one partition per event date (UTC); feedback refers to them by `prediction_id`."
+    "one partition per event date (UTC), kept as CT_HOME/tables/raw_predictions/"
+    "date=<day>.parquet; feedback refers to them by `prediction_id`."
 )
