@@ -45,7 +45,7 @@ def test_materialization_round_trips_through_postgres_storage(
             [
                 a
                 for a in defs.assets or []
-                if isinstance(a, dg.AssetsDefinition) and a.key == dg.AssetKey(keys.RAW_FEEDBACK)
+                if isinstance(a, dg.AssetsDefinition) and dg.AssetKey(keys.RAW_FEEDBACK) in a.keys
             ],
             instance=instance,
             resources=defs.resources,
