@@ -129,50 +129,25 @@ def build_daily_assets(start_date: str) -> dg.AssetsDefinition:
     """The per-date assets as one step: raw events, validated feedback, its quarantine and
     the attributed examples of each date of the run (one date, or a range in one run)."""
     partitions = daily_partitions(start_date)
+
+    def spec(key: str, group: str, description: str, deps: list[str]) -> dg.AssetSpec:
+        return dg.AssetSpec(
+            key,
+            group_name=group,
+            kinds={"polars", "parquet"},
+            description=description,
+            partitions_def=partitions,
+            deps=deps,
+            skippable=True,
+        )
+
+    raw = [keys.RAW_FEEDBACK, keys.RAW_PREDICTIONS]
     specs = [
-        dg.AssetSpec(
-            keys.RAW_FEEDBACK,
-            group_name=keys.INGESTION,
-            kinds={"polars"},
-            description=RAW_FEEDBACK_DESCRIPTION,
-            partitions_def=partitions,
-            skippable=True,
-        ),
-        dg.AssetSpec(
-            keys.RAW_PREDICTIONS,
-            group_name=keys.INGESTION,
-            kinds={"polars"},
-            description=RAW_PREDICTIONS_DESCRIPTION,
-            partitions_def=partitions,
-            skippable=True,
-        ),
-        dg.AssetSpec(
-            VALIDATED,
-            group_name=keys.CURATION,
-            kinds={"polars", "parquet"},
-            description=VALIDATED_DESCRIPTION,
-            partitions_def=partitions,
-            deps=[keys.RAW_FEEDBACK, keys.RAW_PREDICTIONS],
-            skippable=True,
-        ),
-        dg.AssetSpec(
-            QUARANTINE,
-            group_name=keys.CURATION,
-            kinds={"polars", "parquet"},
-            description=QUARANTINE_DESCRIPTION,
-            partitions_def=partitions,
-            deps=[VALIDATED],
-            skippable=True,
-        ),
-        dg.AssetSpec(
-            EXAMPLES,
-            group_name=keys.CURATION,
-            kinds={"polars", "parquet"},
-            description=EXAMPLES_DESCRIPTION,
-            partitions_def=partitions,
-            deps=[VALIDATED],
-            skippable=True,
-        ),
+        spec(keys.RAW_FEEDBACK, keys.INGESTION, RAW_FEEDBACK_DESCRIPTION, []),
+        spec(keys.RAW_PREDICTIONS, keys.INGESTION, RAW_PREDICTIONS_DESCRIPTION, []),
+        spec(VALIDATED, keys.CURATION, VALIDATED_DESCRIPTION, raw),
+        spec(QUARANTINE, keys.CURATION, QUARANTINE_DESCRIPTION, [VALIDATED]),
+        spec(EXAMPLES, keys.CURATION, EXAMPLES_DESCRIPTION, [VALIDATED]),
     ]
     with warnings.catch_warnings():  # backfill_policy is beta in Dagster 1.13; we rely on it
         warnings.simplefilter("ignore", dg.BetaWarning)
