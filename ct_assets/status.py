@@ -74,6 +74,24 @@ def _dagster_state(settings: Settings) -> dict[str, Any]:
     return out
 
 
+def _feedback_states(settings: Settings) -> dict[str, int]:
+    """Feedback per state (accepted, quarantined, pending, expired) over every curated date,
+    as of each date's last materialization of validated_feedback."""
+    import polars as pl
+
+    folder = settings.tables_dir / keys.VALIDATED_FEEDBACK
+    if not folder.is_dir() or not any(folder.glob("date=*.parquet")):
+        return {}
+    counts = (
+        pl.scan_parquet(str(folder / "date=*.parquet"))
+        .group_by("status")
+        .len()
+        .collect()
+        .sort("status")
+    )
+    return {str(r["status"]): int(r["len"]) for r in counts.iter_rows(named=True)}
+
+
 def collect_status(settings: Settings) -> dict[str, Any]:
     counts = EventLog.from_settings(settings).counts()
     return {
@@ -85,6 +103,7 @@ def collect_status(settings: Settings) -> dict[str, Any]:
         **_dagster_state(settings),
         "drift": {"state": "not monitored", "detail": "no drift sensor is configured"},
         "events": {"feedback": counts.feedback, "prediction": counts.prediction},
+        "feedback_states": _feedback_states(settings),
         "volume_trigger": {"threshold": settings.volume_threshold, "mode": settings.volume_mode},
     }
 
@@ -103,6 +122,9 @@ def render_status(status: dict[str, Any]) -> str:
         f"{status['events']['prediction']} predictions",
         f"deployment   {status['deployment']['mode']}",
     ]
+    states = status.get("feedback_states")
+    if states:
+        lines.append("curated      " + ", ".join(f"{n} {state}" for state, n in states.items()))
     trigger = status.get("last_trigger")
     lines.append(
         f"last trigger {trigger['kind']}: {trigger['reason']}" if trigger else "last trigger none"

@@ -23,6 +23,7 @@ from ct_assets.eventlog import EventLog
 from ct_assets.schema import convert_record, validate_events
 from ct_assets.settings import Settings
 from ct_assets.simulate import SimulationSpec, simulate_events
+from ct_assets.status import collect_status
 
 
 def _stream(rows: int, seed: int = 3) -> list[dict[str, Any]]:
@@ -104,6 +105,9 @@ def test_every_feedback_event_ends_in_exactly_one_state_per_partition(
         quarantined_ids |= set(q["event_id"].to_list())
         examples = figures[(keys.ATTRIBUTED_EXAMPLES, day)]
         assert examples["dagster/row_count"] <= states.get("status/accepted", 0)
+    states = collect_status(settings)["feedback_states"]
+    assert sum(states.values()) == log.counts().feedback
+    assert states["quarantined"] == len(quarantined_ids)
     flip_ids = {f["event_id"] for f in flips}
     assert len(flip_ids & quarantined_ids) >= 0.9 * len(flip_ids), "the flipper is quarantined"
     clean = sum(1 for e in events if e["kind"] == "feedback")
