@@ -47,6 +47,7 @@ dev: install
 bench: install
 	$(BIN)/python benchmarks/bench_load_definitions.py
 	$(BIN)/python benchmarks/bench_ingest_api.py
+	$(BIN)/python benchmarks/bench_compile_dataset.py
 
 clean:
 	rm -rf $(CT_HOME)
