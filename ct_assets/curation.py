@@ -12,6 +12,7 @@ log gives the same result.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -20,7 +21,8 @@ from pathlib import Path
 import polars as pl
 
 from ct_assets.data.attribution import LabelPolicy, attribute_feedback
-from ct_assets.data.reference import ReferenceSchema
+from ct_assets.data.dataset import value_counts
+from ct_assets.data.reference import ReferenceSchema, apply_overrides
 from ct_assets.data.validation import ValidationRules, validate_feedback
 from ct_assets.eventlog import EventLog
 
@@ -40,17 +42,32 @@ class Curated:
     examples: pl.DataFrame  # accepted feedback attributed to its features
 
     def status_counts(self) -> dict[str, int]:
-        if not self.validated.height:
-            return {}
-        counts = self.validated.group_by("status").len().sort("status")
-        return {str(r["status"]): int(r["len"]) for r in counts.iter_rows(named=True)}
+        return value_counts(self.validated, "status")
 
     def reason_counts(self) -> dict[str, int]:
-        flagged = self.validated.filter(pl.col("reason").is_not_null())
-        if not flagged.height:
-            return {}
-        counts = flagged.group_by("reason").len().sort("reason")
-        return {str(r["reason"]): int(r["len"]) for r in counts.iter_rows(named=True)}
+        return value_counts(self.validated.filter(pl.col("reason").is_not_null()), "reason")
+
+
+@dataclass(frozen=True)
+class CurationInputs:
+    """The events a curation reads from the log: read once, curate many dates from them."""
+
+    feedback: pl.DataFrame
+    predictions: pl.DataFrame
+
+    @classmethod
+    def read(
+        cls,
+        log: EventLog,
+        dates: Sequence[str],
+        rules: ValidationRules,
+        context_days: int = CONTEXT_DAYS,
+    ) -> CurationInputs:
+        feedback_dates, lookup_dates = input_dates(dates, rules, context_days)
+        return cls(
+            log.read("feedback", dates=feedback_dates),
+            log.read("prediction", dates=lookup_dates),
+        )
 
 
 def day_end(day: str) -> datetime:
@@ -70,6 +87,16 @@ def prediction_dates(day: str, lookback: timedelta) -> list[str]:
     return [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
 
 
+def input_dates(
+    dates: Sequence[str], rules: ValidationRules, context_days: int
+) -> tuple[list[str], list[str]]:
+    """The feedback dates (``dates`` and their context) and the prediction dates (those the
+    feedback may refer to) that curating ``dates`` reads."""
+    context = sorted({d for day in dates for d in neighbour_dates(day, context_days)})
+    lookup = sorted({d for day in context for d in prediction_dates(day, rules.max_feedback_delay)})
+    return context, lookup
+
+
 def curate(
     log: EventLog,
     dates: Sequence[str],
@@ -78,21 +105,24 @@ def curate(
     reference: ReferenceSchema | None,
     as_of: datetime | None = None,
     context_days: int = CONTEXT_DAYS,
+    inputs: CurationInputs | None = None,
 ) -> Curated:
     """Validate the feedback of ``dates`` against the predictions it can refer to, and
     attribute the accepted rows. ``as_of`` defaults to :func:`log_as_of`. The abuse rules
     see the feedback of ``context_days`` dates on each side as well, so a user flipping
-    labels over several days is judged on all of them, whichever date is curated."""
+    labels over several days is judged on all of them, whichever date is curated.
+    ``inputs`` (read for these dates or more) saves reading the log again; the result
+    is the same as without."""
     wanted = sorted(set(dates))
     when = as_of or log_as_of(log) or datetime.now(UTC)
-    context = sorted({d for day in wanted for d in neighbour_dates(day, context_days)})
-    feedback = log.read("feedback", dates=context)
-    lookup = sorted({d for day in context for d in prediction_dates(day, rules.max_feedback_delay)})
-    predictions = log.read("prediction", dates=lookup)
+    context, lookup = input_dates(wanted, rules, context_days)
+    read = inputs or CurationInputs.read(log, wanted, rules, context_days)
+    day_of = pl.col("timestamp").dt.date().cast(pl.String)
+    feedback = read.feedback.filter(day_of.is_in(context))
+    predictions = read.predictions.filter(day_of.is_in(lookup))
     judged = validate_feedback(feedback, predictions, reference, rules, when)
     # the abuse rules judged each user and source on the surrounding days too; keep the
     # rows of the dates asked for
-    day_of = pl.col("timestamp").dt.date().cast(pl.String)
     validated = judged.filter(day_of.is_in(wanted)) if context != wanted else judged
     accepted = validated.filter(pl.col("status") == "accepted")
     examples = attribute_feedback(accepted, predictions, policy)
@@ -111,15 +141,11 @@ def neighbour_dates(day: str, context_days: int) -> list[str]:
 def load_reference(folder: Path) -> ReferenceSchema | None:
     """The reference schema validation checks against: the one inferred from the latest
     training dataset, with the user's overrides applied; None before the first dataset."""
-    from ct_assets.data.reference import apply_overrides
-
     path = folder / REFERENCE_FILE
     if not path.exists():
         return None
     reference = ReferenceSchema.load(path)
     overrides = folder / OVERRIDES_FILE
     if overrides.exists():
-        import json
-
         reference = apply_overrides(reference, json.loads(overrides.read_text()))
     return reference

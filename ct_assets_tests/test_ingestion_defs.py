@@ -15,7 +15,7 @@ from dagster._core.storage.tags import (
 
 from ct_assets import keys
 from ct_assets.defs import build_definitions
-from ct_assets.defs.sensors import changed_partitions
+from ct_assets.defs.sensors import changed_partitions, refresh_range
 from ct_assets.eventlog import EventLog
 from ct_assets.schema import FeedbackEvent, PredictionEvent
 from ct_assets.settings import Settings
@@ -189,3 +189,15 @@ def test_changed_partitions_splits_known_and_unknown_dates() -> None:
     valid = {"2026-01-01", "2026-01-02"}
     assert changed_partitions(fingerprints, seen, valid) == (["2026-01-02"], ["2019-12-31"])
     assert changed_partitions({}, seen, valid) == ([], [])
+
+
+def test_refresh_range_covers_the_neighbours_a_changed_date_affects() -> None:
+    days = [f"2026-01-{d:02d}" for d in (1, 2, 3, 5, 9, 10, 20)]
+    # 3 days of curation context before, `after` days past the last change, dates with events
+    assert refresh_range(["2026-01-05"], days, after=3) == ("2026-01-02", "2026-01-05")
+    assert refresh_range(["2026-01-05"], days, after=5) == ("2026-01-02", "2026-01-10")
+    assert refresh_range(["2026-01-01", "2026-01-09"], days, after=3) == (
+        "2026-01-01",
+        "2026-01-10",
+    )
+    assert refresh_range(["2026-01-20"], days, after=3) == ("2026-01-20", "2026-01-20")

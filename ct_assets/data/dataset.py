@@ -167,6 +167,14 @@ def read_dataset(info: DatasetInfo) -> pl.DataFrame:
     return pl.read_parquet(info.path)
 
 
+def value_counts(frame: pl.DataFrame, column: str) -> dict[str, int]:
+    """Rows per value of ``column`` (nulls last, as "None"), for metadata and status."""
+    if column not in frame.columns or not frame.height:
+        return {}
+    grouped = frame.group_by(column).len().sort(column, nulls_last=True)
+    return {str(r[column]): int(r["len"]) for r in grouped.iter_rows(named=True)}
+
+
 def preview_markdown(frame: pl.DataFrame, rows: int = 5) -> str:
     head = frame.head(rows)
     cells: list[list[Any]] = [list(r) for r in head.iter_rows()]

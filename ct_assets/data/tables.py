@@ -23,12 +23,11 @@ class TableStore:
         return self.root / table / f"date={day}.parquet"
 
     def write(self, table: str, day: str, frame: pl.DataFrame) -> Path:
-        path = self.path(table, day)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        frame.write_parquet(tmp)
-        tmp.replace(path)
-        return path
+        return write_parquet_atomically(self.path(table, day), frame)
+
+    def write_latest(self, table: str, frame: pl.DataFrame) -> Path:
+        """An unpartitioned table: ``<table>/latest.parquet``, replaced atomically."""
+        return write_parquet_atomically(self.root / table / "latest.parquet", frame)
 
     def read(self, table: str, day: str) -> pl.DataFrame | None:
         path = self.path(table, day)
@@ -46,3 +45,19 @@ class TableStore:
     def read_days(self, table: str, days: Iterable[str]) -> pl.DataFrame | None:
         frames = [f for f in (self.read(table, d) for d in days) if f is not None and f.height]
         return pl.concat(frames, how="diagonal_relaxed") if frames else None
+
+
+def write_parquet_atomically(path: Path, frame: pl.DataFrame) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    frame.write_parquet(tmp)
+    tmp.replace(path)
+    return path
+
+
+def write_bytes_atomically(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+    return path

@@ -142,14 +142,6 @@ def labeling_queue(
             maintain_order=True,
         )
         .head(budget)
-        .select(
-            "prediction_id",
-            "timestamp",
-            "model_version",
-            "entity_id",
-            "prediction",
-            "uncertainty",
-            pl.lit(method).alias("method"),
-            "features",
-        )
+        .with_columns(pl.lit(method).alias("method"))
+        .select(QUEUE_COLUMNS)
     )

@@ -4,6 +4,7 @@ and the labeling queue."""
 import warnings
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -11,16 +12,24 @@ import msgspec
 import polars as pl
 
 from ct_assets import keys
-from ct_assets.curation import Curated, curate, day_end, load_reference, log_as_of
+from ct_assets.curation import (
+    Curated,
+    CurationInputs,
+    curate,
+    day_end,
+    load_reference,
+    log_as_of,
+)
 from ct_assets.data.attribution import LabelPolicy
 from ct_assets.data.dataset import (
     EmptyDatasetError,
     compile_dataset,
     preview_markdown,
+    value_counts,
     write_dataset,
 )
 from ct_assets.data.reference import infer_reference
-from ct_assets.data.tables import TableStore
+from ct_assets.data.tables import TableStore, write_bytes_atomically
 from ct_assets.data.uncertainty import labeling_queue as rank_queue
 from ct_assets.data.validation import validation_summary
 from ct_assets.data.windows import partitions_for, select_window
@@ -115,9 +124,9 @@ def curation_materializations(
             partition=day,
             metadata={
                 "dagster/row_count": examples.height,
-                "by_label_source": _json(_counts(examples, "label_source")),
-                "by_model_version": _json(_counts(examples, "model_version")),
-                "by_arm": _json(_counts(examples, "arm")),
+                "by_label_source": _json(value_counts(examples, "label_source")),
+                "by_model_version": _json(value_counts(examples, "model_version")),
+                "by_arm": _json(value_counts(examples, "arm")),
                 "label_policy": dg.MetadataValue.md(policy.describe()),
                 "path": dg.MetadataValue.path(str(examples_path)),
             },
@@ -170,23 +179,29 @@ def build_daily_assets(start_date: str) -> dg.AssetsDefinition:
             rules = curation.rules()
             reference = load_reference(curation.rules_folder())
             as_of = log_as_of(log)
-            for day in context.partition_keys:
+            days = list(context.partition_keys)
+            fingerprints = log.partition_fingerprints()
+            # every date of the range is curated on its own (with its neighbours), from
+            # events read once for the whole range
+            inputs = CurationInputs.read(log, days, rules)
+            for day in days:
+                fingerprint = fingerprints.get(day, "")
                 for key, kind in (
                     (keys.RAW_FEEDBACK, "feedback"),
                     (keys.RAW_PREDICTIONS, "prediction"),
                 ):
-                    yield raw_materialization(dg.AssetKey(key), log, kind, day, store)  # type: ignore[arg-type]
-                curated = curate(log, [day], rules, policy, reference, as_of)
+                    yield raw_materialization(
+                        dg.AssetKey(key),
+                        log,
+                        kind,  # type: ignore[arg-type]
+                        day,
+                        fingerprint,
+                        store,
+                    )
+                curated = curate(log, [day], rules, policy, reference, as_of, inputs=inputs)
                 yield from curation_materializations(day, curated, store, policy)
 
     return daily_events
-
-
-def _counts(frame: pl.DataFrame, column: str) -> dict[str, int]:
-    if column not in frame.columns or not frame.height:
-        return {}
-    grouped = frame.group_by(column).len().sort(column, nulls_last=True)
-    return {str(r[column]): int(r["len"]) for r in grouped.iter_rows(named=True)}
 
 
 @dg.asset(
@@ -226,7 +241,8 @@ def training_dataset(
     as_of = day_end(days[-1])
     spec = curation.window()
     dates = partitions_for(spec, as_of, datetime.fromisoformat(days[0]).date(), lookback_days=0)
-    dates = [d for d in dates if d in set(days)]
+    with_events = set(days)
+    dates = [d for d in dates if d in with_events]
     reference_before = load_reference(curation.rules_folder())
     curated = curate(log, dates, curation.rules(), curation.policy(), reference_before, as_of)
     examples = curated.examples.filter(pl.col("log_offset") < position)
@@ -357,11 +373,7 @@ def labeling_queue(event_log: EventLogResource, curation: CurationResource) -> d
         curation.labeling_budget,
         since,
     )
-    folder = curation.store().root / "labeling_queue"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "latest.parquet"
-    queue.write_parquet(path.with_name("latest.parquet.tmp"))
-    path.with_name("latest.parquet.tmp").replace(path)
+    path = curation.store().write_latest(keys.LABELING_QUEUE, queue)
     items = queue.with_columns(pl.col("timestamp").dt.to_string("%Y-%m-%dT%H:%M:%S%.fZ")).to_dicts()
     document = {
         "items": items,
@@ -369,10 +381,7 @@ def labeling_queue(event_log: EventLogResource, curation: CurationResource) -> d
         "method": curation.labeling_method,
         "budget": curation.labeling_budget,
     }
-    json_path = folder / "latest.json"
-    tmp = json_path.with_name(json_path.name + ".tmp")
-    tmp.write_bytes(msgspec.json.encode(document))
-    tmp.replace(json_path)
+    write_bytes_atomically(Path(curation.labeling_queue_path), msgspec.json.encode(document))
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": queue.height,

@@ -7,6 +7,7 @@ import dagster as dg
 import polars as pl
 from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
+from ct_assets.data.dataset import value_counts
 from ct_assets.data.tables import TableStore
 from ct_assets.defs.tables import column_schema
 from ct_assets.eventlog import EventLog
@@ -18,22 +19,28 @@ def daily_partitions(start_date: str) -> dg.DailyPartitionsDefinition:
     return dg.DailyPartitionsDefinition(start_date=start_date, end_offset=1)
 
 
-def partition_version(log: EventLog, day: str) -> str:
-    """Changes exactly when events of ``day`` are committed: the partition's data version."""
-    return hashlib.sha256(log.partition_fingerprint(day).encode()).hexdigest()[:16]
+def partition_version(fingerprint: str) -> str:
+    """The data version of a date whose committed segments have ``fingerprint``
+    (:meth:`EventLog.partition_fingerprints`): it changes exactly when events of that
+    date are committed."""
+    return hashlib.sha256(fingerprint.encode()).hexdigest()[:16]
 
 
 def raw_materialization(
-    asset_key: dg.AssetKey, log: EventLog, kind: EventKind, day: str, store: TableStore
+    asset_key: dg.AssetKey,
+    log: EventLog,
+    kind: EventKind,
+    day: str,
+    fingerprint: str,
+    store: TableStore,
 ) -> dg.AssetMaterialization:
     """One date of a raw asset: its events as a columnar table, its figures as metadata."""
     frame: pl.DataFrame = log.read(kind, dates=[day])
-    version = partition_version(log, day)
     path = store.write(asset_key.to_user_string(), day, frame)
     metadata: dict[str, Any] = {
         "dagster/row_count": frame.height,
         "dagster/column_schema": column_schema(frame),
-        "segments": log.partition_fingerprint(day) or "(none)",
+        "segments": fingerprint or "(none)",
         "path": dg.MetadataValue.path(str(path)),
     }
     if frame.height:
@@ -44,23 +51,17 @@ def raw_materialization(
         if kind == "feedback":
             metadata["labeled"] = int(frame["label"].is_not_null().sum())
             metadata["by_feedback_type"] = dg.MetadataValue.json(
-                {
-                    r["feedback_type"]: r["len"]
-                    for r in frame.group_by("feedback_type").len().to_dicts()
-                }
+                value_counts(frame, "feedback_type")
             )
         else:
             metadata["by_model_version"] = dg.MetadataValue.json(
-                {
-                    str(r["model_version"]): r["len"]
-                    for r in frame.group_by("model_version").len().to_dicts()
-                }
+                value_counts(frame, "model_version")
             )
     return dg.AssetMaterialization(
         asset_key=asset_key,
         partition=day,
         metadata=metadata,
-        tags={DATA_VERSION_TAG: version},
+        tags={DATA_VERSION_TAG: partition_version(fingerprint)},
     )
 
 

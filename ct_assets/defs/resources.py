@@ -71,6 +71,7 @@ class CurationResource(dg.ConfigurableResource):  # type: ignore[type-arg]
 
     tables_dir: str
     reference_dir: str
+    labeling_queue_path: str
     pending_expiry_hours: int
     max_feedback_delay_days: int
     rate_factor: float
@@ -146,6 +147,7 @@ def resources_from_settings(settings: Settings) -> dict[str, dg.ConfigurableReso
         "curation": CurationResource(
             tables_dir=str(settings.tables_dir),
             reference_dir=str(settings.reference_dir),
+            labeling_queue_path=str(settings.labeling_queue_path),
             pending_expiry_hours=settings.pending_expiry_hours,
             max_feedback_delay_days=settings.max_feedback_delay_days,
             rate_factor=settings.rate_factor,

@@ -89,13 +89,24 @@ def changed_partitions(
     return [d for d in changed if d in valid], [d for d in changed if d not in valid]
 
 
+def refresh_range(changed: list[str], event_dates: list[str], after: int) -> tuple[str, str]:
+    """The first and last date to materialize when ``changed`` dates got new events: the
+    dates with events (``event_dates``) from CONTEXT_DAYS before the first change (their
+    curation looks at it) to ``after`` days past the last one."""
+    low = (date.fromisoformat(changed[0]) - timedelta(days=CONTEXT_DAYS)).isoformat()
+    high = (date.fromisoformat(changed[-1]) + timedelta(days=after)).isoformat()
+    window = [d for d in sorted(event_dates) if low <= d <= high]
+    return window[0], window[-1]
+
+
 def build_raw_partitions_sensor(
     settings: Settings,
     job: UnresolvedAssetJobDefinition,
     queue_job: UnresolvedAssetJobDefinition,
     partitions: dg.DailyPartitionsDefinition,
 ) -> dg.SensorDefinition:
-    lookahead = timedelta(hours=settings.pending_expiry_hours).days + 1
+    # pending feedback of a later date may now find its prediction
+    after = max(timedelta(hours=settings.pending_expiry_hours).days + 1, CONTEXT_DAYS)
 
     @dg.sensor(
         name=keys.RAW_PARTITIONS_SENSOR,
@@ -114,8 +125,7 @@ def build_raw_partitions_sensor(
         context: dg.SensorEvaluationContext, event_log: EventLogResource
     ) -> dg.SensorResult:
         seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
-        log = event_log.log()
-        fingerprints = {day: log.partition_fingerprint(day) for day in log.counts_by_date()}
+        fingerprints = event_log.log().partition_fingerprints()
         valid = set(partitions.get_partition_keys(dynamic_partitions_store=context.instance))
         changed, outside = changed_partitions(fingerprints, seen, valid)
         if not changed:
@@ -125,14 +135,7 @@ def build_raw_partitions_sensor(
                     "no event date changed since the last request" + (note if outside else "")
                 )
             )
-        # curating a date looks at CONTEXT_DAYS on each side: those dates change with it
-        first = (date.fromisoformat(changed[0]) - timedelta(days=CONTEXT_DAYS)).isoformat()
-        first = min((d for d in fingerprints if d >= first and d in valid), default=changed[0])
-        reach = (
-            date.fromisoformat(changed[-1]) + timedelta(days=max(lookahead, CONTEXT_DAYS))
-        ).isoformat()
-        last = max(d for d in valid if d <= reach) if any(d <= reach for d in valid) else first
-        last = max(last, changed[-1])
+        first, last = refresh_range(changed, [d for d in fingerprints if d in valid], after)
         digest = hashlib.sha256(
             json.dumps({day: fingerprints[day] for day in changed}, sort_keys=True).encode()
         ).hexdigest()[:16]
@@ -140,7 +143,6 @@ def build_raw_partitions_sensor(
             keys.TAG_TRIGGER: "events",
             keys.TAG_REASON: f"events of {len(changed)} date(s) changed: {', '.join(changed[:10])}",
         }
-        last = min(last, max(fingerprints))  # dates without events need no run yet
         if first == last:
             request = dg.RunRequest(
                 run_key=f"raw-{first}-{digest}", partition_key=first, tags=tags, job_name=job.name

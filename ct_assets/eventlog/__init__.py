@@ -12,6 +12,7 @@ from ct_assets.eventlog.reader import (
     count_events,
     counts_by_date,
     partition_fingerprint,
+    partition_fingerprints,
     read_events,
 )
 from ct_assets.eventlog.writer import AppendResult, EventLogWriter, PreparedBatch, prepare_batch
@@ -60,6 +61,9 @@ class EventLog:
 
     def partition_fingerprint(self, day: str) -> str:
         return partition_fingerprint(self.root, day)
+
+    def partition_fingerprints(self) -> dict[str, str]:
+        return partition_fingerprints(self.root)
 
     def read(
         self, kind: EventKind, limit: int | None = None, dates: Collection[str] | None = None

@@ -82,14 +82,22 @@ def counts_by_date(root: Path) -> dict[str, LogCounts]:
     return {day: LogCounts(*totals[day]) for day in sorted(totals)}
 
 
-def partition_fingerprint(root: Path, day: str) -> str:
-    """Changes whenever events of ``day`` are committed: the committed extents of its segments."""
-    extents: dict[str, int] = {}
+def partition_fingerprints(root: Path) -> dict[str, str]:
+    """Per event date, a string that changes whenever events of that date are committed
+    (the committed extents of its segments); one pass over the journal for every date."""
+    extents: dict[str, dict[str, int]] = {}
     for commit in committed(root):
         for part in commit.parts:
-            if key_date(part.segment) == day:
-                extents[part.segment] = part.offset + part.length
-    return ",".join(f"{key.split('/', 1)[1]}:{end}" for key, end in sorted(extents.items()))
+            extents.setdefault(key_date(part.segment), {})[part.segment] = part.offset + part.length
+    return {
+        day: ",".join(f"{key.split('/', 1)[1]}:{end}" for key, end in sorted(ends.items()))
+        for day, ends in sorted(extents.items())
+    }
+
+
+def partition_fingerprint(root: Path, day: str) -> str:
+    """The fingerprint of one date ("" when it has no events)."""
+    return partition_fingerprints(root).get(day, "")
 
 
 class _SegmentCache:
