@@ -62,6 +62,8 @@ _LOGGED = "__logged_features"
 _MATCHED = "__matched"
 _LABEL = "__label"
 _SOURCE = "__label_source"
+#: Column names of :func:`labeled_feedback`'s label, label source and own features.
+LABEL_COLUMN, LABEL_SOURCE_COLUMN, OWN_FEATURES_COLUMN = _LABEL, _SOURCE, _OWN
 _REASON = "__unlabeled_reason"
 
 _FEEDBACK_STRINGS = ("event_id", "feedback_type", "prediction_id", "signal", "label")
@@ -284,7 +286,7 @@ def _struct_fields(frame: pl.DataFrame | None, column: str) -> dict[str, pl.Data
     return {}
 
 
-def _supertype(dtypes: list[pl.DataType]) -> pl.DataType:
+def supertype(dtypes: list[pl.DataType]) -> pl.DataType:
     """The type both sides of a feature fit in, as Polars' relaxed concat would choose it."""
     if len(dtypes) == 1:
         return dtypes[0]
@@ -299,7 +301,7 @@ def _features_expr(
     whose fields are the union of both sets (in name order, each in the type both fit)."""
     fields = []
     for name in sorted(set(own) | set(logged)):
-        dtype = _supertype([t for t in (own.get(name), logged.get(name)) if t is not None])
+        dtype = supertype([t for t in (own.get(name), logged.get(name)) if t is not None])
         none = pl.lit(None, dtype=dtype)
         mine = pl.col(_OWN).struct.field(name).cast(dtype) if name in own else none
         theirs = pl.col(_LOGGED).struct.field(name).cast(dtype) if name in logged else none
@@ -362,6 +364,40 @@ def _subjects(feedback: pl.DataFrame) -> pl.DataFrame:
     return frame.with_columns(pl.lit(None, dtype=pl.Null).alias(_OWN))
 
 
+def labeled_feedback(feedback: pl.DataFrame, policy: LabelPolicy | None = None) -> pl.DataFrame:
+    """The feedback rows ``policy`` labels, before any prediction is joined.
+
+    Columns: ``event_id``, ``log_offset``, ``timestamp``, ``prediction_id``, ``source``,
+    ``user_id``, the label (``LABEL_COLUMN``), its source (``LABEL_SOURCE_COLUMN``), the
+    feedback's own features (``OWN_FEATURES_COLUMN``, null when it carries none) and the
+    ``CARRIED_COLUMNS`` present. Raises :class:`UnknownSignalError` as
+    :func:`attribute_feedback` does.
+    """
+    policy = policy or LabelPolicy()
+    label, source, reason = _label_exprs(policy)
+    carried = [c for c in CARRIED_COLUMNS if c in feedback.columns]
+    frame = _subjects(feedback).with_columns(
+        label.alias(_LABEL), source.alias(_SOURCE), reason.alias(_REASON)
+    )
+    if not policy.ignore_unknown:
+        unknown = frame.filter(pl.col(_REASON) == UNKNOWN_SIGNAL)
+        if unknown.height:
+            counts = unknown.group_by("signal").len()
+            raise UnknownSignalError(dict(zip(counts["signal"], counts["len"], strict=True)))
+    return frame.filter(pl.col(_LABEL).is_not_null()).select(
+        "event_id",
+        "log_offset",
+        "timestamp",
+        pl.col("prediction_id").cast(pl.String),
+        "source",
+        "user_id",
+        _LABEL,
+        _SOURCE,
+        _OWN,
+        *carried,
+    )
+
+
 def attribute_feedback(
     feedback: pl.DataFrame,
     predictions: pl.DataFrame | None,
@@ -383,29 +419,8 @@ def attribute_feedback(
     Raises :class:`UnknownSignalError` when the policy does not ignore unknown signals
     and some implicit feedback has one.
     """
-    policy = policy or LabelPolicy()
-    label, source, reason = _label_exprs(policy)
     carried = [c for c in CARRIED_COLUMNS if c in feedback.columns]
-    frame = _subjects(feedback).with_columns(
-        label.alias(_LABEL), source.alias(_SOURCE), reason.alias(_REASON)
-    )
-    if not policy.ignore_unknown:
-        unknown = frame.filter(pl.col(_REASON) == UNKNOWN_SIGNAL)
-        if unknown.height:
-            counts = unknown.group_by("signal").len()
-            raise UnknownSignalError(dict(zip(counts["signal"], counts["len"], strict=True)))
-    frame = frame.filter(pl.col(_LABEL).is_not_null()).select(
-        "event_id",
-        "log_offset",
-        "timestamp",
-        pl.col("prediction_id").cast(pl.String),
-        "source",
-        "user_id",
-        _LABEL,
-        _SOURCE,
-        _OWN,
-        *carried,
-    )
+    frame = labeled_feedback(feedback, policy)
     joined = _join_predictions(frame, predictions)
     has_own = pl.col(_OWN).is_not_null()
     resolved = has_own | pl.col(_MATCHED).fill_null(False)

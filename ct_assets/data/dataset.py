@@ -19,7 +19,20 @@ import polars as pl
 
 LABEL = "label"
 SPLIT = "split"
-META_COLUMNS = ("event_id", "log_offset", "timestamp", LABEL, SPLIT)
+#: Dataset columns that are not features: the example's identity and time, its label and
+#: split, which part of the window it comes from (recent or reservoir), how it was
+#: labeled and the model version and arm that served the prediction it refers to.
+META_COLUMNS = (
+    "event_id",
+    "log_offset",
+    "timestamp",
+    LABEL,
+    SPLIT,
+    "window_part",
+    "label_source",
+    "model_version",
+    "arm",
+)
 
 
 @dataclass(frozen=True)

@@ -159,17 +159,22 @@ def _is_numeric(dtype: pl.DataType) -> bool:
 
 
 def infer_reference_from_columns(
-    frame: pl.DataFrame, feature_names: Sequence[str], label_column: str | None = "label"
+    frame: pl.DataFrame | pl.LazyFrame,
+    feature_names: Sequence[str],
+    label_column: str | None = "label",
 ) -> ReferenceSchema:
     """Infer the schema from a flat frame: one column per feature, plus the label column.
 
     Numeric columns (integers, floats) become numeric features with their min and max;
     everything else (strings, booleans) categorical with its observed values. A column
     with only missing values is numeric without a range (nothing to check against).
+    A LazyFrame (e.g. a scan of a dataset file) is aggregated without being collected.
     """
-    n = frame.height
-    numeric = [c for c in feature_names if _is_numeric(frame.schema[c])]
-    all_null = [c for c in feature_names if frame.schema[c] == pl.Null]
+    lazy = frame.lazy()
+    schema = lazy.collect_schema()
+    n = int(lazy.select(pl.len()).collect().item())
+    numeric = [c for c in feature_names if _is_numeric(schema[c])]
+    all_null = [c for c in feature_names if schema[c] == pl.Null]
     categorical = [c for c in feature_names if c not in numeric and c not in all_null]
     aggregates: list[pl.Expr] = [
         pl.col(c).null_count().alias(f"{c}\x00nulls") for c in feature_names
@@ -180,7 +185,7 @@ def infer_reference_from_columns(
         pl.col(c).cast(pl.String).drop_nulls().n_unique().alias(f"{c}\x00distinct")
         for c in categorical
     ]
-    stats = frame.select(aggregates).row(0, named=True) if aggregates else {}
+    stats = lazy.select(aggregates).collect().row(0, named=True) if aggregates else {}
 
     features: dict[str, FeatureStats] = {}
     for name in feature_names:
@@ -188,8 +193,8 @@ def infer_reference_from_columns(
         if name in categorical:
             categories: list[str] | None = None
             if stats[f"{name}\x00distinct"] <= MAX_CATEGORIES:
-                values = frame.get_column(name).cast(pl.String).drop_nulls().unique()
-                categories = sorted(values.to_list())
+                values = lazy.select(pl.col(name).cast(pl.String).drop_nulls().unique())
+                categories = sorted(values.collect().to_series().to_list())
             features[name] = FeatureStats(
                 name, "categorical", categories=categories, null_fraction=null_fraction
             )
@@ -206,7 +211,11 @@ def infer_reference_from_columns(
 
     labels: list[str] | None = None
     if label_column is not None:
-        observed = frame.get_column(label_column).cast(pl.String).drop_nulls().unique()
+        observed = (
+            lazy.select(pl.col(label_column).cast(pl.String).drop_nulls().unique())
+            .collect()
+            .to_series()
+        )
         labels = sorted(observed.to_list()) if observed.len() <= MAX_LABELS else None
     return ReferenceSchema(features=features, labels=labels)
 

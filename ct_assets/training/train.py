@@ -9,7 +9,7 @@ from typing import Any, Literal
 import numpy as np
 import polars as pl
 
-from ct_assets.data.dataset import LABEL, SPLIT
+from ct_assets.data.dataset import LABEL, META_COLUMNS, SPLIT
 from ct_assets.training.metrics import classification_metrics
 from ct_assets.training.model import FeatureSpec, TrainedModel
 
@@ -56,9 +56,7 @@ class TrainResult:
 
 
 def feature_spec(frame: pl.DataFrame, params: dict[str, Any]) -> FeatureSpec:
-    names = [
-        c for c in frame.columns if c not in ("event_id", "log_offset", "timestamp", LABEL, SPLIT)
-    ]
+    names = [c for c in frame.columns if c not in META_COLUMNS]
     categories = {
         name: sorted(v for v in frame[name].unique().to_list() if v is not None)
         for name in names
