@@ -12,17 +12,20 @@ log gives the same result.
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 import polars as pl
 
+from ct_assets import keys
 from ct_assets.data.attribution import LabelPolicy, attribute_feedback
 from ct_assets.data.dataset import value_counts
 from ct_assets.data.reference import ReferenceSchema, apply_overrides
+from ct_assets.data.tables import TableStore
 from ct_assets.data.validation import ValidationRules, validate_feedback
 from ct_assets.eventlog import EventLog
 
@@ -30,6 +33,10 @@ REFERENCE_FILE = "latest.json"
 # Dates on each side of a curated date whose feedback the abuse rules also look at.
 CONTEXT_DAYS = 3
 OVERRIDES_FILE = "overrides.json"
+# Bumped when curation changes what it computes from the same inputs.
+CURATION_CODE_VERSION = "curation-v1"
+# Dates whose events are read together when stale dates are curated again (memory bound).
+REFRESH_BLOCK_DAYS = 7
 
 
 @dataclass(frozen=True)
@@ -149,3 +156,103 @@ def load_reference(folder: Path) -> ReferenceSchema | None:
     if overrides.exists():
         reference = apply_overrides(reference, json.loads(overrides.read_text()))
     return reference
+
+
+def _stable(value: object) -> object:
+    if isinstance(value, frozenset | set):
+        return sorted(value)
+    return str(value)
+
+
+def curation_key(
+    day: str,
+    fingerprints: Mapping[str, str],
+    rules: ValidationRules,
+    policy: LabelPolicy,
+    context_days: int = CONTEXT_DAYS,
+) -> str:
+    """What the curation of ``day`` is computed from: the log fingerprints of every date it
+    reads (its context and the predictions its feedback may refer to), the rules, the
+    label policy and the code. Not the reference schema: a date stays judged against the
+    reference in force when it was curated, until one of its inputs changes."""
+    context, lookup = input_dates([day], rules, context_days)
+    inputs = {
+        "code": CURATION_CODE_VERSION,
+        "dates": {d: fingerprints.get(d, "") for d in sorted({*context, *lookup})},
+        "rules": asdict(rules),
+        "policy": asdict(policy),
+    }
+    text = json.dumps(inputs, sort_keys=True, default=_stable)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def curated_source(key: str, curated: Curated) -> str:
+    """The source recorded with a date's curated tables: its key, and ``as_of`` when some
+    feedback is still pending (a later ``as_of`` may expire it)."""
+    pending = curated.status_counts().get("pending", 0)
+    return json.dumps({"key": key, "as_of": curated.as_of.isoformat() if pending else None})
+
+
+def is_current(source: str | None, key: str, as_of: datetime) -> bool:
+    if source is None:
+        return False
+    try:
+        recorded = json.loads(source)
+    except ValueError:
+        return False
+    if not isinstance(recorded, dict) or recorded.get("key") != key:
+        return False
+    pending_as_of = recorded.get("as_of")
+    return pending_as_of is None or pending_as_of == as_of.isoformat()
+
+
+def write_curated(store: TableStore, day: str, curated: Curated, source: str) -> dict[str, Path]:
+    """The validated feedback, quarantine and attributed examples tables of ``day``."""
+    validated = curated.validated
+    return {
+        keys.VALIDATED_FEEDBACK: store.write(keys.VALIDATED_FEEDBACK, day, validated, source),
+        keys.FEEDBACK_QUARANTINE: store.write(
+            keys.FEEDBACK_QUARANTINE,
+            day,
+            validated.filter(pl.col("status") == "quarantined"),
+            source,
+        ),
+        keys.ATTRIBUTED_EXAMPLES: store.write(
+            keys.ATTRIBUTED_EXAMPLES, day, curated.examples, source
+        ),
+    }
+
+
+def refresh_tables(
+    log: EventLog,
+    store: TableStore,
+    dates: Sequence[str],
+    rules: ValidationRules,
+    policy: LabelPolicy,
+    reference: ReferenceSchema | None,
+    as_of: datetime,
+    fingerprints: Mapping[str, str],
+) -> list[str]:
+    """Bring the tables a dataset is compiled from up to date with the log: the curated
+    tables of ``dates`` and the raw predictions their feedback may refer to. A table is
+    rewritten only when its recorded source differs from the log's. Returns the dates
+    curated again."""
+    _, lookup = input_dates(dates, rules, 0)
+    for day in [d for d in lookup if d in fingerprints]:
+        if store.source(keys.RAW_PREDICTIONS, day) != fingerprints[day]:
+            store.write(
+                keys.RAW_PREDICTIONS, day, log.read("prediction", dates=[day]), fingerprints[day]
+            )
+    wanted = {d: curation_key(d, fingerprints, rules, policy) for d in dates}
+    stale = [
+        d
+        for d in dates
+        if not is_current(store.source(keys.VALIDATED_FEEDBACK, d), wanted[d], as_of)
+    ]
+    for first in range(0, len(stale), REFRESH_BLOCK_DAYS):
+        block = stale[first : first + REFRESH_BLOCK_DAYS]
+        inputs = CurationInputs.read(log, block, rules)
+        for day in block:
+            curated = curate(log, [day], rules, policy, reference, as_of, inputs=inputs)
+            write_curated(store, day, curated, curated_source(wanted[day], curated))
+    return stale

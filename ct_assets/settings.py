@@ -49,6 +49,8 @@ class Settings:
     dominance_share: float = 0.5
     flip_disagreement: float = 0.5
     max_quarantine_rate: float = 0.2
+    # Memory DuckDB may use compiling a dataset before it spills to disk.
+    compile_memory_mb: int = 1000
     # Active learning: the labeling queue.
     labeling_method: str = "margin"
     labeling_budget: int = 100
@@ -158,6 +160,7 @@ class Settings:
             (self.max_feedback_delay_days >= 1, "CT_MAX_FEEDBACK_DELAY_DAYS must be >= 1"),
             (self.labeling_method in ("margin", "entropy"), "CT_LABELING_METHOD: margin|entropy"),
             (self.labeling_budget >= 1, "CT_LABELING_BUDGET must be >= 1"),
+            (self.compile_memory_mb >= 100, "CT_COMPILE_MEMORY_MB must be >= 100"),
         ]
         for ok, message in checks:
             if not ok:
@@ -234,6 +237,7 @@ _ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "dominance_share": ("CT_DOMINANCE_SHARE", _fraction),
     "flip_disagreement": ("CT_FLIP_DISAGREEMENT", _fraction),
     "max_quarantine_rate": ("CT_MAX_QUARANTINE_RATE", _fraction),
+    "compile_memory_mb": ("CT_COMPILE_MEMORY_MB", _non_negative_int),
     "labeling_method": ("CT_LABELING_METHOD", str),
     "labeling_budget": ("CT_LABELING_BUDGET", _non_negative_int),
     "labeling_lookback_days": ("CT_LABELING_LOOKBACK_DAYS", _non_negative_int),

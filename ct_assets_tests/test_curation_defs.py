@@ -216,3 +216,91 @@ def test_late_feedback_waits_for_its_prediction_then_is_attributed(settings: Set
         _ingest(settings, [late])
         _materialize_days(defs, instance, list(EventLog.from_settings(settings).counts_by_date()))
         assert status_of(early[0]["event_id"]) == ("accepted", None, 1)
+
+
+def test_training_dataset_curates_again_only_the_dates_a_late_event_touches(
+    settings: Settings,
+) -> None:
+    """The dataset compiles from the per-date tables; tables whose inputs changed in the log
+    since they were written (here: one late event) are curated again first, the rest are
+    reused as they are."""
+    spec = SimulationSpec(rows=900, seed=8, drift="none", kind="both", days=10, n_users=60)
+    events = list(simulate_events(spec))
+    _ingest(settings, events)
+    defs = build_definitions(settings)
+    days = sorted(EventLog.from_settings(settings).counts_by_date())
+    _materialize_days(defs, dg.DagsterInstance.ephemeral(), days)
+    job = dg.define_asset_job("dataset_only", selection=[keys.TRAINING_DATASET]).resolve(
+        asset_graph=defs.resolve_asset_graph()
+    )
+
+    def materialize(instance: dg.DagsterInstance) -> dict[str, Any]:
+        result = job.execute_in_process(instance=instance, resources=defs.resources)
+        assert result.success
+        (event,) = result.get_asset_materialization_events()
+        return {k: getattr(v, "value", v) for k, v in event.materialization.metadata.items()}
+
+    with dg.instance_for_test() as instance:
+        first = materialize(instance)
+        assert first["refreshed_partitions"] == "(none)"  # the daily run wrote them all
+        last = max(e["timestamp"] for e in events if e["kind"] == "feedback")
+        late = {
+            "kind": "feedback",
+            "event_id": "late-one",
+            "timestamp": last,
+            "feedback_type": "explicit",
+            "features": {"x0": 0.1, "x1": 0.2, "channel": "web"},
+            "label": 1,
+        }
+        _ingest(settings, [late])
+        second = materialize(instance)
+    refreshed = second["refreshed_partitions"].split(", ")
+    late_day = last[:10]
+    assert late_day in refreshed
+    # a date more than CONTEXT_DAYS before the late event does not read it
+    assert days[0] not in refreshed and len(refreshed) < len(days)
+    assert second[keys.META_DATASET_VERSION] != first[keys.META_DATASET_VERSION]
+    dataset = pl.read_parquet(str(second[keys.META_DATASET_PATH]))
+    assert "late-one" in dataset["event_id"].to_list()
+    assert dataset.filter(pl.col("event_id") == "late-one")["x0"].to_list() == [0.1]
+
+
+def test_daily_checks_report_each_run_dates_against_the_thresholds(settings: Settings) -> None:
+    events = _stream(2400)
+    flips = _flipper(events, 600)
+    _ingest(settings, events + flips)
+    days = list(EventLog.from_settings(settings).counts_by_date())
+
+    def checks(run_settings: Settings) -> dict[tuple[str, str], Any]:
+        defs = build_definitions(run_settings)
+        job = defs.resolve_job_def(keys.RAW_PARTITIONS_JOB)
+        result = job.execute_in_process(
+            instance=dg.DagsterInstance.ephemeral(),
+            tags={RANGE_START: days[0], RANGE_END: days[-1]},
+        )
+        assert result.success  # warnings never fail the run
+        out = {}
+        for event in result.all_events:
+            if event.event_type_value == "ASSET_CHECK_EVALUATION":
+                data = event.asset_check_evaluation_data
+                out[(data.asset_key.to_user_string(), data.check_name)] = data
+        return out
+
+    lenient = checks(replace(settings, max_quarantine_rate=0.99))
+    assert set(lenient) == {
+        (keys.VALIDATED_FEEDBACK, "quarantine_rate"),
+        (keys.ATTRIBUTED_EXAMPLES, "null_rates"),
+        (keys.ATTRIBUTED_EXAMPLES, "schema_vs_reference"),
+    }
+    assert all(c.passed for c in lenient.values()), {
+        k: (c.passed, c.metadata) for k, c in lenient.items()
+    }
+    rate = lenient[(keys.VALIDATED_FEEDBACK, "quarantine_rate")].metadata
+    assert 0 < rate["worst_rate"].value < 0.99  # the flipper's labels are quarantined
+    assert rate["worst_date"].value in days
+
+    strict = checks(replace(settings, max_quarantine_rate=rate["worst_rate"].value / 2))
+    failed = strict[(keys.VALIDATED_FEEDBACK, "quarantine_rate")]
+    assert not failed.passed
+    assert failed.severity == dg.AssetCheckSeverity.WARN
+    assert rate["worst_date"].value in failed.metadata["dates_over"].value

@@ -45,6 +45,9 @@ def test_every_asset_check_job_and_sensor_is_defined(settings: Settings) -> None
                 "schema_vs_reference",
             )
         ),
+        (keys.VALIDATED_FEEDBACK, "quarantine_rate"),
+        (keys.ATTRIBUTED_EXAMPLES, "null_rates"),
+        (keys.ATTRIBUTED_EXAMPLES, "schema_vs_reference"),
     }
     blocking = {
         spec.name

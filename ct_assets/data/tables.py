@@ -5,6 +5,11 @@
 One file per table and event date, replaced atomically when its partition is
 materialized again (late events change a date's content); readers see the old
 file or the new one, never a partial one. DuckDB and Polars scan them by glob.
+
+A table file may carry a *source* (``date=<day>.source``): a text naming the inputs it
+was computed from (e.g. the log fingerprint of the date), so a reader can tell a
+current file from a stale one. The source is removed before the file is replaced
+and written after, so a crash in between leaves a file without source: stale.
 """
 
 from __future__ import annotations
@@ -22,8 +27,24 @@ class TableStore:
     def path(self, table: str, day: str) -> Path:
         return self.root / table / f"date={day}.parquet"
 
-    def write(self, table: str, day: str, frame: pl.DataFrame) -> Path:
-        return write_parquet_atomically(self.path(table, day), frame)
+    def write(self, table: str, day: str, frame: pl.DataFrame, source: str | None = None) -> Path:
+        path = self.path(table, day)
+        self.source_path(table, day).unlink(missing_ok=True)
+        write_parquet_atomically(path, frame)
+        if source is not None:
+            write_bytes_atomically(self.source_path(table, day), source.encode())
+        return path
+
+    def source_path(self, table: str, day: str) -> Path:
+        return self.root / table / f"date={day}.source"
+
+    def source(self, table: str, day: str) -> str | None:
+        """What the table file of ``day`` was computed from; None when unknown."""
+        path = self.source_path(table, day)
+        try:
+            return path.read_text()
+        except FileNotFoundError:
+            return None
 
     def write_latest(self, table: str, frame: pl.DataFrame) -> Path:
         """An unpartitioned table: ``<table>/latest.parquet``, replaced atomically."""

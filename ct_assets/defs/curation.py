@@ -13,26 +13,31 @@ import polars as pl
 
 from ct_assets import keys
 from ct_assets.curation import (
+    REFRESH_BLOCK_DAYS,
     Curated,
     CurationInputs,
     curate,
+    curated_source,
+    curation_key,
     day_end,
+    input_dates,
     load_reference,
     log_as_of,
+    refresh_tables,
+    write_curated,
 )
 from ct_assets.data.attribution import LabelPolicy
+from ct_assets.data.compile import CompileSpec, compile_from_tables
 from ct_assets.data.dataset import (
     EmptyDatasetError,
-    compile_dataset,
     preview_markdown,
     value_counts,
-    write_dataset,
 )
-from ct_assets.data.reference import infer_reference
+from ct_assets.data.reference import infer_reference_from_columns
 from ct_assets.data.tables import TableStore, write_bytes_atomically
 from ct_assets.data.uncertainty import labeling_queue as rank_queue
 from ct_assets.data.validation import validation_summary
-from ct_assets.data.windows import partitions_for, select_window
+from ct_assets.data.windows import partitions_for
 from ct_assets.defs.ingestion import (
     RAW_FEEDBACK_DESCRIPTION,
     RAW_PREDICTIONS_DESCRIPTION,
@@ -47,7 +52,7 @@ from ct_assets.defs.resources import (
 )
 from ct_assets.defs.tables import column_schema
 
-DATASET_CODE_VERSION = "dataset-v2"
+DATASET_CODE_VERSION = "dataset-v3"
 VALIDATED = keys.VALIDATED_FEEDBACK
 QUARANTINE = keys.FEEDBACK_QUARANTINE
 EXAMPLES = keys.ATTRIBUTED_EXAMPLES
@@ -78,19 +83,20 @@ EXAMPLES_DESCRIPTION = (
 
 
 def curation_materializations(
-    day: str, curated: Curated, store: TableStore, policy: LabelPolicy
+    day: str, curated: Curated, store: TableStore, policy: LabelPolicy, source: str
 ) -> list[dg.AssetMaterialization]:
     """validated_feedback, feedback_quarantine and attributed_examples of one date: their
-    tables written, their figures as metadata."""
+    tables written (with ``source``), their figures as metadata."""
     validated = curated.validated
     rows = validated.height
     statuses = curated.status_counts()
     reasons = curated.reason_counts()
     quarantined = validated.filter(pl.col("status") == "quarantined")
     examples = curated.examples
-    validated_path = store.write(VALIDATED, day, validated)
-    quarantine_path = store.write(QUARANTINE, day, quarantined)
-    examples_path = store.write(EXAMPLES, day, examples)
+    paths = write_curated(store, day, curated, source)
+    validated_path = paths[VALIDATED]
+    quarantine_path = paths[QUARANTINE]
+    examples_path = paths[EXAMPLES]
     columns = ("event_id", "user_id", "source", "reason", "reason_detail")
     preview = quarantined.select([c for c in columns if c in quarantined.columns])
     return [
@@ -134,6 +140,92 @@ def curation_materializations(
     ]
 
 
+DAILY_CHECKS = [
+    dg.AssetCheckSpec(
+        "quarantine_rate",
+        asset=VALIDATED,
+        description="share of each date's feedback quarantined, under CT_MAX_QUARANTINE_RATE",
+    ),
+    dg.AssetCheckSpec(
+        "null_rates",
+        asset=EXAMPLES,
+        description="share of missing values per feature in each date's examples, at most 50%",
+    ),
+    dg.AssetCheckSpec(
+        "schema_vs_reference",
+        asset=EXAMPLES,
+        description="features added or removed against the reference schema",
+    ),
+]
+MAX_NULL_RATE = 0.5
+
+
+class DailyChecks:
+    """The daily assets' checks over the dates of one run (a date or a range): warnings an
+    analyst sees on the asset; training is stopped by the dataset's blocking checks."""
+
+    def __init__(self, max_quarantine_rate: float, reference: Any) -> None:
+        self.max_quarantine_rate = max_quarantine_rate
+        self.reference = reference
+        self.quarantine: dict[str, float] = {}
+        self.nulls: dict[str, dict[str, float]] = {}
+        self.features: set[str] = set()
+
+    def add(self, day: str, curated: Curated) -> None:
+        statuses = curated.status_counts()
+        rows = sum(statuses.values())
+        self.quarantine[day] = statuses.get("quarantined", 0) / rows if rows else 0.0
+        examples = curated.examples
+        dtype = examples.schema.get("features")
+        if examples.height and isinstance(dtype, pl.Struct) and dtype.fields:
+            counts = examples.select(pl.col("features").struct.unnest()).null_count().row(0)
+            names = [f.name for f in dtype.fields]
+            self.features.update(names)
+            rates = {n: c / examples.height for n, c in zip(names, counts, strict=True) if c}
+            if rates:
+                self.nulls[day] = rates
+
+    def results(self) -> Iterator[dg.AssetCheckResult]:
+        worst = max(self.quarantine.items(), key=lambda item: item[1], default=("", 0.0))
+        over = {d: r for d, r in self.quarantine.items() if r > self.max_quarantine_rate}
+        yield dg.AssetCheckResult(
+            asset_key=VALIDATED,
+            check_name="quarantine_rate",
+            passed=not over,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={
+                "threshold": self.max_quarantine_rate,
+                "worst_date": worst[0],
+                "worst_rate": worst[1],
+                "dates_over": _json(over),
+            },
+        )
+        high = {
+            day: {n: r for n, r in rates.items() if r > MAX_NULL_RATE}
+            for day, rates in self.nulls.items()
+        }
+        high = {day: rates for day, rates in high.items() if rates}
+        yield dg.AssetCheckResult(
+            asset_key=EXAMPLES,
+            check_name="null_rates",
+            passed=not high,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={
+                "max_rate": MAX_NULL_RATE,
+                "over": _json(high),
+                "null_rates": _json(self.nulls),
+            },
+        )
+        drift = _schema_drift(self.reference, sorted(self.features)) if self.features else {}
+        yield dg.AssetCheckResult(
+            asset_key=EXAMPLES,
+            check_name="schema_vs_reference",
+            passed=not drift,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"changes": _json(drift)},
+        )
+
+
 def build_daily_assets(start_date: str) -> dg.AssetsDefinition:
     """The per-date assets as one step: raw events, validated feedback, its quarantine and
     the attributed examples of each date of the run (one date, or a range in one run)."""
@@ -164,6 +256,7 @@ def build_daily_assets(start_date: str) -> dg.AssetsDefinition:
         @dg.multi_asset(
             name="daily_events",
             specs=specs,
+            check_specs=DAILY_CHECKS,
             partitions_def=partitions,
             backfill_policy=dg.BackfillPolicy.single_run(),
             can_subset=False,
@@ -172,7 +265,7 @@ def build_daily_assets(start_date: str) -> dg.AssetsDefinition:
             context: dg.AssetExecutionContext,
             event_log: EventLogResource,
             curation: CurationResource,
-        ) -> Iterator[dg.AssetMaterialization]:
+        ) -> Iterator[dg.AssetMaterialization | dg.AssetCheckResult]:
             log = event_log.log()
             store = curation.store()
             policy = curation.policy()
@@ -181,10 +274,14 @@ def build_daily_assets(start_date: str) -> dg.AssetsDefinition:
             as_of = log_as_of(log)
             days = list(context.partition_keys)
             fingerprints = log.partition_fingerprints()
+            checks = DailyChecks(curation.max_quarantine_rate, reference)
             # every date of the range is curated on its own (with its neighbours), from
-            # events read once for the whole range
-            inputs = CurationInputs.read(log, days, rules)
-            for day in days:
+            # events read once per block of dates
+            inputs: CurationInputs | None = None
+            for index, day in enumerate(days):
+                if inputs is None or index % REFRESH_BLOCK_DAYS == 0:
+                    block = days[index : index + REFRESH_BLOCK_DAYS]
+                    inputs = CurationInputs.read(log, block, rules)
                 fingerprint = fingerprints.get(day, "")
                 for key, kind in (
                     (keys.RAW_FEEDBACK, "feedback"),
@@ -199,7 +296,11 @@ def build_daily_assets(start_date: str) -> dg.AssetsDefinition:
                         store,
                     )
                 curated = curate(log, [day], rules, policy, reference, as_of, inputs=inputs)
-                yield from curation_materializations(day, curated, store, policy)
+                key = curation_key(day, fingerprints, rules, policy)
+                source = curated_source(key, curated)
+                yield from curation_materializations(day, curated, store, policy, source)
+                checks.add(day, curated)
+            yield from checks.results()
 
     return daily_events
 
@@ -243,40 +344,56 @@ def training_dataset(
     dates = partitions_for(spec, as_of, datetime.fromisoformat(days[0]).date(), lookback_days=0)
     with_events = set(days)
     dates = [d for d in dates if d in with_events]
+    rules, policy = curation.rules(), curation.policy()
+    store = curation.store()
+    fingerprints = log.partition_fingerprints()
     reference_before = load_reference(curation.rules_folder())
-    curated = curate(log, dates, curation.rules(), curation.policy(), reference_before, as_of)
-    examples = curated.examples.filter(pl.col("log_offset") < position)
-    selected = select_window(examples, spec, as_of)
+    refreshed = refresh_tables(
+        log, store, dates, rules, policy, reference_before, as_of, fingerprints
+    )
+    if refreshed:
+        context.log.info(f"curated again from the log (tables stale or missing): {refreshed}")
+    lookup = [d for d in input_dates(dates, rules, 0)[1] if d in with_events]
+    compile_spec = CompileSpec(
+        spec, as_of, position, training_config.holdout_fraction, curation.compile_memory_mb
+    )
     try:
-        frame = compile_dataset(selected, max(selected.height, 1), training_config.holdout_fraction)
+        info = compile_from_tables(
+            [store.path(VALIDATED, d) for d in dates],
+            [store.path(keys.RAW_PREDICTIONS, d) for d in lookup],
+            policy,
+            compile_spec,
+            dataset_store.datasets,
+        )
     except EmptyDatasetError as exc:
         yield dg.AssetCheckResult(check_name="not_empty", passed=False, description=str(exc))
         raise dg.Failure(str(exc)) from exc
-    info = write_dataset(frame, dataset_store.datasets, position)
-    train = frame.filter(pl.col("split") == "train")
-    reference = infer_reference(
-        selected.filter(pl.col("event_id").is_in(train["event_id"].implode()))
-    )
+    dataset = pl.scan_parquet(info.path)
+    train = dataset.filter(pl.col("split") == "train")
+    reference = infer_reference_from_columns(train, info.feature_names)
     reference.save(dataset_store.datasets / f"{info.version}.reference.json")
     reference.save(curation.rules_folder() / "latest.json")
-    label_counts = frame.group_by("label").len().sort("label")
-    statuses = curated.status_counts()
+    label_counts = dataset.group_by("label").len().sort("label").collect()
+    statuses = _status_counts([store.path(VALIDATED, d) for d in dates])
     total = sum(statuses.values())
     quarantine_rate = statuses.get("quarantined", 0) / total if total else 0.0
+    head = dataset.head(5).collect()
     yield dg.MaterializeResult(
         metadata={
-            "dagster/row_count": frame.height,
-            "dagster/column_schema": column_schema(frame),
+            "dagster/row_count": info.rows,
+            "dagster/column_schema": column_schema(head),
             keys.META_DATASET_VERSION: info.version,
             keys.META_DATASET_PATH: dg.MetadataValue.path(info.path),
             keys.META_LOG_POSITION: position,
             "train_rows": info.train_rows,
             "holdout_rows": info.holdout_rows,
             "window": spec.describe(),
+            "by_window_part": _json(_counts(dataset, "window_part")),
             "source_partitions": ", ".join([*dates[:3], "…", *dates[-3:]])
             if len(dates) > 6
             else ", ".join(dates),
             "source_partition_count": len(dates),
+            "refreshed_partitions": ", ".join(refreshed) if refreshed else "(none)",
             "event_id_range": f"{info.first_event_id} .. {info.last_event_id}",
             "log_offset_range": f"{info.first_log_offset} .. {info.last_log_offset}",
             "time_range": f"{info.start_time} .. {info.end_time}",
@@ -290,22 +407,22 @@ def training_dataset(
                     for row in label_counts.iter_rows(named=True)
                 )
             ),
-            "preview": dg.MetadataValue.md(preview_markdown(frame.drop("timestamp"))),
+            "preview": dg.MetadataValue.md(preview_markdown(head.drop("timestamp"))),
         },
         data_version=dg.DataVersion(info.version),
     )
     yield dg.AssetCheckResult(
-        check_name="not_empty", passed=frame.height > 0, metadata={"rows": frame.height}
+        check_name="not_empty", passed=info.rows > 0, metadata={"rows": info.rows}
     )
-    classes = frame["label"].n_unique()
-    train_classes = train["label"].n_unique()
+    classes = label_counts.height
+    train_classes = int(train.select(pl.col("label").n_unique()).collect().item())
     yield dg.AssetCheckResult(
         check_name="class_balance",
         passed=classes >= 2 and train_classes >= 2,
         metadata={
             "classes": classes,
             "train_classes": train_classes,
-            "minority_share": int(label_counts["len"].min() or 0) / frame.height,  # type: ignore[arg-type]
+            "minority_share": int(label_counts["len"].min() or 0) / info.rows,  # type: ignore[arg-type]
         },
         description="training needs at least two classes in the train split",
     )
@@ -315,10 +432,15 @@ def training_dataset(
         metadata={"rate": quarantine_rate, "threshold": curation.max_quarantine_rate},
         description="a flood of quarantined feedback means the stream is under attack or broken",
     )
+    null_counts = (
+        dataset.select([pl.col(c).null_count() for c in info.feature_names]).collect().row(0)
+        if info.feature_names
+        else ()
+    )
     nulls = {
-        c: float(frame[c].null_count() / frame.height)
-        for c in info.feature_names
-        if frame[c].null_count()
+        c: count / info.rows
+        for c, count in zip(info.feature_names, null_counts, strict=True)
+        if count
     }
     yield dg.AssetCheckResult(
         check_name="null_rates",
@@ -334,6 +456,20 @@ def training_dataset(
         metadata={"changes": _json(drift)},
         description="features added or removed since the reference schema",
     )
+
+
+def _status_counts(paths: list[Path]) -> dict[str, int]:
+    """Feedback per validation status over the validated tables of the window."""
+    scans = [pl.scan_parquet(p).select("status") for p in paths if p.exists()]
+    if not scans:
+        return {}
+    counts = pl.concat(scans).group_by("status").len().sort("status").collect()
+    return {str(r["status"]): int(r["len"]) for r in counts.iter_rows(named=True)}
+
+
+def _counts(frame: pl.LazyFrame, column: str) -> dict[str, int]:
+    counts = frame.group_by(column).len().sort(column).collect()
+    return {str(r[column]): int(r["len"]) for r in counts.iter_rows(named=True)}
 
 
 def _schema_drift(reference: Any, features: list[str]) -> dict[str, list[str]]:

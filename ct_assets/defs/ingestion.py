@@ -36,7 +36,7 @@ def raw_materialization(
 ) -> dg.AssetMaterialization:
     """One date of a raw asset: its events as a columnar table, its figures as metadata."""
     frame: pl.DataFrame = log.read(kind, dates=[day])
-    path = store.write(asset_key.to_user_string(), day, frame)
+    path = store.write(asset_key.to_user_string(), day, frame, source=fingerprint)
     metadata: dict[str, Any] = {
         "dagster/row_count": frame.height,
         "dagster/column_schema": column_schema(frame),

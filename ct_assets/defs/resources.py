@@ -78,6 +78,7 @@ class CurationResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     dominance_share: float
     flip_disagreement: float
     max_quarantine_rate: float
+    compile_memory_mb: int
     window_mode: str
     window_days: int
     max_rows: int
@@ -154,6 +155,7 @@ def resources_from_settings(settings: Settings) -> dict[str, dg.ConfigurableReso
             dominance_share=settings.dominance_share,
             flip_disagreement=settings.flip_disagreement,
             max_quarantine_rate=settings.max_quarantine_rate,
+            compile_memory_mb=settings.compile_memory_mb,
             window_mode=settings.window_mode,
             window_days=settings.window_days,
             max_rows=settings.training_window,
