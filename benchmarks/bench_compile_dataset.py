@@ -1,14 +1,15 @@
 """Compiling a training dataset from logged predictions and validated feedback, against a
 single hand-written DuckDB query doing the same join, dedup and write.
 
-Inputs are Parquet tables shaped like the per-date tables the pipeline keeps
+Inputs are per-date Parquet tables shaped like the ones the pipeline keeps
 (``tables/raw_predictions``, ``tables/validated_feedback``): predictions with a
-20-feature struct, feedback with a status, some duplicated deliveries on both sides.
-Each side runs in its own child process (so peak memory is its own), one after the
-other in this run:
+20-feature struct, feedback with a status (3% quarantined). Each side runs in its
+own child process (so peak memory is its own), one after the other in this run:
 
-* ``ct_assets``: :func:`ct_assets.data.attribution.attribute_feedback` on the accepted
-  feedback, :func:`ct_assets.data.dataset.compile_dataset`, ``write_parquet``.
+* ``ct_assets``: :func:`ct_assets.data.compile.compile_from_tables`, what the
+  ``training_dataset`` asset runs: accepted feedback labeled by the label policy,
+  cut to the window, joined to the first logged prediction of each, split by time,
+  written as a content-addressed Parquet file with its manifest.
 * ``duckdb``: one SQL statement: dedup both sides, join, order, COPY to Parquet.
 
 Prints seconds and peak RSS of both and their ratio. The issue's target is 10M
@@ -27,74 +28,97 @@ import time
 from pathlib import Path
 
 N_FEATURES = 20
-CHUNK = 1_000_000
 
 
-def generate(folder: Path, n_predictions: int, n_feedback: int, seed: int = 7) -> None:
+def generate(
+    root: Path, n_predictions: int, n_feedback: int, seed: int = 7, per_day: int = 86_400
+) -> None:
+    """Per-date tables shaped like the pipeline's (the columns of ``tables/raw_predictions``
+    and ``tables/validated_feedback``): one prediction a second, feedback a minute after
+    the prediction it refers to, 3% of it quarantined."""
     import numpy as np
     import polars as pl
 
     rng = np.random.default_rng(seed)
-    (folder / "predictions").mkdir(parents=True)
-    (folder / "feedback").mkdir(parents=True)
+    predictions, feedback = root / "raw_predictions", root / "validated_feedback"
+    predictions.mkdir(parents=True)
+    feedback.mkdir(parents=True)
     start = np.datetime64("2026-01-01T00:00:00", "us")
-    for part, first in enumerate(range(0, n_predictions, CHUNK)):
-        n = min(CHUNK, n_predictions - first)
+    days = (n_predictions + per_day - 1) // per_day
+    feedback_per_day = n_feedback // days
+    names = [f"f{i:02d}" for i in range(N_FEATURES)]
+    utc = pl.col("timestamp", "received_at").dt.replace_time_zone("UTC")
+    first_feedback = 0
+    for d in range(days):
+        first = d * per_day
+        n = min(per_day, n_predictions - first)
         ids = np.arange(first, first + n)
-        features = {f"f{i:02d}": rng.normal(size=n) for i in range(N_FEATURES)}
-        frame = pl.DataFrame(
+        ts = start + ids.astype("timedelta64[s]")
+        features = {name: rng.normal(size=n) for name in names}
+        score = 1 / (1 + np.exp(-features["f00"]))
+        day = str(ts[0].astype("datetime64[D]"))
+        pl.DataFrame(
             {
+                "log_offset": ids * 2,
                 "event_id": [f"pe-{i}" for i in ids],
+                "kind": "prediction",
+                "timestamp": ts,
+                "received_at": ts,
                 "prediction_id": [f"p-{i}" for i in ids],
-                "timestamp": start + ids.astype("timedelta64[s]"),
-                "log_offset": ids,
+                "model_name": "ct",
                 "model_version": "3",
                 "arm": "champion",
-                "prediction": (features["f00"] > 0).astype(np.int64).astype(str),
+                "prediction": (score > 0.5).astype(np.int64).astype(str),
                 **features,
+                "s0": 1 - score,
+                "s1": score,
             }
-        ).select(
-            pl.exclude([f"f{i:02d}" for i in range(N_FEATURES)]),
-            pl.struct([f"f{i:02d}" for i in range(N_FEATURES)]).alias("features"),
-        )
-        frame.write_parquet(folder / "predictions" / f"part-{part:04d}.parquet")
-    for part, first in enumerate(range(0, n_feedback, CHUNK)):
-        n = min(CHUNK, n_feedback - first)
-        ids = np.arange(first, first + n)
-        # every 50th feedback event is delivered twice (same event_id, later log offset)
-        refers = rng.integers(0, n_predictions, size=n)
-        frame = pl.DataFrame(
+        ).with_columns(utc).select(
+            pl.exclude([*names, "s0", "s1"]),
+            pl.struct(names).alias("features"),
+            pl.struct(pl.col("s0").alias("0"), pl.col("s1").alias("1")).alias("scores"),
+        ).write_parquet(predictions / f"date={day}.parquet")
+        m = feedback_per_day if d < days - 1 else n_feedback - first_feedback
+        fids = np.arange(first_feedback, first_feedback + m)
+        first_feedback += m
+        refers = np.sort(rng.integers(first, first + max(1, n - 60), size=m))
+        fts = start + (refers + 60).astype("timedelta64[s]")
+        pl.DataFrame(
             {
-                "event_id": [f"fb-{i}" for i in ids],
-                "prediction_id": [f"p-{i}" for i in refers],
-                "timestamp": start + (refers + 60).astype("timedelta64[s]"),
-                "log_offset": ids,
+                "log_offset": fids * 2 + 1,
+                "event_id": [f"fb-{i}" for i in fids],
+                "kind": "feedback",
+                "timestamp": fts,
+                "received_at": fts,
                 "feedback_type": "explicit",
-                "label": rng.integers(0, 2, size=n).astype(str),
-                "user_id": [f"u-{i % 5000}" for i in ids],
+                "prediction_id": [f"p-{i}" for i in refers],
+                "user_id": [f"u-{i % 5000}" for i in fids],
                 "source": "bench",
-                "status": np.where(rng.random(n) < 0.97, "accepted", "quarantined"),
+                "signal": pl.Series([None] * m, dtype=pl.String),
+                "value": pl.Series([None] * m, dtype=pl.Float64),
+                "label": rng.integers(0, 2, size=m).astype(str),
+                "status": np.where(rng.random(m) < 0.97, "accepted", "quarantined"),
             }
-        )
-        twice = frame.filter(pl.col("log_offset") % 50 == 0).with_columns(
-            pl.col("log_offset") + n_feedback
-        )
-        pl.concat([frame, twice]).write_parquet(folder / "feedback" / f"part-{part:04d}.parquet")
+        ).with_columns(utc).write_parquet(feedback / f"date={day}.parquet")
 
 
 OURS = """
-import polars as pl, sys
-from ct_assets.data.attribution import LabelPolicy, attribute_feedback
-from ct_assets.data.dataset import compile_dataset
-folder, out = sys.argv[1], sys.argv[2]
-feedback = (
-    pl.read_parquet(folder + "/feedback/*.parquet")
-    .filter(pl.col("status") == "accepted")
-    .unique("event_id", keep="first", maintain_order=True)
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from ct_assets.data.attribution import LabelPolicy
+from ct_assets.data.compile import CompileSpec, compile_from_tables
+from ct_assets.data.windows import WindowSpec
+folder, out = Path(sys.argv[1]), Path(sys.argv[2])
+spec = CompileSpec(WindowSpec(mode="all"), datetime(2100, 1, 1, tzinfo=UTC), 2**62, 0.2)
+info = compile_from_tables(
+    sorted((folder / "validated_feedback").glob("*.parquet")),
+    sorted((folder / "raw_predictions").glob("*.parquet")),
+    LabelPolicy(),
+    spec,
+    out,
 )
-predictions = pl.read_parquet(folder + "/predictions/*.parquet")
-examples = attribute_feedback(feedback, predictions, LabelPolicy())
-compile_dataset(examples, examples.height, 0.2).write_parquet(out)
+print(info.rows, file=sys.stderr)
 """
 
 DUCKDB = """
@@ -104,11 +128,11 @@ duckdb.sql(f'''
 COPY (
   WITH p AS (
     SELECT prediction_id, model_version, arm, features, timestamp AS prediction_time
-    FROM read_parquet('{folder}/predictions/*.parquet')
+    FROM read_parquet('{folder}/raw_predictions/*.parquet')
     QUALIFY row_number() OVER (PARTITION BY prediction_id ORDER BY log_offset) = 1
   ), f AS (
     SELECT event_id, prediction_id, timestamp, log_offset, label
-    FROM read_parquet('{folder}/feedback/*.parquet')
+    FROM read_parquet('{folder}/validated_feedback/*.parquet')
     WHERE status = 'accepted'
     QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY log_offset) = 1
   )
@@ -135,10 +159,11 @@ print(json.dumps({"seconds": seconds, "peak_mb": peak_mb}))
 def run(code: str, folder: Path, out: Path) -> dict[str, float]:
     done = subprocess.run(
         [sys.executable, "-c", MEASURE, code, str(folder), str(out)],
-        check=True,
         capture_output=True,
         text=True,
     )
+    if done.returncode:
+        raise SystemExit(f"benchmark child failed:\n{done.stderr}")
     result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
 
@@ -155,10 +180,10 @@ def main() -> int:
         generate(folder, args.predictions, n_feedback)
         print(
             f"generated {args.predictions:,} predictions and {n_feedback:,} feedback "
-            f"(+2% duplicate deliveries) in {time.perf_counter() - started:.0f} s"
+            f"in {time.perf_counter() - started:.0f} s"
         )
         bare = run(DUCKDB, folder, folder / "duckdb.parquet")
-        ours = run(OURS, folder, folder / "ours.parquet")
+        ours = run(OURS, folder, folder / "datasets")
     print(f"duckdb query : {bare['seconds']:7.1f} s, peak {bare['peak_mb']:,.0f} MB")
     print(f"ct_assets    : {ours['seconds']:7.1f} s, peak {ours['peak_mb']:,.0f} MB")
     ratio = ours["seconds"] / bare["seconds"]
