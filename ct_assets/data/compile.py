@@ -69,8 +69,6 @@ FEEDBACK_COLUMNS = (
     "timestamp",
     "feedback_type",
     "prediction_id",
-    "user_id",
-    "source",
     "signal",
     "value",
     "label",
@@ -209,22 +207,20 @@ def window_feedback(
     feedback = (
         pl.concat(scans, how="diagonal_relaxed")
         .filter(pl.col("log_offset") < spec.position)
-        .collect()
+        .collect(engine="streaming")
     )
     if feedback.height == 0:
         return feedback
-    labeled = (
-        labeled_feedback(feedback, policy)
-        .rename(
-            {LABEL_COLUMN: LABEL, LABEL_SOURCE_COLUMN: "label_source", OWN_FEATURES_COLUMN: "own"}
-        )
-        .sort("log_offset")
-        .unique("event_id", keep="first", maintain_order=True)
+    labeled = labeled_feedback(feedback, policy).rename(
+        {LABEL_COLUMN: LABEL, LABEL_SOURCE_COLUMN: "label_source", OWN_FEATURES_COLUMN: "own"}
     )
-    selected = select_window(labeled, spec.window, spec.end)
+    del feedback  # the widest frame here: free it before the window is cut
+    if labeled["event_id"].is_duplicated().any():  # validation quarantines repeats; be sure
+        labeled = labeled.sort("log_offset").unique("event_id", keep="first", maintain_order=True)
     columns = ["event_id", "log_offset", "timestamp", "prediction_id", LABEL, "label_source"]
-    own = ["own"] if _struct_fields(selected.schema.get("own")) else []
-    return selected.select(*columns, "window_part", *own)
+    own = ["own"] if _struct_fields(labeled.schema.get("own")) else []
+    labeled = labeled.select(*columns, *own)
+    return select_window(labeled, spec.window, spec.end).select(*columns, "window_part", *own)
 
 
 def _struct_fields(dtype: Any) -> dict[str, pl.DataType]:
