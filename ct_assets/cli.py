@@ -106,6 +106,52 @@ def _cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
+    import getpass
+
+    from ct_assets.registry import Registry, RollbackError
+
+    registry = Registry.from_settings(settings)
+    try:
+        record = registry.rollback(
+            args.to, by=args.by or getpass.getuser(), reason=args.reason or "manual rollback"
+        )
+    except RollbackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(record.to_json())
+    else:
+        print(
+            f"champion {registry.model_name}: v{record.previous} -> v{record.version} "
+            f"(by {record.by} at {record.at}: {record.reason})"
+        )
+    return 0
+
+
+def _cmd_reproduce(args: argparse.Namespace, settings: Settings) -> int:
+    from ct_assets.registry import Registry
+    from ct_assets.training.reproduce import ReproduceError, reproduce
+
+    try:
+        result = reproduce(Registry.from_settings(settings), args.version, settings.datasets_dir)
+    except ReproduceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        verdict = "identical" if result.identical else "DIFFERENT"
+        print(
+            f"v{result.version} retrained from dataset {result.dataset_version} "
+            f"({result.mode}): predictions on {result.holdout_rows} holdout rows are "
+            f"{verdict} (max |difference| {result.max_abs_difference:.3g})"
+        )
+        for note in result.notes:
+            print(f"  - {note}")
+    return 0 if result.identical else 1
+
+
 def _cmd_dagster_home(args: argparse.Namespace, settings: Settings) -> int:
     from ct_assets.instance import prepare_dagster_home
 
@@ -168,6 +214,20 @@ def build_parser() -> argparse.ArgumentParser:
     home = sub.add_parser("dagster-home", help="write $CT_HOME/dagster/dagster.yaml")
     home.add_argument("--storage", choices=["sqlite", "postgres"], default="sqlite")
     home.set_defaults(func=_cmd_dagster_home)
+
+    rollback = sub.add_parser("rollback", help="move the champion alias back, audited")
+    rollback.add_argument("--to", help="version to restore (default: the previous champion)")
+    rollback.add_argument("--reason", default="", help="why, for the audit trail")
+    rollback.add_argument("--by", default="", help="who (default: the current user)")
+    rollback.add_argument("--json", action="store_true")
+    rollback.set_defaults(func=_cmd_rollback)
+
+    again = sub.add_parser(
+        "reproduce", help="train a registered version again and compare its predictions"
+    )
+    again.add_argument("version")
+    again.add_argument("--json", action="store_true")
+    again.set_defaults(func=_cmd_reproduce)
 
     demo = sub.add_parser("demo", help="the closed loop on simulated drifting feedback")
     demo.set_defaults(func=_cmd_demo)

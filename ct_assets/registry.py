@@ -7,6 +7,7 @@ loading the code location stays fast.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -43,6 +44,38 @@ TAG_REPORT = "ct.validation_report"
 TAG_DECISION = "ct.gate_decision"
 TAG_PREVIOUS_CHAMPION = "ct.previous_champion"
 TAG_PROMOTED_AT = "ct.promoted_at"
+TAG_TRAIN_PARAMS = "ct.train_params"
+TAG_INIT_VERSION = "ct.init_model_version"
+TAG_NEW_AFTER_OFFSET = "ct.new_after_offset"
+TAG_ENVIRONMENT = "ct.environment_digest"
+#: Where a version stands: challenger, champion, retired (replaced by a newer champion),
+#: rejected (by the gate) or rolled_back (replaced by an older champion).
+TAG_DEPLOYMENT_STATUS = "ct.deployment_status"
+#: Registered-model tags ``ct.audit.<UTC time>`` hold the audit trail, one JSON record each.
+AUDIT_PREFIX = "ct.audit."
+
+
+class RollbackError(RuntimeError):
+    """A rollback that cannot be done (no champion, no previous one, unknown version)."""
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One change of the ``champion`` alias: what, to which version, from which, who, why."""
+
+    action: str  # promote | rollback
+    version: str
+    previous: str | None
+    by: str
+    reason: str
+    at: str
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> AuditRecord:
+        return cls(**json.loads(text))
 
 
 @dataclass(frozen=True)
@@ -60,6 +93,19 @@ class VersionInfo:
             "run_id": self.run_id,
             "created_at": self.created_at,
         }
+
+
+def resolved_requirements() -> str:
+    """Every installed distribution as ``name==version``, sorted: the environment a model
+    was trained in (logged with it, and its digest tagged)."""
+    from importlib.metadata import distributions
+
+    pins = {
+        f"{d.metadata['Name']}=={d.version}"
+        for d in distributions()
+        if d.metadata and d.metadata["Name"]
+    }
+    return "\n".join(sorted(pins, key=str.lower)) + "\n"
 
 
 def code_version() -> str:
@@ -168,9 +214,16 @@ class Registry:
                 )
             ],
         )
+        requirements = resolved_requirements()
+        digest = hashlib.sha256(requirements.encode()).hexdigest()[:16]
+        run_tags[TAG_ENVIRONMENT] = digest
+        client.set_tag(run_id, TAG_ENVIRONMENT, digest)
         with tempfile.TemporaryDirectory() as tmp:
             model_dir = self._save_mlflow_model(result.model, example, Path(tmp) / "model")
             client.log_artifacts(run_id, str(model_dir), "model")
+            environment = Path(tmp) / "requirements.txt"
+            environment.write_text(requirements)
+            client.log_artifact(run_id, str(environment), "environment")
         client.set_terminated(run_id)
         self._ensure_registered_model()
         version = client.create_model_version(
@@ -178,7 +231,12 @@ class Registry:
             source=f"{run.info.artifact_uri}/model",
             run_id=run_id,
             tags={
-                k: v for k, v in run_tags.items() if k.startswith("ct.") and k != TAG_DATASET_PATH
+                **{
+                    k: v
+                    for k, v in run_tags.items()
+                    if k.startswith("ct.") and k != TAG_DATASET_PATH
+                },
+                TAG_DEPLOYMENT_STATUS: "challenger",
             },
         )
         client.set_registered_model_alias(self.model_name, CHALLENGER, version.version)
@@ -225,8 +283,9 @@ class Registry:
     def version(self, version: str) -> VersionInfo:
         return self._info(self.client.get_model_version(self.model_name, version))
 
-    def promote(self, version: str, reason: str) -> VersionInfo | None:
-        """Move ``champion`` to ``version``, recording the previous one (returned) on it."""
+    def promote(self, version: str, reason: str, by: str = "ct_assets") -> VersionInfo | None:
+        """Move ``champion`` to ``version``, recording the previous one (returned) on it,
+        both versions' deployment status and an audit record."""
         previous = self.alias(CHAMPION)
         client = self.client
         now = datetime.now(UTC).isoformat()
@@ -236,7 +295,61 @@ class Registry:
         client.set_model_version_tag(self.model_name, version, TAG_PROMOTED_AT, now)
         client.set_model_version_tag(self.model_name, version, "ct.promotion_reason", reason)
         client.set_registered_model_alias(self.model_name, CHAMPION, version)
+        self.set_version_tag(version, TAG_DEPLOYMENT_STATUS, "champion")
+        if previous is not None and previous.version != version:
+            self.set_version_tag(previous.version, TAG_DEPLOYMENT_STATUS, "retired")
+        self.audit(
+            AuditRecord("promote", version, previous.version if previous else None, by, reason, now)
+        )
         return previous
+
+    def rollback(self, to: str | None, by: str, reason: str) -> AuditRecord:
+        """Move ``champion`` back to ``to`` (default: the version the current champion
+        replaced). The displaced version is marked ``rolled_back``; the change is audited."""
+        from mlflow.exceptions import MlflowException
+
+        current = self.alias(CHAMPION)
+        if current is None:
+            raise RollbackError("there is no champion to roll back")
+        target = to or current.tags.get(TAG_PREVIOUS_CHAMPION) or ""
+        if not target:
+            raise RollbackError(
+                f"champion v{current.version} replaced no earlier champion; pass --to VERSION"
+            )
+        if target == current.version:
+            raise RollbackError(f"v{target} is already the champion")
+        try:
+            self.version(target)
+        except MlflowException as exc:
+            raise RollbackError(f"{self.model_name} has no version {target!r}") from exc
+        now = datetime.now(UTC).isoformat()
+        self.client.set_registered_model_alias(self.model_name, CHAMPION, target)
+        self.set_version_tag(target, TAG_DEPLOYMENT_STATUS, "champion")
+        self.set_version_tag(target, "ct.restored_at", now)
+        self.set_version_tag(current.version, TAG_DEPLOYMENT_STATUS, "rolled_back")
+        record = AuditRecord("rollback", target, current.version, by, reason, now)
+        self.audit(record)
+        return record
+
+    def audit(self, record: AuditRecord) -> None:
+        stamp = datetime.fromisoformat(record.at).strftime("%Y%m%dT%H%M%S%fZ")
+        self._ensure_registered_model()
+        self.client.set_registered_model_tag(
+            self.model_name, f"{AUDIT_PREFIX}{stamp}", record.to_json()
+        )
+
+    def audit_trail(self) -> list[AuditRecord]:
+        """Every champion change, oldest first."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            tags = self.client.get_registered_model(self.model_name).tags or {}
+        except MlflowException:
+            return []
+        return [
+            AuditRecord.from_json(tags[key])
+            for key in sorted(k for k in tags if k.startswith(AUDIT_PREFIX))
+        ]
 
     def set_version_tag(self, version: str, key: str, value: str) -> None:
         self.client.set_model_version_tag(self.model_name, version, key, value)

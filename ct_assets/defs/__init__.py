@@ -9,6 +9,7 @@ from ct_assets.defs.deployment import champion_model
 from ct_assets.defs.ingestion import daily_partitions
 from ct_assets.defs.jobs import labeling_queue_job, raw_partitions_job, retrain_job
 from ct_assets.defs.resources import resources_from_settings
+from ct_assets.defs.rollback import rollback_job
 from ct_assets.defs.sensors import build_raw_partitions_sensor, build_volume_sensor
 from ct_assets.defs.training import candidate_model
 from ct_assets.defs.validation import validation_report
@@ -31,7 +32,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             build_daily_assets(settings.partition_start_date),
             *ASSETS,
         ],
-        jobs=[retrain_job, raw_partitions_job, labeling_queue_job],
+        jobs=[retrain_job, raw_partitions_job, labeling_queue_job, rollback_job],
         sensors=[
             build_volume_sensor(settings, retrain_job),
             build_raw_partitions_sensor(

@@ -1,5 +1,7 @@
 """Training: a LightGBM candidate, full or incremental, logged and registered in MLflow."""
 
+import json
+from dataclasses import asdict
 from pathlib import Path
 
 import dagster as dg
@@ -9,7 +11,15 @@ from ct_assets import keys
 from ct_assets.data.dataset import DatasetInfo
 from ct_assets.defs.lineage import require_metadata
 from ct_assets.defs.resources import DatasetStoreResource, RegistryResource, TrainingConfigResource
-from ct_assets.registry import CHAMPION, TAG_DAGSTER_RUN_ID, TAG_LOG_POSITION, TAG_TRIGGER
+from ct_assets.registry import (
+    CHAMPION,
+    TAG_DAGSTER_RUN_ID,
+    TAG_INIT_VERSION,
+    TAG_LOG_POSITION,
+    TAG_NEW_AFTER_OFFSET,
+    TAG_TRAIN_PARAMS,
+    TAG_TRIGGER,
+)
 from ct_assets.training.train import Mode, TrainParams, train_model
 
 TRAINING_CODE_VERSION = "lightgbm-v1"
@@ -59,10 +69,12 @@ def candidate_model(
     mode = training_mode(config.mode, run_tags)
     reg = registry.registry()
     champion_model = None
+    champion_version = ""
     new_after: int | None = None
     if mode == "incremental":
         champion = reg.alias(CHAMPION)
         if champion is not None:
+            champion_version = champion.version
             champion_model = reg.load_model(champion.version)
             new_after = int(champion.tags.get(TAG_LOG_POSITION, "0")) - 1
     params = TrainParams(
@@ -82,6 +94,12 @@ def candidate_model(
             TAG_DAGSTER_RUN_ID: context.run.run_id,
             TAG_TRIGGER: run_tags.get(keys.TAG_TRIGGER, "manual"),
             "ct.asset_key": keys.CANDIDATE_MODEL,
+            TAG_TRAIN_PARAMS: json.dumps(asdict(params), sort_keys=True),
+            **(
+                {TAG_INIT_VERSION: champion_version, TAG_NEW_AFTER_OFFSET: str(new_after)}
+                if result.mode == "incremental" and champion_version
+                else {}
+            ),
         },
         example=holdout.head(5),
     )
