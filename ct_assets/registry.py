@@ -354,12 +354,20 @@ class Registry:
     def set_version_tag(self, version: str, key: str, value: str) -> None:
         self.client.set_model_version_tag(self.model_name, version, key, value)
 
-    def log_report(self, run_id: str, report: dict[str, Any]) -> str:
-        """The validation report as a JSON artifact of the candidate's run; returns its URI."""
+    def log_report(
+        self, run_id: str, report: dict[str, Any], plots: dict[str, bytes] | None = None
+    ) -> str:
+        """The validation report (JSON) and its plots (PNG) as artifacts of the candidate's
+        run under ``validation/``; returns the report's URI."""
         with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "validation_report.json"
-            path.write_text(json.dumps(report, indent=2, sort_keys=True, default=str))
-            self.client.log_artifact(run_id, str(path), "validation")
+            folder = Path(tmp) / "validation"
+            folder.mkdir()
+            (folder / "validation_report.json").write_text(
+                json.dumps(report, indent=2, sort_keys=True, default=str)
+            )
+            for name, png in (plots or {}).items():
+                (folder / f"{name}.png").write_bytes(png)
+            self.client.log_artifacts(run_id, str(folder), "validation")
         run = self.client.get_run(run_id)
         return f"{run.info.artifact_uri}/validation/validation_report.json"
 

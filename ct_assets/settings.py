@@ -55,9 +55,21 @@ class Settings:
     labeling_method: str = "margin"
     labeling_budget: int = 100
     labeling_lookback_days: int = 7
-    # Promotion gate: candidate AUC must reach champion AUC - tolerance, and the floor.
+    # Promotion gate: candidate AUC must reach champion AUC - tolerance, and the floor;
+    # the paired bootstrap must not show it clearly worse; no historical slice may drop
+    # by more than the forgetting tolerance, no segment by more than the slice tolerance;
+    # calibration (ECE) must stay under its limit unless no worse than the champion's.
     gate_tolerance: float = 0.0
     gate_min_auc: float = 0.55
+    gate_forgetting_tolerance: float = 0.02
+    gate_slice_tolerance: float = 0.05
+    gate_max_ece: float = 0.15
+    gate_bootstrap_resamples: int = 1000
+    # Columns whose segments the gate compares (comma-separated; empty: categorical
+    # features and the serving arm).
+    slice_columns: str = ""
+    # Training checkpoints: every N boosting rounds (0: none).
+    checkpoint_every: int = 25
     # LightGBM
     num_boost_round: int = 300
     learning_rate: float = 0.05
@@ -85,6 +97,10 @@ class Settings:
     @property
     def reports_dir(self) -> Path:
         return self.home / "reports"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.home / "checkpoints"
 
     @property
     def tables_dir(self) -> Path:
@@ -161,6 +177,10 @@ class Settings:
             (self.labeling_method in ("margin", "entropy"), "CT_LABELING_METHOD: margin|entropy"),
             (self.labeling_budget >= 1, "CT_LABELING_BUDGET must be >= 1"),
             (self.compile_memory_mb >= 100, "CT_COMPILE_MEMORY_MB must be >= 100"),
+            (
+                self.gate_bootstrap_resamples >= 100,
+                "CT_GATE_BOOTSTRAP_RESAMPLES must be >= 100",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -222,6 +242,12 @@ _ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "holdout_fraction": ("CT_HOLDOUT_FRACTION", _fraction),
     "gate_tolerance": ("CT_GATE_TOLERANCE", _fraction),
     "gate_min_auc": ("CT_GATE_MIN_AUC", _fraction),
+    "gate_forgetting_tolerance": ("CT_GATE_FORGETTING_TOLERANCE", _fraction),
+    "gate_slice_tolerance": ("CT_GATE_SLICE_TOLERANCE", _fraction),
+    "gate_max_ece": ("CT_GATE_MAX_ECE", _fraction),
+    "gate_bootstrap_resamples": ("CT_GATE_BOOTSTRAP_RESAMPLES", _non_negative_int),
+    "slice_columns": ("CT_SLICE_COLUMNS", str),
+    "checkpoint_every": ("CT_CHECKPOINT_EVERY", _non_negative_int),
     "num_boost_round": ("CT_NUM_BOOST_ROUND", _non_negative_int),
     "learning_rate": ("CT_LEARNING_RATE", float),
     "num_leaves": ("CT_NUM_LEAVES", _non_negative_int),

@@ -31,6 +31,7 @@ class DatasetStoreResource(dg.ConfigurableResource):  # type: ignore[type-arg]
 
     datasets_dir: str
     reports_dir: str
+    checkpoints_dir: str
 
     @property
     def datasets(self) -> Path:
@@ -39,6 +40,10 @@ class DatasetStoreResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     @property
     def reports(self) -> Path:
         return Path(self.reports_dir)
+
+    @property
+    def checkpoints(self) -> Path:
+        return Path(self.checkpoints_dir)
 
 
 class RegistryResource(dg.ConfigurableResource):  # type: ignore[type-arg]
@@ -63,6 +68,12 @@ class TrainingConfigResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     seed: int
     gate_tolerance: float
     gate_min_auc: float
+    gate_forgetting_tolerance: float
+    gate_slice_tolerance: float
+    gate_max_ece: float
+    gate_bootstrap_resamples: int
+    slice_columns: str
+    checkpoint_every: int
 
 
 class CurationResource(dg.ConfigurableResource):  # type: ignore[type-arg]
@@ -128,7 +139,9 @@ def resources_from_settings(settings: Settings) -> dict[str, dg.ConfigurableReso
             root=str(settings.eventlog_dir), segment_max_bytes=settings.segment_max_bytes
         ),
         "dataset_store": DatasetStoreResource(
-            datasets_dir=str(settings.datasets_dir), reports_dir=str(settings.reports_dir)
+            datasets_dir=str(settings.datasets_dir),
+            reports_dir=str(settings.reports_dir),
+            checkpoints_dir=str(settings.checkpoints_dir),
         ),
         "registry": RegistryResource(
             tracking_uri=settings.tracking_uri,
@@ -144,6 +157,12 @@ def resources_from_settings(settings: Settings) -> dict[str, dg.ConfigurableReso
             seed=settings.seed,
             gate_tolerance=settings.gate_tolerance,
             gate_min_auc=settings.gate_min_auc,
+            gate_forgetting_tolerance=settings.gate_forgetting_tolerance,
+            gate_slice_tolerance=settings.gate_slice_tolerance,
+            gate_max_ece=settings.gate_max_ece,
+            gate_bootstrap_resamples=settings.gate_bootstrap_resamples,
+            slice_columns=settings.slice_columns,
+            checkpoint_every=settings.checkpoint_every,
         ),
         "curation": CurationResource(
             tables_dir=str(settings.tables_dir),

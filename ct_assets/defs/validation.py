@@ -6,24 +6,58 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import numpy as np
 import polars as pl
 
 from ct_assets import keys
+from ct_assets.data.dataset import META_COLUMNS
+from ct_assets.data.tables import write_bytes_atomically
 from ct_assets.defs.lineage import require_metadata
 from ct_assets.defs.resources import DatasetStoreResource, RegistryResource, TrainingConfigResource
-from ct_assets.registry import CHAMPION, TAG_DECISION, TAG_REPORT
-from ct_assets.training.gate import decide
-from ct_assets.training.train import evaluate
+from ct_assets.registry import CHAMPION, TAG_DECISION, TAG_DEPLOYMENT_STATUS, TAG_REPORT
+from ct_assets.training.evaluation import GateConfig, evaluate_gate
+from ct_assets.training.model import TrainedModel
+from ct_assets.training.plots import calibration_png, importance_png, png_markdown, roc_png
 
-GATE_CODE_VERSION = "gate-v1"
+GATE_CODE_VERSION = "gate-v2"
 
 
-def metrics_table(candidate: dict[str, float], champion: dict[str, float] | None) -> str:
-    rows = ["| metric | candidate | champion |", "|---|---|---|"]
-    for name in ("auc", "accuracy", "log_loss", "brier", "rows"):
-        theirs = f"{champion[name]:.4f}" if champion and name in champion else "-"
-        rows.append(f"| {name} | {candidate.get(name, float('nan')):.4f} | {theirs} |")
-    return "\n".join(rows)
+HISTORY_ROWS = 20_000  # newest rows of the champion's older data the forgetting check uses
+
+
+def history_frames(
+    dataset: pl.DataFrame, champion_dataset: pl.DataFrame | None
+) -> dict[str, pl.DataFrame]:
+    """The older data a candidate must not forget: the dataset's reservoir sample (older
+    examples kept in the window) and the champion's examples from before the candidate's
+    recent window (what the champion learned and the candidate may not have seen)."""
+    history: dict[str, pl.DataFrame] = {}
+    if "window_part" in dataset.columns:
+        reservoir = dataset.filter(pl.col("window_part") == "reservoir")
+        if reservoir.height:
+            history["reservoir"] = reservoir
+    if champion_dataset is not None and champion_dataset.height:
+        recent = (
+            dataset.filter(pl.col("window_part") != "reservoir")
+            if ("window_part" in dataset.columns)
+            else dataset
+        )
+        start = recent["timestamp"].min() if recent.height else None
+        if start is not None:
+            older = champion_dataset.filter(pl.col("timestamp") < start).tail(HISTORY_ROWS)
+            if older.height:
+                history["older_window"] = older
+    return history
+
+
+def slice_columns(configured: str, dataset: pl.DataFrame) -> list[str]:
+    """The configured columns, or the categorical features and the serving arm."""
+    if configured.strip():
+        return [c.strip() for c in configured.split(",") if c.strip()]
+    categorical = [
+        c for c in dataset.columns if c not in META_COLUMNS and dataset.schema[c] == pl.String
+    ]
+    return [*categorical, "arm"]
 
 
 @dg.asset(
@@ -41,9 +75,12 @@ def metrics_table(candidate: dict[str, float], champion: dict[str, float] | None
         )
     ],
     description=(
-        "Candidate vs champion on the candidate dataset's holdout: AUC, accuracy, log loss, "
-        "Brier; the gate's decision with every reason. Saved as JSON under CT_HOME/reports "
-        "and as an artifact of the candidate's MLflow run."
+        "Candidate vs champion on the candidate dataset's time-based holdout: AUC with a "
+        "paired bootstrap interval of the difference, accuracy, log loss, calibration "
+        "(ECE, Brier), per-slice metrics (CT_SLICE_COLUMNS), and catastrophic forgetting on "
+        "older data (the reservoir, the champion's older window). The decision lists every "
+        "reason. Rendered as markdown with ROC, calibration and feature-importance plots; "
+        "JSON and PNGs are artifacts of the candidate's MLflow run and under CT_HOME/reports."
     ),
 )
 def validation_report(
@@ -61,45 +98,70 @@ def validation_report(
     dataset_path = dataset_store.datasets / f"{dataset_version}.parquet"
     if not dataset_path.exists():
         raise dg.Failure(f"candidate v{candidate_version}'s dataset {dataset_path} is missing")
-    holdout = pl.read_parquet(dataset_path).filter(pl.col("split") == "holdout")
-    candidate_metrics = evaluate(reg.load_model(candidate_version), holdout)
-    champion = reg.alias(CHAMPION)
-    champion_metrics = None
-    if champion is not None and champion.version != candidate_version:
-        champion_metrics = evaluate(reg.load_model(champion.version), holdout)
-    decision = decide(
-        candidate_metrics,
-        champion_metrics,
+    dataset = pl.read_parquet(dataset_path)
+    holdout = dataset.filter(pl.col("split") == "holdout")
+    candidate = reg.load_model(candidate_version)
+    champion_info = reg.alias(CHAMPION)
+    champion = None
+    champion_dataset = None
+    if champion_info is not None and champion_info.version != candidate_version:
+        champion = reg.load_model(champion_info.version)
+        older = dataset_store.datasets / f"{champion_info.dataset_version}.parquet"
+        if champion_info.dataset_version != dataset_version and older.exists():
+            champion_dataset = pl.read_parquet(older)
+    config = GateConfig(
         tolerance=training_config.gate_tolerance,
         min_metric=training_config.gate_min_auc,
+        n_resamples=training_config.gate_bootstrap_resamples,
+        forgetting_tolerance=training_config.gate_forgetting_tolerance,
+        slice_tolerance=training_config.gate_slice_tolerance,
+        max_ece=training_config.gate_max_ece,
+        seed=training_config.seed,
     )
+    history = history_frames(dataset, champion_dataset)
+    columns = slice_columns(training_config.slice_columns, dataset)
+    gate = evaluate_gate(candidate, champion, holdout, history, columns, config)
+    decision = gate.decision
+    assert decision is not None
+    plots = _plots(candidate, champion, holdout)
     report: dict[str, Any] = {
         "candidate_version": candidate_version,
-        "champion_version": champion.version if champion else None,
+        "champion_version": champion_info.version
+        if champion is not None and champion_info
+        else None,
         "dataset_version": dataset_version,
         "holdout_rows": holdout.height,
-        "candidate": candidate_metrics,
-        "champion": champion_metrics,
+        **gate.to_dict(),
         "decision": decision.label,
         "reasons": decision.reasons,
+        "failed": decision.failed,
         "dagster_run_id": context.run.run_id,
         "created_at": datetime.now(UTC).isoformat(),
     }
-    path = _write_report(dataset_store.reports, candidate_version, report)
-    artifact_uri = reg.log_report(candidate_info.run_id, report)
+    path = _write_report(dataset_store.reports, candidate_version, report, plots)
+    artifact_uri = reg.log_report(candidate_info.run_id, report, plots)
     reg.set_version_tag(candidate_version, TAG_REPORT, artifact_uri)
     reg.set_version_tag(candidate_version, TAG_DECISION, decision.label)
+    if not decision.promote:
+        reg.set_version_tag(candidate_version, TAG_DEPLOYMENT_STATUS, "rejected")
     reasons_md = "\n".join(f"- {reason}" for reason in decision.reasons)
+    images = "\n\n".join(png_markdown(png, name) for name, png in plots.items())
+    bootstrap = gate.bootstrap
     return dg.MaterializeResult(
         metadata={
             keys.META_MODEL_VERSION: candidate_version,
             keys.META_DECISION: decision.label,
-            keys.META_AUC: candidate_metrics.get("auc", float("nan")),
-            "champion_version": champion.version if champion else "none",
-            "champion_auc": (champion_metrics or {}).get("auc", float("nan")),
+            keys.META_AUC: gate.candidate.get("auc", float("nan")),
+            "champion_version": champion_info.version
+            if champion is not None and champion_info
+            else "none",
+            "champion_auc": (gate.champion or {}).get("auc", float("nan")),
+            "auc_delta_low": bootstrap.low if bootstrap else float("nan"),
+            "auc_delta_high": bootstrap.high if bootstrap else float("nan"),
+            "ece": gate.candidate.get("ece", float("nan")),
+            "failed_criteria": len(decision.failed),
             "report": dg.MetadataValue.md(
-                f"**{decision.label}** v{candidate_version}\n\n"
-                f"{metrics_table(candidate_metrics, champion_metrics)}\n\n{reasons_md}"
+                f"**{decision.label}** v{candidate_version}\n\n{gate.markdown()}\n\n{images}"
             ),
             "report_path": dg.MetadataValue.path(str(path)),
             "mlflow_artifact": artifact_uri,
@@ -109,16 +171,39 @@ def validation_report(
                 check_name=keys.GATE_CHECK,
                 passed=decision.promote,
                 severity=dg.AssetCheckSeverity.ERROR,
-                metadata={"decision": decision.label, "reasons": reasons_md},
+                metadata={
+                    "decision": decision.label,
+                    "reasons": reasons_md,
+                    "failed": "\n".join(f"- {r}" for r in decision.failed) or "(none)",
+                },
             )
         ],
     )
 
 
-def _write_report(reports_dir: Path, version: str, report: dict[str, Any]) -> Path:
+def _plots(
+    candidate: TrainedModel, champion: TrainedModel | None, holdout: pl.DataFrame
+) -> dict[str, bytes]:
+    """ROC and calibration of both models on the holdout, the candidate's importances."""
+    known = holdout.filter(pl.col("label").cast(pl.String).is_in(candidate.spec.classes))
+    plots = {"feature_importance": importance_png(candidate.booster)}
+    if known.height == 0:
+        return plots
+    y = np.asarray(candidate.spec.label_indices(known["label"]))
+    probas = {"candidate": candidate.predict_proba(known)}
+    if champion is not None and champion.spec.classes == candidate.spec.classes:
+        probas["champion"] = champion.predict_proba(known)
+    plots["roc"] = roc_png(y, probas, candidate.spec.classes)
+    plots["calibration"] = calibration_png(y, probas, candidate.spec.classes)
+    return plots
+
+
+def _write_report(
+    reports_dir: Path, version: str, report: dict[str, Any], plots: dict[str, bytes]
+) -> Path:
     reports_dir.mkdir(parents=True, exist_ok=True)
+    for name, png in plots.items():
+        write_bytes_atomically(reports_dir / f"validation-v{version}-{name}.png", png)
     path = reports_dir / f"validation-v{version}.json"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2, sort_keys=True, default=str))
-    tmp.replace(path)
-    return path
+    text = json.dumps(report, indent=2, sort_keys=True, default=str)
+    return write_bytes_atomically(path, text.encode())
