@@ -20,6 +20,7 @@ from ct_assets.registry import (
     TAG_TRAIN_PARAMS,
     TAG_TRIGGER,
 )
+from ct_assets.training.checkpoint import Checkpoint
 from ct_assets.training.train import Mode, TrainParams, train_model
 
 TRAINING_CODE_VERSION = "lightgbm-v1"
@@ -47,7 +48,8 @@ def training_mode(config_mode: str, run_tags: dict[str, str]) -> Mode:
     description=(
         "A LightGBM model trained on training_dataset's train split (full, or incremental: "
         "continued from the champion on new rows only), logged as an MLflow run and "
-        "registered as a new version with alias `challenger`."
+        "registered as a new version with alias `challenger`. Checkpointed every "
+        "CT_CHECKPOINT_EVERY rounds under CT_HOME/checkpoints: a killed run's rerun resumes."
     ),
 )
 def candidate_model(
@@ -83,7 +85,26 @@ def candidate_model(
         num_leaves=training_config.num_leaves,
         seed=training_config.seed,
     )
-    result = train_model(frame, params, mode, champion_model, new_after)
+    checkpoint = None
+    if training_config.checkpoint_every > 0:
+        # a killed run's rerun (same dataset, mode, parameters, champion) resumes from here
+        checkpoint = Checkpoint.for_job(
+            dataset_store.checkpoints,
+            dataset=info.version,
+            mode=mode,
+            params=params.lightgbm_params(len(info.classes)),
+            num_boost_round=params.num_boost_round,
+            init_model=champion_version or None,
+        )
+    result = train_model(
+        frame,
+        params,
+        mode,
+        champion_model,
+        new_after,
+        checkpoint=checkpoint,
+        checkpoint_every=max(1, training_config.checkpoint_every),
+    )
     for note in result.notes:
         context.log.info(note)
     holdout = frame.filter(pl.col("split") == "holdout")
@@ -118,6 +139,7 @@ def candidate_model(
             "train_rows": result.train_rows,
             "train_seconds": round(result.seconds, 3),
             "notes": "; ".join(result.notes) or "-",
+            "resumed_from_iteration": result.resumed_from or 0,
         },
         data_version=dg.DataVersion(f"v{registered.version}"),
     )
