@@ -7,10 +7,12 @@ loading the code location stays fast.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -95,16 +97,20 @@ class VersionInfo:
         }
 
 
+@functools.cache
 def resolved_requirements() -> str:
     """Every installed distribution as ``name==version``, sorted: the environment a model
-    was trained in (logged with it, and its digest tagged)."""
-    from importlib.metadata import distributions
-
-    pins = {
-        f"{d.metadata['Name']}=={d.version}"
-        for d in distributions()
-        if d.metadata and d.metadata["Name"]
-    }
+    was trained in (logged with it, and its digest tagged). Read from the ``.dist-info``
+    folder names on ``sys.path`` (``name-version.dist-info``), without parsing metadata."""
+    pins: set[str] = set()
+    for entry in sys.path:
+        folder = Path(entry or ".")
+        if not folder.is_dir():
+            continue
+        for info in folder.glob("*.dist-info"):
+            name, _, version = info.name.removesuffix(".dist-info").partition("-")
+            if name and version:
+                pins.add(f"{name}=={version}")
     return "\n".join(sorted(pins, key=str.lower)) + "\n"
 
 
@@ -187,6 +193,11 @@ class Registry:
         metrics = [
             Metric(f"holdout_{k}", float(v), now_ms, 0)
             for k, v in result.holdout_metrics.items()
+            if v == v
+        ]
+        metrics += [
+            Metric(f"validation_{k}", float(v), now_ms, 0)
+            for k, v in result.validation_metrics.items()
             if v == v
         ]
         metrics.append(Metric("train_seconds", result.seconds, now_ms, 0))
@@ -353,6 +364,15 @@ class Registry:
 
     def set_version_tag(self, version: str, key: str, value: str) -> None:
         self.client.set_model_version_tag(self.model_name, version, key, value)
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
+        """Metrics computed after training (e.g. the gate's, on the holdout) on its run."""
+        from mlflow.entities import Metric
+
+        now_ms = int(datetime.now(UTC).timestamp() * 1000)
+        values = [Metric(k, float(v), now_ms, 0) for k, v in metrics.items() if v == v]
+        if values:
+            self.client.log_batch(run_id, metrics=values)
 
     def log_report(
         self, run_id: str, report: dict[str, Any], plots: dict[str, bytes] | None = None

@@ -104,6 +104,7 @@ def candidate_model(
         new_after,
         checkpoint=checkpoint,
         checkpoint_every=max(1, training_config.checkpoint_every),
+        score_holdout=False,  # validation_report scores the holdout, against the champion
     )
     for note in result.notes:
         context.log.info(note)
@@ -124,7 +125,7 @@ def candidate_model(
         },
         example=holdout.head(5),
     )
-    metrics = result.holdout_metrics
+    validation = result.validation_metrics
     return dg.MaterializeResult(
         metadata={
             keys.META_MODEL_VERSION: registered.version,
@@ -132,9 +133,7 @@ def candidate_model(
             keys.META_DATASET_VERSION: info.version,
             keys.META_MODE: result.mode,
             keys.META_TRIGGER: run_tags.get(keys.TAG_TRIGGER, "manual"),
-            keys.META_AUC: metrics.get("auc", float("nan")),
-            keys.META_ACCURACY: metrics.get("accuracy", float("nan")),
-            "holdout_log_loss": metrics.get("log_loss", float("nan")),
+            **{f"validation_{k}": float(v) for k, v in validation.items()},
             "best_iteration": result.best_iteration,
             "train_rows": result.train_rows,
             "train_seconds": round(result.seconds, 3),

@@ -139,6 +139,7 @@ def validation_report(
         "created_at": datetime.now(UTC).isoformat(),
     }
     path = _write_report(dataset_store.reports, candidate_version, report, plots)
+    reg.log_metrics(candidate_info.run_id, {f"holdout_{k}": v for k, v in gate.candidate.items()})
     artifact_uri = reg.log_report(candidate_info.run_id, report, plots)
     reg.set_version_tag(candidate_version, TAG_REPORT, artifact_uri)
     reg.set_version_tag(candidate_version, TAG_DECISION, decision.label)

@@ -72,6 +72,8 @@ class TrainResult:
     #: The iteration (boosting rounds done, counting the champion's in incremental mode)
     #: of the checkpoint this training resumed from; None if it started from the beginning.
     resumed_from: int | None = None
+    #: The early-stopping validation slice's metrics at the kept round (LightGBM names).
+    validation_metrics: dict[str, float] = field(default_factory=dict)
 
 
 def feature_spec(frame: pl.DataFrame, params: dict[str, Any]) -> FeatureSpec:
@@ -95,6 +97,7 @@ def train_model(
     checkpoint: Checkpoint | None = None,
     checkpoint_every: int = 25,
     callbacks: Sequence[Callable[[Any], None]] = (),
+    score_holdout: bool = True,
 ) -> TrainResult:
     """Train on the dataset's train split; early-stop on its latest slice; score the holdout.
 
@@ -189,7 +192,8 @@ def train_model(
         callbacks=all_callbacks,
     )
     model = TrainedModel(booster, spec)
-    metrics = evaluate(model, holdout)
+    # the pipeline scores the holdout once, in the gate (validation_report)
+    metrics = evaluate(model, holdout) if score_holdout else {}
     if checkpoint is not None:
         checkpoint.clear()
     return TrainResult(
@@ -201,6 +205,7 @@ def train_model(
         seconds=time.perf_counter() - started,
         notes=notes,
         resumed_from=resumed_from,
+        validation_metrics=stopper.best_metrics(),
     )
 
 
@@ -237,6 +242,13 @@ class EarlyStopping:
         self.best_iter: list[int] = []
         self.best_results: list[list[tuple[str, str, float, bool]]] = []
         self.last_iteration: int | None = None
+
+    def best_metrics(self) -> dict[str, float]:
+        """Every validation metric at the best round of the first one (what the model
+        keeps), as LightGBM names them (``auc``, ``binary_logloss`` ...)."""
+        if not self.best_results:
+            return {}
+        return {str(r[1]): float(r[2]) for r in self.best_results[0]}
 
     def state(self) -> dict[str, Any]:
         """JSON-serialisable. Summary fields: the metric closest to stopping training (most
