@@ -48,6 +48,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_load_definitions.py
 	$(BIN)/python benchmarks/bench_ingest_api.py
 	$(BIN)/python benchmarks/bench_compile_dataset.py
+	$(BIN)/python benchmarks/bench_train.py
 
 clean:
 	rm -rf $(CT_HOME)
