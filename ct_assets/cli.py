@@ -17,11 +17,31 @@ INGEST_CHUNK = 5000
 
 
 def _cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
-    from ct_assets.simulate import SimulationSpec, simulate_events, write_ndjson
-
-    spec = SimulationSpec(
-        rows=args.rows, seed=args.seed, drift=args.drift, drift_at=args.drift_at, kind=args.kind
+    from ct_assets.simulate import (
+        SimulationSpec,
+        simulate_events,
+        simulate_frame,
+        write_csv,
+        write_ndjson,
     )
+
+    try:
+        spec = SimulationSpec(
+            rows=args.rows,
+            seed=args.seed,
+            drift=args.drift,
+            drift_at=args.drift_at,
+            kind=args.kind,
+            drift_width=args.drift_width,
+            period_rows=args.period_rows,
+        )
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.format == "csv":
+        count = write_csv(simulate_frame(spec), Path(args.out))
+        print(f"wrote {count} labeled rows to {args.out}")
+        return 0
     count = write_ndjson(simulate_events(spec), Path(args.out))
     print(f"wrote {count} events to {args.out}")
     return 0
@@ -171,12 +191,42 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    sim = sub.add_parser("simulate", help="write simulated schema-v1 events as NDJSON")
+    sim = sub.add_parser(
+        "simulate", help="write simulated schema-v1 events as NDJSON, or a labeled CSV table"
+    )
     sim.add_argument("--rows", type=int, default=10_000)
     sim.add_argument("--seed", type=int, default=0)
-    sim.add_argument("--drift", choices=["none", "concept", "covariate"], default="concept")
+    sim.add_argument(
+        "--drift",
+        choices=["none", "sudden", "concept", "gradual", "recurring", "covariate"],
+        default="concept",
+        help="concept is the same as sudden",
+    )
     sim.add_argument("--drift-at", type=float, default=0.5, help="share of rows before the drift")
-    sim.add_argument("--kind", choices=["feedback", "predictions", "both"], default="feedback")
+    sim.add_argument(
+        "--drift-width",
+        type=float,
+        default=0.2,
+        help="gradual: share of rows over which the new concept takes over",
+    )
+    sim.add_argument(
+        "--period-rows",
+        type=int,
+        default=None,
+        help="recurring: rows per concept phase after the drift (default: rows // 4)",
+    )
+    sim.add_argument(
+        "--kind",
+        choices=["feedback", "predictions", "both"],
+        default="feedback",
+        help="events to write (ndjson only)",
+    )
+    sim.add_argument(
+        "--format",
+        choices=["ndjson", "csv"],
+        default="ndjson",
+        help="csv: one labeled row per interaction (features, label, timestamp, concept)",
+    )
     sim.add_argument("--out", required=True)
     sim.set_defaults(func=_cmd_simulate)
 
