@@ -22,29 +22,34 @@ from ct_assets.training.plots import calibration_png, importance_png, png_markdo
 GATE_CODE_VERSION = "gate-v2"
 
 
-HISTORY_ROWS = 20_000  # newest rows of the champion's older data the forgetting check uses
+HISTORY_ROWS = 20_000  # newest rows of the champion's older held-out data the check uses
 
 
 def history_frames(
     dataset: pl.DataFrame, champion_dataset: pl.DataFrame | None
 ) -> dict[str, pl.DataFrame]:
-    """The older data a candidate must not forget: the dataset's reservoir sample (older
-    examples kept in the window) and the champion's examples from before the candidate's
-    recent window (what the champion learned and the candidate may not have seen)."""
+    """The older data a candidate must not forget.
+
+    * ``reservoir``: the dataset's sample of older examples, kept in the window on purpose;
+    * ``older_window``: the champion's held-out examples from before the candidate's
+      window: data neither model trained on, so both are judged out of sample (the
+      champion's training rows would flatter it).
+    """
     history: dict[str, pl.DataFrame] = {}
-    if "window_part" in dataset.columns:
+    parts = dataset["window_part"] if "window_part" in dataset.columns else None
+    if parts is not None:
         reservoir = dataset.filter(pl.col("window_part") == "reservoir")
         if reservoir.height:
             history["reservoir"] = reservoir
     if champion_dataset is not None and champion_dataset.height:
         recent = (
-            dataset.filter(pl.col("window_part") != "reservoir")
-            if ("window_part" in dataset.columns)
-            else dataset
+            dataset.filter(pl.col("window_part") != "reservoir") if parts is not None else dataset
         )
         start = recent["timestamp"].min() if recent.height else None
         if start is not None:
-            older = champion_dataset.filter(pl.col("timestamp") < start).tail(HISTORY_ROWS)
+            older = champion_dataset.filter(
+                (pl.col("split") == "holdout") & (pl.col("timestamp") < start)
+            ).tail(HISTORY_ROWS)
             if older.height:
                 history["older_window"] = older
     return history
