@@ -365,6 +365,11 @@ class Registry:
     def set_version_tag(self, version: str, key: str, value: str) -> None:
         self.client.set_model_version_tag(self.model_name, version, key, value)
 
+    def run_metric(self, run_id: str, name: str) -> float | None:
+        """A metric of a version's run (e.g. ``holdout_accuracy`` logged by the gate)."""
+        value = self.client.get_run(run_id).data.metrics.get(name)
+        return None if value is None else float(value)
+
     def log_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
         """Metrics computed after training (e.g. the gate's, on the holdout) on its run."""
         from mlflow.entities import Metric

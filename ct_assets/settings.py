@@ -32,7 +32,7 @@ class Settings:
     tracking_uri_override: str | None = None
     # Volume trigger: labeled feedback events since the champion's dataset cutoff.
     volume_threshold: int = 2000
-    volume_mode: TrainingMode = "full"
+    volume_mode: TrainingMode = "incremental"
     sensor_interval_seconds: int = 30
     # Dataset compilation: most recent labeled examples, the last share held out by time.
     training_window: int = 4000
@@ -68,6 +68,22 @@ class Settings:
     # Columns whose segments the gate compares (comma-separated; empty: categorical
     # features and the serving arm).
     slice_columns: str = ""
+    # The drift trigger: alibi-detect on the champion's latest logged predictions.
+    drift_detector: str = "tabular"
+    drift_p_value: float = 0.05
+    drift_window: int = 2000
+    drift_min_window: int = 500
+    drift_cooldown_predictions: int = 5000
+    drift_mode: TrainingMode = "full"
+    # The performance trigger: the champion's accuracy on attributed feedback.
+    performance_window: int = 1000
+    performance_min_samples: int = 200
+    performance_tolerance: float = 0.02
+    performance_alpha: float = 0.01
+    performance_mode: TrainingMode = "full"
+    # The schedule trigger: a full retrain on this cron (UTC), stopped unless turned on.
+    retrain_cron: str = "0 3 * * 0"
+    retrain_schedule_on: bool = False
     # Training checkpoints: every N boosting rounds (0: none).
     checkpoint_every: int = 25
     # LightGBM
@@ -101,6 +117,10 @@ class Settings:
     @property
     def checkpoints_dir(self) -> Path:
         return self.home / "checkpoints"
+
+    @property
+    def drift_dir(self) -> Path:
+        return self.home / "drift"
 
     @property
     def tables_dir(self) -> Path:
@@ -177,6 +197,19 @@ class Settings:
             (self.labeling_method in ("margin", "entropy"), "CT_LABELING_METHOD: margin|entropy"),
             (self.labeling_budget >= 1, "CT_LABELING_BUDGET must be >= 1"),
             (self.compile_memory_mb >= 100, "CT_COMPILE_MEMORY_MB must be >= 100"),
+            (self.drift_detector in ("tabular", "ks"), "CT_DRIFT_DETECTOR: tabular|ks"),
+            (self.drift_window >= 50, "CT_DRIFT_WINDOW must be >= 50"),
+            (
+                1 <= self.drift_min_window <= self.drift_window,
+                "CT_DRIFT_MIN_WINDOW must be between 1 and CT_DRIFT_WINDOW",
+            ),
+            (self.performance_window >= 10, "CT_PERFORMANCE_WINDOW must be >= 10"),
+            (self.performance_min_samples >= 10, "CT_PERFORMANCE_MIN_SAMPLES must be >= 10"),
+            (
+                len(self.retrain_cron.split()) == 5,
+                f"CT_RETRAIN_CRON must have 5 fields (minute hour day month weekday), "
+                f"got {self.retrain_cron!r}",
+            ),
             (
                 self.gate_bootstrap_resamples >= 100,
                 "CT_GATE_BOOTSTRAP_RESAMPLES must be >= 100",
@@ -221,6 +254,15 @@ def _fraction(raw: str) -> float:
     return value
 
 
+def _flag(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected 1/0, true/false, yes/no or on/off, got {raw!r}")
+
+
 def _mode(raw: str) -> str:
     if raw not in ("full", "incremental"):
         raise ValueError("must be 'full' or 'incremental'")
@@ -248,6 +290,19 @@ _ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "gate_bootstrap_resamples": ("CT_GATE_BOOTSTRAP_RESAMPLES", _non_negative_int),
     "slice_columns": ("CT_SLICE_COLUMNS", str),
     "checkpoint_every": ("CT_CHECKPOINT_EVERY", _non_negative_int),
+    "retrain_cron": ("CT_RETRAIN_CRON", str),
+    "drift_detector": ("CT_DRIFT_DETECTOR", str),
+    "drift_p_value": ("CT_DRIFT_P_VALUE", _fraction),
+    "drift_window": ("CT_DRIFT_WINDOW", _non_negative_int),
+    "drift_min_window": ("CT_DRIFT_MIN_WINDOW", _non_negative_int),
+    "drift_cooldown_predictions": ("CT_DRIFT_COOLDOWN_PREDICTIONS", _non_negative_int),
+    "drift_mode": ("CT_DRIFT_MODE", _mode),
+    "performance_window": ("CT_PERFORMANCE_WINDOW", _non_negative_int),
+    "performance_min_samples": ("CT_PERFORMANCE_MIN_SAMPLES", _non_negative_int),
+    "performance_tolerance": ("CT_PERFORMANCE_TOLERANCE", _fraction),
+    "performance_alpha": ("CT_PERFORMANCE_ALPHA", _fraction),
+    "performance_mode": ("CT_PERFORMANCE_MODE", _mode),
+    "retrain_schedule_on": ("CT_RETRAIN_SCHEDULE_ON", _flag),
     "num_boost_round": ("CT_NUM_BOOST_ROUND", _non_negative_int),
     "learning_rate": ("CT_LEARNING_RATE", float),
     "num_leaves": ("CT_NUM_LEAVES", _non_negative_int),

@@ -25,6 +25,8 @@ EXPECTED_ASSETS = {
     keys.CANDIDATE_MODEL,
     keys.VALIDATION_REPORT,
     keys.CHAMPION_MODEL,
+    keys.DRIFT_MONITOR,
+    keys.PERFORMANCE_MONITOR,
 }
 
 
@@ -94,6 +96,7 @@ def test_assets_have_groups_kinds_and_descriptions(settings: Settings) -> None:
     assert groups[keys.CANDIDATE_MODEL] == keys.TRAINING
     assert groups[keys.VALIDATION_REPORT] == keys.VALIDATION
     assert groups[keys.CHAMPION_MODEL] == keys.DEPLOYMENT
+    assert groups[keys.DRIFT_MONITOR] == groups[keys.PERFORMANCE_MONITOR] == keys.MONITORING
 
 
 def test_resources_point_under_ct_home(settings: Settings) -> None:

@@ -17,7 +17,7 @@ def test_defaults_without_environment() -> None:
     settings = Settings.from_env({})
     assert settings == Settings()
     assert settings.home == DEFAULT_HOME == PROJECT_ROOT / ".ct"
-    assert (settings.volume_threshold, settings.volume_mode) == (2000, "full")
+    assert (settings.volume_threshold, settings.volume_mode) == (2000, "incremental")
     assert (settings.training_window, settings.holdout_fraction) == (4000, 0.2)
     assert (settings.gate_tolerance, settings.gate_min_auc) == (0.0, 0.55)
     assert settings.tracking_uri_override is None
@@ -53,7 +53,7 @@ def test_overrides_are_parsed(tmp_path: Path) -> None:
         "CT_MODEL_NAME": "churn",
         "CT_MLFLOW_TRACKING_URI": "http://mlflow:5000",
         "CT_VOLUME_THRESHOLD": "25",
-        "CT_VOLUME_MODE": "incremental",
+        "CT_VOLUME_MODE": "full",
         "CT_SENSOR_INTERVAL_SECONDS": "5",
         "CT_TRAINING_WINDOW": "500",
         "CT_HOLDOUT_FRACTION": "0.25",
@@ -72,7 +72,7 @@ def test_overrides_are_parsed(tmp_path: Path) -> None:
     assert s.model_name == "churn"
     assert s.tracking_uri_override == "http://mlflow:5000"
     assert s.tracking_uri == "http://mlflow:5000"
-    assert (s.volume_threshold, s.volume_mode, s.sensor_interval_seconds) == (25, "incremental", 5)
+    assert (s.volume_threshold, s.volume_mode, s.sensor_interval_seconds) == (25, "full", 5)
     assert (s.training_window, s.holdout_fraction) == (500, 0.25)
     assert (s.gate_tolerance, s.gate_min_auc) == (0.01, 0.6)
     assert (s.num_boost_round, s.learning_rate, s.num_leaves, s.seed) == (40, 0.2, 15, -3)

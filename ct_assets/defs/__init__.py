@@ -8,8 +8,15 @@ from ct_assets.defs.curation import build_daily_assets, labeling_queue, training
 from ct_assets.defs.deployment import champion_model
 from ct_assets.defs.ingestion import daily_partitions
 from ct_assets.defs.jobs import labeling_queue_job, raw_partitions_job, retrain_job
+from ct_assets.defs.monitoring_sensors import (
+    DRIFT_MONITOR_SPEC,
+    PERFORMANCE_MONITOR_SPEC,
+    build_drift_sensor,
+    build_performance_sensor,
+)
 from ct_assets.defs.resources import resources_from_settings
 from ct_assets.defs.rollback import rollback_job
+from ct_assets.defs.schedules import build_retrain_schedule
 from ct_assets.defs.sensors import build_raw_partitions_sensor, build_volume_sensor
 from ct_assets.defs.training import candidate_model
 from ct_assets.defs.validation import validation_report
@@ -31,13 +38,18 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         assets=[
             build_daily_assets(settings.partition_start_date),
             *ASSETS,
+            DRIFT_MONITOR_SPEC,
+            PERFORMANCE_MONITOR_SPEC,
         ],
         jobs=[retrain_job, raw_partitions_job, labeling_queue_job, rollback_job],
         sensors=[
             build_volume_sensor(settings, retrain_job),
+            build_drift_sensor(settings, retrain_job),
+            build_performance_sensor(settings, retrain_job),
             build_raw_partitions_sensor(
                 settings, raw_partitions_job, labeling_queue_job, partitions
             ),
         ],
+        schedules=[build_retrain_schedule(settings, retrain_job)],
         resources=resources_from_settings(settings),
     )

@@ -5,7 +5,13 @@ import dagster as dg
 from ct_assets import keys
 from ct_assets.defs.lineage import latest_metadata
 from ct_assets.defs.resources import RegistryResource
-from ct_assets.registry import TAG_LOG_POSITION
+from ct_assets.registry import TAG_LOG_POSITION, Registry
+
+
+def champion_baseline(reg: Registry, run_id: str) -> dict[str, float]:
+    """The champion's holdout accuracy at promotion: the performance trigger's baseline."""
+    value = reg.run_metric(run_id, "holdout_accuracy")
+    return {} if value is None else {keys.META_BASELINE_ACCURACY: value}
 
 
 @dg.asset(
@@ -38,6 +44,7 @@ def champion_model(
             keys.META_LOG_POSITION: int(info.tags.get(TAG_LOG_POSITION, "0")),
             keys.META_MLFLOW_RUN_ID: info.run_id,
             keys.META_TRIGGER: trigger,
+            **champion_baseline(reg, info.run_id),
         },
         data_version=dg.DataVersion(f"v{version}"),
     )

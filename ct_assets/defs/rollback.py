@@ -8,6 +8,7 @@ import dagster as dg
 from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
 from ct_assets import keys
+from ct_assets.defs.deployment import champion_baseline
 from ct_assets.defs.resources import RegistryResource
 from ct_assets.registry import TAG_LOG_POSITION, RollbackError
 
@@ -47,6 +48,7 @@ def rollback_champion(
             keys.META_LOG_POSITION: int(info.tags.get(TAG_LOG_POSITION, "0")),
             keys.META_MLFLOW_RUN_ID: info.run_id,
             keys.META_TRIGGER: "rollback",
+            **champion_baseline(reg, info.run_id),
             "rolled_back_by": by,
             "rollback_reason": config.reason,
             "rolled_back_at": record.at,

@@ -1,0 +1,321 @@
+"""The drift and performance triggers: sensors that read the inference log and feedback,
+decide with :mod:`ct_assets.monitoring`, explain every tick, and chart their figures on
+the ``drift_monitor`` and ``performance_monitor`` assets."""
+
+import json
+from typing import Any
+
+import dagster as dg
+import polars as pl
+from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+
+from ct_assets import keys
+from ct_assets.defs.lineage import latest_metadata
+from ct_assets.defs.resources import DatasetStoreResource, EventLogResource, RegistryResource
+from ct_assets.eventlog import EventLog
+from ct_assets.settings import Settings
+
+IN_FLIGHT = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+
+DRIFT_MONITOR_SPEC = dg.AssetSpec(
+    keys.DRIFT_MONITOR,
+    group_name=keys.MONITORING,
+    kinds={"alibi-detect"},
+    description=(
+        "Each evaluation of drift_sensor: the smallest feature p-value, how many features "
+        "drifted, the champion-score KS p-value and the window, charted over time. The "
+        "reference is the champion's training data, built once per champion version."
+    ),
+)
+PERFORMANCE_MONITOR_SPEC = dg.AssetSpec(
+    keys.PERFORMANCE_MONITOR,
+    group_name=keys.MONITORING,
+    kinds={"lightgbm"},
+    description=(
+        "Each evaluation of performance_sensor: the champion's accuracy on the latest "
+        "labeled feedback attributed to its predictions, its baseline (holdout accuracy at "
+        "promotion) and the one-sided binomial p-value, charted over time."
+    ),
+)
+
+
+def _in_flight(instance: dg.DagsterInstance) -> str | None:
+    runs = instance.get_runs(
+        dg.RunsFilter(tags={keys.TAG_JOB: keys.RETRAIN_JOB}, statuses=IN_FLIGHT), limit=1
+    )
+    return runs[0].run_id if runs else None
+
+
+def _newest_dates(log: EventLog, rows: int) -> list[str]:
+    """The newest event dates holding at least ``rows`` events (fewer if the log is short)."""
+    counts = log.counts_by_date()
+    chosen: list[str] = []
+    total = 0
+    for day in sorted(counts, reverse=True):
+        chosen.append(day)
+        total += counts[day].prediction + counts[day].feedback
+        if total >= rows:
+            break
+    return sorted(chosen)
+
+
+def _request(
+    context: dg.SensorEvaluationContext,
+    trigger: str,
+    reason: str,
+    mode: str,
+    evidence: str,
+) -> dg.RunRequest | None:
+    """A retrain request for this evidence, or None while a retrain is in flight."""
+    running = _in_flight(context.instance)
+    if running is not None:
+        return None
+    return dg.RunRequest(
+        run_key=f"{trigger}-{evidence}",
+        tags={
+            keys.TAG_TRIGGER: trigger,
+            keys.TAG_REASON: reason[:1000],
+            keys.TAG_MODE: mode,
+            keys.TAG_JOB: keys.RETRAIN_JOB,
+        },
+    )
+
+
+def build_drift_sensor(
+    settings: Settings, job: UnresolvedAssetJobDefinition
+) -> dg.SensorDefinition:
+    from ct_assets.monitoring.drift import DriftConfig
+
+    config = DriftConfig(
+        p_val=settings.drift_p_value,
+        max_window=settings.drift_window,
+        min_window=settings.drift_min_window,
+        detector=settings.drift_detector,  # type: ignore[arg-type]
+    )
+    cooldown = settings.drift_cooldown_predictions
+    mode = settings.drift_mode
+    drift_root = settings.drift_dir
+
+    @dg.sensor(
+        name=keys.DRIFT_SENSOR,
+        job=job,
+        minimum_interval_seconds=settings.sensor_interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=(
+            f"Retrains ({mode}) when the features of the champion's latest "
+            f"{config.max_window} logged predictions (or its scores) drifted from its "
+            f"training data: alibi-detect {config.detector} with {config.correction} "
+            f"correction at p {config.p_val}, KS on scores. Evaluates once {config.min_window} "
+            "new predictions were logged; fires once per champion until "
+            f"{cooldown} more predictions passed; waits while a retrain is in flight."
+        ),
+    )
+    def drift_sensor(
+        context: dg.SensorEvaluationContext,
+        event_log: EventLogResource,
+        registry: RegistryResource,
+        dataset_store: DatasetStoreResource,
+    ) -> dg.SensorResult:
+        from ct_assets.monitoring.drift import (
+            build_reference,
+            check_drift,
+            get_or_build,
+            prediction_scores,
+        )
+
+        cursor = json.loads(context.cursor) if context.cursor else {}
+        champion = latest_metadata(context.instance, keys.CHAMPION_MODEL) or {}
+        version = str(champion.get(keys.META_MODEL_VERSION, ""))
+        if not version:
+            return dg.SensorResult(skip_reason=dg.SkipReason("no champion yet"))
+        log = event_log.log()
+        position = log.counts().prediction
+        checked = int(cursor.get("checked_at", 0)) if cursor.get("champion") == version else 0
+        if position - checked < config.min_window:
+            return dg.SensorResult(
+                skip_reason=dg.SkipReason(
+                    f"{position - checked} predictions logged since the last drift check of "
+                    f"champion v{version} < {config.min_window}"
+                )
+            )
+        dataset_version = str(champion.get(keys.META_DATASET_VERSION, ""))
+
+        def build() -> Any:
+            reg = registry.registry()
+            dataset = pl.read_parquet(dataset_store.datasets / f"{dataset_version}.parquet")
+            return build_reference(version, dataset, reg.load_model(version))
+
+        reference = get_or_build(drift_root, version, build)
+        recent = log.read("prediction", dates=_newest_dates(log, 4 * config.max_window))
+        if "model_version" in recent.columns:
+            recent = recent.filter(pl.col("model_version") == version)
+        recent = recent.tail(config.max_window)
+        scores = prediction_scores(recent, reference.classes) if recent.height else None
+        decision = check_drift(reference, recent, scores, config)
+        reason = decision.reason()
+        p_values = list(decision.feature_p_values.values())
+        event = dg.AssetMaterialization(
+            asset_key=keys.DRIFT_MONITOR,
+            metadata={
+                "champion_version": version,
+                "fire": decision.fire,
+                "min_feature_p_value": float(min(p_values)) if p_values else 1.0,
+                "drifted_features": len(decision.drifted_features),
+                "score_p_value": float(decision.score_p_value)
+                if decision.score_p_value is not None
+                else 1.0,
+                "window_rows": decision.window_rows,
+                "reason": reason,
+                "details": dg.MetadataValue.json(decision.to_dict()),
+            },
+        )
+        state = {**cursor, "champion": version, "checked_at": position}
+        if not decision.fire:
+            return dg.SensorResult(
+                skip_reason=dg.SkipReason(f"no drift: {reason}"),
+                cursor=json.dumps(state),
+                asset_events=[event],
+            )
+        fired = cursor.get("fired_for") == version
+        since = position - int(cursor.get("fired_at", 0))
+        if fired and since < cooldown:
+            return dg.SensorResult(
+                skip_reason=dg.SkipReason(
+                    f"drift persists ({reason}); a retrain was already requested for champion "
+                    f"v{version} {since} predictions ago (cooldown {cooldown})"
+                ),
+                cursor=json.dumps(state),
+                asset_events=[event],
+            )
+        request = _request(context, "drift", reason, mode, f"v{version}-{position}")
+        if request is None:
+            return dg.SensorResult(
+                skip_reason=dg.SkipReason(f"drift ({reason}), but a retrain is in flight"),
+                cursor=json.dumps(state),
+                asset_events=[event],
+            )
+        state.update(fired_for=version, fired_at=position)
+        return dg.SensorResult(
+            run_requests=[request], cursor=json.dumps(state), asset_events=[event]
+        )
+
+    return drift_sensor
+
+
+def build_performance_sensor(
+    settings: Settings, job: UnresolvedAssetJobDefinition
+) -> dg.SensorDefinition:
+    from ct_assets.monitoring.performance import PerformanceConfig
+
+    config = PerformanceConfig(
+        min_samples=settings.performance_min_samples,
+        window=settings.performance_window,
+        tolerance=settings.performance_tolerance,
+        alpha=settings.performance_alpha,
+    )
+    mode = settings.performance_mode
+    models: dict[str, Any] = {}
+
+    @dg.sensor(
+        name=keys.PERFORMANCE_SENSOR,
+        job=job,
+        minimum_interval_seconds=settings.sensor_interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=(
+            f"Retrains ({mode}) when the champion's accuracy on the last {config.window} "
+            "labeled feedback events attributed to its predictions is below its baseline "
+            f"(holdout accuracy at promotion) minus {config.tolerance}, by an exact one-sided "
+            f"binomial test at alpha {config.alpha} with at least {config.min_samples} events."
+        ),
+    )
+    def performance_sensor(
+        context: dg.SensorEvaluationContext,
+        event_log: EventLogResource,
+        registry: RegistryResource,
+    ) -> dg.SensorResult:
+        from ct_assets.data.attribution import attribute_feedback
+        from ct_assets.monitoring.performance import champion_outcomes, check_performance
+
+        cursor = json.loads(context.cursor) if context.cursor else {}
+        champion = latest_metadata(context.instance, keys.CHAMPION_MODEL) or {}
+        version = str(champion.get(keys.META_MODEL_VERSION, ""))
+        baseline = champion.get(keys.META_BASELINE_ACCURACY)
+        if not version or baseline is None:
+            return dg.SensorResult(
+                skip_reason=dg.SkipReason("no champion with a baseline accuracy yet")
+            )
+        log = event_log.log()
+        position = log.counts().feedback
+        checked = int(cursor.get("checked_at", 0)) if cursor.get("champion") == version else 0
+        step = max(1, config.min_samples // 2)
+        if position - checked < step:
+            return dg.SensorResult(
+                skip_reason=dg.SkipReason(
+                    f"{position - checked} feedback events since the last check of champion "
+                    f"v{version} < {step}"
+                )
+            )
+        window = config.window or 1000
+        dates = _newest_dates(log, 4 * window)
+        examples = attribute_feedback(
+            log.read("feedback", dates=dates), log.read("prediction", dates=dates)
+        )
+        if "model_version" in examples.columns:
+            examples = examples.filter(pl.col("model_version") == version)
+        if version not in models:
+            models.clear()
+            models[version] = registry.registry().load_model(version)
+        model = models[version]
+        y, proba = champion_outcomes(examples, model, last=window)
+        decision = check_performance(y, proba, float(baseline), config, classes=model.spec.classes)
+        reason = decision.reason()
+        event = dg.AssetMaterialization(
+            asset_key=keys.PERFORMANCE_MONITOR,
+            metadata={
+                "champion_version": version,
+                "fire": decision.fire,
+                "accuracy": float(decision.metric) if decision.n else float("nan"),
+                "baseline": float(baseline),
+                "p_value": float(decision.p_value),
+                "labeled_events": decision.n,
+                "reason": reason,
+                "details": dg.MetadataValue.json(decision.to_dict()),
+            },
+        )
+        state = {**cursor, "champion": version, "checked_at": position}
+        if not decision.fire:
+            return dg.SensorResult(
+                skip_reason=dg.SkipReason(f"no decay: {reason}"),
+                cursor=json.dumps(state),
+                asset_events=[event],
+            )
+        if (
+            cursor.get("fired_for") == version
+            and position - int(cursor.get("fired_at", 0)) < window
+        ):
+            return dg.SensorResult(
+                skip_reason=dg.SkipReason(
+                    f"decay persists ({reason}); a retrain was already requested for champion "
+                    f"v{version} (cooldown {window} feedback events)"
+                ),
+                cursor=json.dumps(state),
+                asset_events=[event],
+            )
+        request = _request(context, "performance", reason, mode, f"v{version}-{position}")
+        if request is None:
+            return dg.SensorResult(
+                skip_reason=dg.SkipReason(f"decay ({reason}), but a retrain is in flight"),
+                cursor=json.dumps(state),
+                asset_events=[event],
+            )
+        state.update(fired_for=version, fired_at=position)
+        return dg.SensorResult(
+            run_requests=[request], cursor=json.dumps(state), asset_events=[event]
+        )
+
+    return performance_sensor

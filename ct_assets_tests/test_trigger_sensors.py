@@ -1,0 +1,150 @@
+"""The drift and performance sensors on a real instance, event log and MLflow registry:
+silent on a stationary stream, firing on one that needs a retrain, explaining both, never
+requesting twice for the same evidence."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import dagster as dg
+import pytest
+
+from ct_assets import keys
+from ct_assets.defs import build_definitions
+from ct_assets.defs.lineage import latest_metadata
+from ct_assets.registry import CHAMPION, Registry
+from ct_assets.settings import Settings
+from ct_assets.simulate import SimulationSpec, simulate_rows
+
+from .conftest import ingest, simulated_events
+
+
+def _serve(settings: Settings, drift: str, rows: int, seed: int, start: int) -> None:
+    """The champion scores simulated rows; predictions and their labels are logged, as the
+    serving path and users would log them."""
+    import polars as pl
+
+    registry = Registry.from_settings(settings)
+    champion = registry.alias(CHAMPION)
+    assert champion is not None
+    model = registry.load_model(champion.version)
+    spec = SimulationSpec(rows=rows, seed=seed, drift=drift, drift_at=0.0)  # type: ignore[arg-type]
+    sim = list(simulate_rows(spec))
+    frame = pl.DataFrame([r["features"] for r in sim], infer_schema_length=None)
+    proba = model.predict_proba(frame)
+    now = datetime.now(UTC) - timedelta(minutes=5)
+    events: list[dict[str, Any]] = []
+    for i, (row, p) in enumerate(zip(sim, proba, strict=True)):
+        pid = f"srv-{start + i}"
+        at = (now - timedelta(seconds=rows - i)).isoformat()
+        events.append(
+            {
+                "kind": "prediction",
+                "event_id": f"srv-pe-{start + i}",
+                "prediction_id": pid,
+                "timestamp": at,
+                "model_version": champion.version,
+                "features": row["features"],
+                "prediction": model.spec.classes[int(p.argmax())],
+                "scores": {c: float(v) for c, v in zip(model.spec.classes, p, strict=True)},
+            }
+        )
+        events.append(
+            {
+                "kind": "feedback",
+                "event_id": f"srv-fb-{start + i}",
+                "prediction_id": pid,
+                "timestamp": at,
+                "feedback_type": "explicit",
+                "label": row["label"],
+            }
+        )
+    ingest(settings, events)
+
+
+def _tick(defs: dg.Definitions, instance: dg.DagsterInstance, name: str, cursor: str | None):  # type: ignore[no-untyped-def]
+    sensor = defs.resolve_sensor_def(name)
+    with dg.build_sensor_context(
+        instance=instance, resources=defs.resources, cursor=cursor
+    ) as context:
+        return sensor.evaluate_tick(context)
+
+
+@pytest.fixture
+def trained(settings: Settings) -> Settings:
+    settings = replace(
+        settings,
+        drift_window=600,
+        drift_min_window=300,
+        drift_cooldown_predictions=2000,
+        performance_window=400,
+        performance_min_samples=200,
+    )
+    ingest(settings, simulated_events(3000, drift_at=1.0))
+    return settings
+
+
+def test_drift_sensor_is_silent_on_a_stationary_stream_and_fires_once_on_covariate_drift(
+    trained: Settings,
+) -> None:
+    settings = trained
+    defs = build_definitions(settings)
+    with dg.instance_for_test() as instance:
+        assert defs.resolve_job_def(keys.RETRAIN_JOB).execute_in_process(instance=instance).success
+        tick = _tick(defs, instance, keys.DRIFT_SENSOR, None)
+        assert not tick.run_requests and "< 300" in (tick.skip_message or "")
+
+        _serve(settings, "none", 600, seed=11, start=0)
+        quiet = _tick(defs, instance, keys.DRIFT_SENSOR, None)
+        assert not quiet.run_requests, quiet.skip_message
+        assert (quiet.skip_message or "").startswith("no drift:")
+        assert "p=" in (quiet.skip_message or "") or "p " in (quiet.skip_message or "")
+
+        _serve(settings, "covariate", 600, seed=12, start=10_000)
+        fired = _tick(defs, instance, keys.DRIFT_SENSOR, quiet.cursor)
+        assert len(fired.run_requests) == 1, fired.skip_message
+        request = fired.run_requests[0]
+        assert request.tags[keys.TAG_TRIGGER] == "drift"
+        assert request.tags[keys.TAG_MODE] == "full"
+        assert "feature drift" in request.tags[keys.TAG_REASON]
+        events = [e for e in fired.asset_events if e.asset_key == dg.AssetKey(keys.DRIFT_MONITOR)]
+        assert events and events[0].metadata["fire"].value is True
+
+        same = _tick(defs, instance, keys.DRIFT_SENSOR, fired.cursor)
+        assert not same.run_requests, "the same evidence never launches a second run"
+
+        _serve(settings, "covariate", 600, seed=13, start=20_000)
+        storm = _tick(defs, instance, keys.DRIFT_SENSOR, fired.cursor)
+        assert not storm.run_requests
+        assert "drift persists" in (storm.skip_message or "")
+        assert "cooldown 2000" in (storm.skip_message or "")
+        json.loads(storm.cursor or "{}")
+
+
+def test_performance_sensor_fires_on_a_concept_change_and_not_on_a_stationary_stream(
+    trained: Settings,
+) -> None:
+    settings = trained
+    defs = build_definitions(settings)
+    with dg.instance_for_test() as instance:
+        assert defs.resolve_job_def(keys.RETRAIN_JOB).execute_in_process(instance=instance).success
+        champion = latest_metadata(instance, keys.CHAMPION_MODEL) or {}
+        baseline = champion[keys.META_BASELINE_ACCURACY]
+        assert 0.6 < baseline <= 1.0, "the gate's holdout accuracy becomes the baseline"
+        _serve(settings, "none", 400, seed=21, start=0)
+        quiet = _tick(defs, instance, keys.PERFORMANCE_SENSOR, None)
+        assert not quiet.run_requests, quiet.skip_message
+        assert (quiet.skip_message or "").startswith("no decay:")
+        assert "baseline" in (quiet.skip_message or "")
+
+        _serve(settings, "sudden", 400, seed=22, start=10_000)
+        fired = _tick(defs, instance, keys.PERFORMANCE_SENSOR, quiet.cursor)
+        assert len(fired.run_requests) == 1, fired.skip_message
+        tags = fired.run_requests[0].tags
+        assert tags[keys.TAG_TRIGGER] == "performance" and tags[keys.TAG_MODE] == "full"
+        assert "baseline" in tags[keys.TAG_REASON]
+        again = _tick(defs, instance, keys.PERFORMANCE_SENSOR, fired.cursor)
+        assert not again.run_requests
