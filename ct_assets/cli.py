@@ -172,6 +172,40 @@ def _cmd_reproduce(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if result.identical else 1
 
 
+def _cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
+    import os
+
+    from tqdm import tqdm
+
+    from ct_assets.backtest import (
+        BacktestError,
+        BacktestSpec,
+        batches,
+        load_stream,
+        run_backtest,
+        summary_table,
+    )
+
+    spec = BacktestSpec(
+        data=Path(args.data),
+        target=args.target,
+        out=Path(args.out),
+        time_col=args.time_col,
+        batch_rows=args.batch_rows,
+        warmup_rows=args.warmup_rows,
+    )
+    try:
+        total = sum(batch.height for _, batch in batches(load_stream(spec), spec))
+        with tqdm(total=total, unit="row", desc="backtest", disable=args.quiet) as bar:
+            report = run_backtest(spec, settings, dict(os.environ), progress=bar.update)
+    except BacktestError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(summary_table(report))
+    print(f"report: {spec.out / 'report.json'}; plot: {spec.out / 'accuracy.png'}")
+    return 0
+
+
 def _cmd_dagster_home(args: argparse.Namespace, settings: Settings) -> int:
     from ct_assets.instance import prepare_dagster_home
 
@@ -183,6 +217,13 @@ def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from ct_assets.demo import run_demo
 
     return run_demo(settings)
+
+
+def _positive(raw: str) -> int:
+    value = int(raw)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -271,6 +312,18 @@ def build_parser() -> argparse.ArgumentParser:
     rollback.add_argument("--by", default="", help="who (default: the current user)")
     rollback.add_argument("--json", action="store_true")
     rollback.set_defaults(func=_cmd_rollback)
+
+    backtest = sub.add_parser(
+        "backtest", help="replay a labeled CSV stream through the real pipeline"
+    )
+    backtest.add_argument("--data", required=True, help="CSV with features and the target")
+    backtest.add_argument("--target", required=True, help="the label column")
+    backtest.add_argument("--time-col", default=None, help="event time (default: row order)")
+    backtest.add_argument("--batch-rows", type=_positive, default=48)
+    backtest.add_argument("--warmup-rows", type=_positive, default=2000)
+    backtest.add_argument("--out", default="backtest", help="folder for report.json and plot")
+    backtest.add_argument("--quiet", action="store_true", help="no progress bar")
+    backtest.set_defaults(func=_cmd_backtest)
 
     again = sub.add_parser(
         "reproduce", help="train a registered version again and compare its predictions"
