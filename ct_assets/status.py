@@ -50,13 +50,49 @@ def _run_summary(run: Any) -> dict[str, Any]:
     }
 
 
+NOT_CHECKED = {"state": "not checked yet", "detail": "the sensor has not evaluated a window"}
+
+
+def _monitor(instance: Any, asset: str, values: tuple[str, ...]) -> dict[str, Any]:
+    """The latest evaluation a monitoring sensor recorded on its asset."""
+    import dagster as dg
+
+    result = instance.fetch_materializations(dg.AssetKey(asset), limit=1)
+    if not result.records or result.records[0].asset_materialization is None:
+        return dict(NOT_CHECKED)
+    record = result.records[0]
+    meta = {k: getattr(v, "value", v) for k, v in record.asset_materialization.metadata.items()}
+    return {
+        "state": "fired" if meta.get("fire") else "ok",
+        "detail": meta.get("reason"),
+        "champion_version": meta.get("champion_version"),
+        "at": datetime.fromtimestamp(record.timestamp, UTC).isoformat(),
+        **{name: meta.get(name) for name in values},
+    }
+
+
 def _dagster_state(settings: Settings) -> dict[str, Any]:
-    out: dict[str, Any] = {"last_trigger": None, "last_retrain": None}
+    out: dict[str, Any] = {
+        "last_trigger": None,
+        "last_retrain": None,
+        "drift": dict(NOT_CHECKED),
+        "live_performance": dict(NOT_CHECKED),
+    }
     if not (settings.dagster_home / "dagster.yaml").exists():
         return out
     import dagster as dg
 
     with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
+        out["drift"] = _monitor(
+            instance,
+            keys.DRIFT_MONITOR,
+            ("min_feature_p_value", "drifted_features", "score_p_value", "window_rows"),
+        )
+        out["live_performance"] = _monitor(
+            instance,
+            keys.PERFORMANCE_MONITOR,
+            ("accuracy", "baseline", "p_value", "labeled_events"),
+        )
         records = instance.get_run_records(
             dg.RunsFilter(tags={keys.TAG_JOB: keys.RETRAIN_JOB}), limit=20
         )
@@ -101,7 +137,6 @@ def collect_status(settings: Settings) -> dict[str, Any]:
         **_registry_state(settings),
         "deployment": {"mode": "off", "fraction": 0.0},
         **_dagster_state(settings),
-        "drift": {"state": "not monitored", "detail": "no drift sensor is configured"},
         "events": {"feedback": counts.feedback, "prediction": counts.prediction},
         "feedback_states": _feedback_states(settings),
         "volume_trigger": {"threshold": settings.volume_threshold, "mode": settings.volume_mode},
@@ -135,6 +170,9 @@ def render_status(status: dict[str, Any]) -> str:
         if retrain
         else "last retrain none"
     )
+    for label, key in (("drift", "drift"), ("live perf", "live_performance")):
+        entry = status.get(key) or NOT_CHECKED
+        lines.append(f"{label:<12} {entry['state']}: {entry.get('detail') or '-'}")
     performance = status.get("performance")
     if performance:
         lines.append(
