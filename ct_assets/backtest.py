@@ -72,6 +72,9 @@ class BacktestSpec:
     batch_rows: int = 48
     warmup_rows: int = 2000
     row_interval_seconds: int = 60
+    #: A fixed-period policy instead of the sensors: a full retrain every N scored rows
+    #: (the baseline the sensors are compared with); None: the code location's sensors.
+    retrain_every: int | None = None
 
 
 @dataclass
@@ -197,6 +200,7 @@ class Replay:
         self.models: dict[str, TrainedModel] = {}
         self.static: TrainedModel | None = None
         self.outcome = Outcome()
+        self.last_batch = 0
 
     def ingest(self, events: list[dict[str, Any]]) -> None:
         from ct_assets.schema import convert_record, validate_events
@@ -281,6 +285,14 @@ class Replay:
         self.outcome.correct += sum(hits)
         self.outcome.static_correct += sum(static_hits)
         self.ingest(feedback)
+
+    def periodic(self, at_row: int, every: int, first: int) -> None:
+        """The fixed-period policy: a full retrain each time ``every`` more rows were scored."""
+        if (at_row - first) // every > (at_row - first - self.last_batch) // every:
+            self.outcome.triggers["schedule"] += 1
+            reason = f"fixed period: every {every} scored rows"
+            tags = {keys.TAG_TRIGGER: "schedule", keys.TAG_MODE: "full", keys.TAG_REASON: reason}
+            self.retrain(tags, at_row)
 
     def tick(self, at_row: int) -> None:
         """Evaluate every retrain sensor once; run what they request."""
@@ -392,7 +404,11 @@ def run_backtest(
             replay.warm_up(stream.frame.head(spec.warmup_rows))
             for start, batch in batches(stream, spec):
                 replay.score(batch)
-                replay.tick(at_row=start + batch.height)
+                replay.last_batch = batch.height
+                if spec.retrain_every is None:
+                    replay.tick(at_row=start + batch.height)
+                else:
+                    replay.periodic(start + batch.height, spec.retrain_every, spec.warmup_rows)
                 if progress is not None:
                     progress(batch.height)
     outcome = replay.outcome
@@ -426,6 +442,7 @@ def build_report(
             "training_window": settings.training_window,
             "window_mode": settings.window_mode,
         },
+        "policy": "sensors" if spec.retrain_every is None else f"every {spec.retrain_every} rows",
         "timeline": outcome.events,
     }
 

@@ -193,6 +193,7 @@ def _cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
         time_col=args.time_col,
         batch_rows=args.batch_rows,
         warmup_rows=args.warmup_rows,
+        retrain_every=args.retrain_every,
     )
     try:
         total = sum(batch.height for _, batch in batches(load_stream(spec), spec))
@@ -323,6 +324,12 @@ def build_parser() -> argparse.ArgumentParser:
     backtest.add_argument("--warmup-rows", type=_positive, default=2000)
     backtest.add_argument("--out", default="backtest", help="folder for report.json and plot")
     backtest.add_argument("--quiet", action="store_true", help="no progress bar")
+    backtest.add_argument(
+        "--retrain-every",
+        type=_positive,
+        default=None,
+        help="a fixed-period policy instead of the sensors: full retrain every N rows",
+    )
     backtest.set_defaults(func=_cmd_backtest)
 
     again = sub.add_parser(
