@@ -11,6 +11,8 @@ from typing import Any
 
 import dagster as dg
 import pytest
+from dagster._core.storage.dagster_run import DagsterRun, DagsterRunStatus
+from dagster._core.utils import make_new_run_id
 
 from ct_assets import keys
 from ct_assets.defs import build_definitions
@@ -104,7 +106,19 @@ def test_drift_sensor_is_silent_on_a_stationary_stream_and_fires_once_on_covaria
         assert "p=" in (quiet.skip_message or "") or "p " in (quiet.skip_message or "")
 
         _serve(settings, "covariate", 600, seed=12, start=10_000)
-        fired = _tick(defs, instance, keys.DRIFT_SENSOR, quiet.cursor)
+        running = DagsterRun(
+            job_name=keys.RETRAIN_JOB,
+            run_id=make_new_run_id(),
+            status=DagsterRunStatus.STARTED,
+            tags={keys.TAG_JOB: keys.RETRAIN_JOB},
+        )
+        instance.add_run(running)
+        waiting = _tick(defs, instance, keys.DRIFT_SENSOR, quiet.cursor)
+        assert not waiting.run_requests
+        assert "retrain is in flight" in (waiting.skip_message or "")
+        assert waiting.cursor == quiet.cursor, "the evidence waits for the run to end"
+        instance.delete_run(running.run_id)
+        fired = _tick(defs, instance, keys.DRIFT_SENSOR, waiting.cursor)
         assert len(fired.run_requests) == 1, fired.skip_message
         request = fired.run_requests[0]
         assert request.tags[keys.TAG_TRIGGER] == "drift"

@@ -196,7 +196,7 @@ def build_drift_sensor(
         if request is None:
             return dg.SensorResult(
                 skip_reason=dg.SkipReason(f"drift ({reason}), but a retrain is in flight"),
-                cursor=json.dumps(state),
+                cursor=context.cursor,  # evaluate again once it is done
                 asset_events=[event],
             )
         state.update(fired_for=version, fired_at=position)
@@ -310,7 +310,7 @@ def build_performance_sensor(
         if request is None:
             return dg.SensorResult(
                 skip_reason=dg.SkipReason(f"decay ({reason}), but a retrain is in flight"),
-                cursor=json.dumps(state),
+                cursor=context.cursor,  # evaluate again once it is done
                 asset_events=[event],
             )
         state.update(fired_for=version, fired_at=position)
