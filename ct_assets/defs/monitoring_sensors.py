@@ -12,15 +12,9 @@ from dagster._core.definitions.unresolved_asset_job_definition import Unresolved
 from ct_assets import keys
 from ct_assets.defs.lineage import latest_metadata
 from ct_assets.defs.resources import DatasetStoreResource, EventLogResource, RegistryResource
+from ct_assets.defs.sensors import retrain_in_flight
 from ct_assets.eventlog import EventLog
 from ct_assets.settings import Settings
-
-IN_FLIGHT = [
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-]
 
 DRIFT_MONITOR_SPEC = dg.AssetSpec(
     keys.DRIFT_MONITOR,
@@ -44,13 +38,6 @@ PERFORMANCE_MONITOR_SPEC = dg.AssetSpec(
 )
 
 
-def _in_flight(instance: dg.DagsterInstance) -> str | None:
-    runs = instance.get_runs(
-        dg.RunsFilter(tags={keys.TAG_JOB: keys.RETRAIN_JOB}, statuses=IN_FLIGHT), limit=1
-    )
-    return runs[0].run_id if runs else None
-
-
 def _newest_dates(log: EventLog, rows: int) -> list[str]:
     """The newest event dates holding at least ``rows`` events (fewer if the log is short)."""
     counts = log.counts_by_date()
@@ -72,7 +59,7 @@ def _request(
     evidence: str,
 ) -> dg.RunRequest | None:
     """A retrain request for this evidence, or None while a retrain is in flight."""
-    running = _in_flight(context.instance)
+    running = retrain_in_flight(context.instance)
     if running is not None:
         return None
     return dg.RunRequest(

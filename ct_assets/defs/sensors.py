@@ -26,6 +26,14 @@ IN_FLIGHT = [
 ]
 
 
+def retrain_in_flight(instance: dg.DagsterInstance) -> str | None:
+    """The id of a retrain run queued or running, if any: triggers wait for it."""
+    runs = instance.get_runs(
+        dg.RunsFilter(tags={keys.TAG_JOB: keys.RETRAIN_JOB}, statuses=IN_FLIGHT), limit=1
+    )
+    return runs[0].run_id if runs else None
+
+
 def build_volume_sensor(
     settings: Settings, job: UnresolvedAssetJobDefinition
 ) -> dg.SensorDefinition:
@@ -53,13 +61,11 @@ def build_volume_sensor(
         decision = volume_decision(position, cutoff, last_requested, threshold)
         if not decision.fire:
             return dg.SensorResult(skip_reason=dg.SkipReason(decision.reason))
-        in_flight = context.instance.get_runs(
-            dg.RunsFilter(tags={keys.TAG_JOB: keys.RETRAIN_JOB}, statuses=IN_FLIGHT), limit=1
-        )
-        if in_flight:
+        running = retrain_in_flight(context.instance)
+        if running is not None:
             return dg.SensorResult(
                 skip_reason=dg.SkipReason(
-                    f"{decision.reason}, but retrain run {in_flight[0].run_id} is in flight"
+                    f"{decision.reason}, but retrain run {running} is in flight"
                 )
             )
         return dg.SensorResult(
