@@ -23,11 +23,16 @@ class VolumeDecision:
 
 
 def volume_decision(
-    position: int, champion_cutoff: int, last_requested: int, threshold: int
+    position: int,
+    champion_cutoff: int,
+    last_requested: int,
+    threshold: int,
+    labeled: int | None = None,
 ) -> VolumeDecision:
-    """Fire when feedback since the later of the champion's cutoff and the last request
-    reaches ``threshold``. Counting from the last request means a rejected candidate
-    is not retrained on the same evidence again."""
+    """Fire when labeled feedback since the later of the champion's cutoff and the last
+    request reaches ``threshold``. ``labeled``: how many of the feedback events since then
+    the label policy labels (default: all of them). Counting from the last request means
+    a rejected candidate is not retrained on the same evidence again."""
     baseline = max(champion_cutoff, last_requested)
-    new = max(0, position - baseline)
+    new = max(0, position - baseline) if labeled is None else labeled
     return VolumeDecision(new >= threshold, new, baseline, position, threshold)

@@ -162,3 +162,38 @@ def test_performance_sensor_fires_on_a_concept_change_and_not_on_a_stationary_st
         assert "baseline" in tags[keys.TAG_REASON]
         again = _tick(defs, instance, keys.PERFORMANCE_SENSOR, fired.cursor)
         assert not again.run_requests
+
+
+def test_volume_sensor_counts_only_feedback_the_label_policy_labels(trained: Settings) -> None:
+    settings = trained
+    defs = build_definitions(settings)
+    with dg.instance_for_test() as instance:
+        assert defs.resolve_job_def(keys.RETRAIN_JOB).execute_in_process(instance=instance).success
+        at = (datetime.now(UTC) - timedelta(minutes=2)).isoformat()
+        features = {"x0": 0.1, "channel": "web"}
+        hovers = [
+            {
+                "kind": "feedback",
+                "event_id": f"hover-{i}",
+                "timestamp": at,
+                "feedback_type": "implicit",
+                "signal": "hover",
+                "features": features,
+            }
+            for i in range(50)
+        ]
+        labels = [
+            {
+                "kind": "feedback",
+                "event_id": f"label-{i}",
+                "timestamp": at,
+                "feedback_type": "explicit",
+                "label": i % 2,
+                "features": features,
+            }
+            for i in range(30)
+        ]
+        ingest(settings, hovers + labels)
+        tick = _tick(defs, instance, keys.VOLUME_SENSOR, None)
+        assert not tick.run_requests
+        assert (tick.skip_message or "").startswith("30 new labeled feedback events"), tick

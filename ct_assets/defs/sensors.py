@@ -5,6 +5,7 @@ import json
 from datetime import date, timedelta
 
 import dagster as dg
+import polars as pl
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_END_TAG,
@@ -13,8 +14,10 @@ from dagster._core.storage.tags import (
 
 from ct_assets import keys
 from ct_assets.curation import CONTEXT_DAYS
+from ct_assets.data.attribution import LabelPolicy, labeled_feedback
 from ct_assets.defs.lineage import latest_metadata
-from ct_assets.defs.resources import EventLogResource
+from ct_assets.defs.resources import CurationResource, EventLogResource
+from ct_assets.eventlog import EventLog
 from ct_assets.settings import Settings
 from ct_assets.triggers import volume_decision
 
@@ -24,6 +27,23 @@ IN_FLIGHT = [
     dg.DagsterRunStatus.STARTING,
     dg.DagsterRunStatus.STARTED,
 ]
+
+
+def labeled_since(log: EventLog, offset: int, policy: LabelPolicy) -> int:
+    """Feedback events at or after feedback ``offset`` that the label policy labels (explicit
+    labels, and implicit signals it maps): the examples a retrain would gain. Reads only
+    the newest event dates that can hold them."""
+    counts = log.counts_by_date()
+    dates: list[str] = []
+    total = 0
+    for day in sorted(counts, reverse=True):
+        dates.append(day)
+        total += counts[day].feedback
+        if total >= log.counts().feedback - offset:
+            break
+    feedback = log.read("feedback", dates=dates)
+    recent = feedback.filter(pl.col("log_offset") >= offset)
+    return labeled_feedback(recent, policy).height if recent.height else 0
 
 
 def retrain_in_flight(instance: dg.DagsterInstance) -> str | None:
@@ -51,14 +71,19 @@ def build_volume_sensor(
         ),
     )
     def volume_sensor(
-        context: dg.SensorEvaluationContext, event_log: EventLogResource
+        context: dg.SensorEvaluationContext,
+        event_log: EventLogResource,
+        curation: CurationResource,
     ) -> dg.SensorResult:
         cursor = json.loads(context.cursor) if context.cursor else {}
         last_requested = int(cursor.get("requested_upto", 0))
         champion = latest_metadata(context.instance, keys.CHAMPION_MODEL) or {}
         cutoff = int(champion.get(keys.META_LOG_POSITION, 0))
-        position = event_log.log().counts().feedback
-        decision = volume_decision(position, cutoff, last_requested, threshold)
+        log = event_log.log()
+        position = log.counts().feedback
+        baseline = max(cutoff, last_requested)
+        labeled = labeled_since(log, baseline, curation.policy()) if position > baseline else 0
+        decision = volume_decision(position, cutoff, last_requested, threshold, labeled)
         if not decision.fire:
             return dg.SensorResult(skip_reason=dg.SkipReason(decision.reason))
         running = retrain_in_flight(context.instance)
