@@ -63,3 +63,28 @@ def test_backtest_refuses_a_stream_it_cannot_replay(
     assert "has a single value" in capsys.readouterr().err
     assert main([*args, "--target", "y", "--time-col", "when"]) == 2
     assert "time column 'when'" in capsys.readouterr().err
+
+
+def test_backtest_replays_a_multiclass_stream_without_a_time_column(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Row order is time; three classes; a categorical column."""
+    import numpy as np
+
+    monkeypatch.setenv("CT_HOME", str(tmp_path / "unused-home"))
+    monkeypatch.setenv("CT_VOLUME_THRESHOLD", "600")
+    rng = np.random.default_rng(4)
+    n = 2600
+    a, b = rng.normal(size=n), rng.normal(size=n)
+    color = rng.choice(["red", "green", "blue"], size=n)
+    grade = np.where(a + 0.5 * (color == "red") < -0.4, "low", np.where(a < 0.4, "mid", "high"))
+    data = tmp_path / "grades.csv"
+    pl.DataFrame({"a": a, "b": b, "color": color, "grade": grade}).write_csv(data)
+    out = tmp_path / "report"
+    args = ["backtest", "--data", str(data), "--target", "grade", "--out", str(out), "--quiet"]
+    assert main([*args, "--batch-rows", "200", "--warmup-rows", "1000"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["rows_scored"] == 1600
+    assert report["features"] == ["a", "b", "color"]
+    assert report["accuracy"] > 0.7 and report["static_accuracy"] > 0.7
+    assert report["retrains"] >= 1
