@@ -49,6 +49,8 @@ bench: install
 	$(BIN)/python benchmarks/bench_ingest_api.py
 	$(BIN)/python benchmarks/bench_compile_dataset.py
 	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/bench_sensor_tick.py
+	$(BIN)/python benchmarks/bench_backtest.py
 
 clean:
 	rm -rf $(CT_HOME)
