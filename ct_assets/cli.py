@@ -149,6 +149,26 @@ def _cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cmd_deploy(args: argparse.Namespace, settings: Settings) -> int:
+    import getpass
+
+    from ct_assets.registry import Registry, check_deployment
+
+    try:
+        wanted = check_deployment(args.mode, args.fraction)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    registry = Registry.from_settings(settings)
+    record = registry.set_deployment(wanted, by=args.by or getpass.getuser(), reason=args.reason)
+    print(
+        f"deployment of {registry.model_name}: {wanted.mode}"
+        + (f" (fraction {wanted.fraction:g})" if wanted.mode in ("canary", "ab") else "")
+        + f"; {record.reason}"
+    )
+    return 0
+
+
 def _cmd_reproduce(args: argparse.Namespace, settings: Settings) -> int:
     from ct_assets.registry import Registry
     from ct_assets.training.reproduce import ReproduceError, reproduce
@@ -313,6 +333,13 @@ def build_parser() -> argparse.ArgumentParser:
     rollback.add_argument("--by", default="", help="who (default: the current user)")
     rollback.add_argument("--json", action="store_true")
     rollback.set_defaults(func=_cmd_rollback)
+
+    deploy = sub.add_parser("deploy", help="how the challenger meets live traffic")
+    deploy.add_argument("--mode", required=True, help="shadow | canary | ab | off")
+    deploy.add_argument("--fraction", type=float, default=None, help="canary / A/B share")
+    deploy.add_argument("--reason", default="", help="why, for the audit trail")
+    deploy.add_argument("--by", default="", help="who (default: the current user)")
+    deploy.set_defaults(func=_cmd_deploy)
 
     backtest = sub.add_parser(
         "backtest", help="replay a labeled CSV stream through the real pipeline"

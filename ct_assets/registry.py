@@ -57,6 +57,39 @@ TAG_DEPLOYMENT_STATUS = "ct.deployment_status"
 AUDIT_PREFIX = "ct.audit."
 
 
+#: Registered-model tags holding how the challenger meets live traffic (``ct-assets deploy``).
+TAG_DEPLOY_MODE = "ct.deployment.mode"
+TAG_DEPLOY_FRACTION = "ct.deployment.fraction"
+DEPLOY_MODES = ("off", "shadow", "canary", "ab")
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """``off``: the gate promotes directly. ``shadow``: the challenger scores every request,
+    the champion answers. ``canary``: ``fraction`` of the traffic (sticky per user) is
+    served by the challenger. ``ab``: a fixed split of ``fraction`` for an experiment."""
+
+    mode: str = "off"
+    fraction: float = 0.0
+
+    def as_status(self) -> dict[str, Any]:
+        return {"mode": self.mode, "fraction": self.fraction}
+
+
+def check_deployment(mode: str, fraction: float | None) -> Deployment:
+    """The deployment ``mode``/``fraction`` asks for, or a ValueError naming what is wrong."""
+    if mode not in DEPLOY_MODES:
+        raise ValueError(f"unknown deployment mode {mode!r}: use one of {', '.join(DEPLOY_MODES)}")
+    if mode == "off":
+        return Deployment("off", 0.0)
+    if mode == "shadow":
+        return Deployment("shadow", 1.0)
+    value = fraction if fraction is not None else (0.1 if mode == "canary" else 0.5)
+    if not 0.0 < value < 1.0:
+        raise ValueError(f"--fraction for {mode} must be in (0, 1), got {value}")
+    return Deployment(mode, value)
+
+
 class RollbackError(RuntimeError):
     """A rollback that cannot be done (no champion, no previous one, unknown version)."""
 
@@ -65,7 +98,7 @@ class RollbackError(RuntimeError):
 class AuditRecord:
     """One change of the ``champion`` alias: what, to which version, from which, who, why."""
 
-    action: str  # promote | rollback
+    action: str  # promote | rollback | deploy
     version: str
     previous: str | None
     by: str
@@ -306,6 +339,10 @@ class Registry:
         client.set_model_version_tag(self.model_name, version, TAG_PROMOTED_AT, now)
         client.set_model_version_tag(self.model_name, version, "ct.promotion_reason", reason)
         client.set_registered_model_alias(self.model_name, CHAMPION, version)
+        challenger = self.alias(CHALLENGER)
+        if challenger is not None and challenger.version == version:
+            # the challenger became the champion: no challenger until the next candidate
+            client.delete_registered_model_alias(self.model_name, CHALLENGER)
         self.set_version_tag(version, TAG_DEPLOYMENT_STATUS, "champion")
         if previous is not None and previous.version != version:
             self.set_version_tag(previous.version, TAG_DEPLOYMENT_STATUS, "retired")
@@ -339,6 +376,38 @@ class Registry:
         self.set_version_tag(target, "ct.restored_at", now)
         self.set_version_tag(current.version, TAG_DEPLOYMENT_STATUS, "rolled_back")
         record = AuditRecord("rollback", target, current.version, by, reason, now)
+        self.audit(record)
+        return record
+
+    def deployment(self) -> Deployment:
+        """The deployment mode stored on the registered model (``off`` when never set)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            tags = self.client.get_registered_model(self.model_name).tags or {}
+        except MlflowException:
+            return Deployment()
+        mode = tags.get(TAG_DEPLOY_MODE, "off")
+        return Deployment(mode, float(tags.get(TAG_DEPLOY_FRACTION, "0") or 0))
+
+    def set_deployment(self, deployment: Deployment, by: str, reason: str) -> AuditRecord:
+        """Store the deployment mode (visible to every API worker) and audit the change."""
+        before = self.deployment()
+        self._ensure_registered_model()
+        self.client.set_registered_model_tag(self.model_name, TAG_DEPLOY_MODE, deployment.mode)
+        self.client.set_registered_model_tag(
+            self.model_name, TAG_DEPLOY_FRACTION, str(deployment.fraction)
+        )
+        challenger = self.alias(CHALLENGER)
+        record = AuditRecord(
+            "deploy",
+            challenger.version if challenger else "",
+            None,
+            by,
+            f"{before.mode} {before.fraction:g} -> {deployment.mode} {deployment.fraction:g}"
+            + (f": {reason}" if reason else ""),
+            datetime.now(UTC).isoformat(),
+        )
         self.audit(record)
         return record
 

@@ -13,7 +13,12 @@ from ct_assets.settings import Settings
 def _registry_state(settings: Settings) -> dict[str, Any]:
     from ct_assets.registry import CHALLENGER, CHAMPION, Registry
 
-    out: dict[str, Any] = {"champion": None, "challenger": None, "performance": None}
+    out: dict[str, Any] = {
+        "champion": None,
+        "challenger": None,
+        "performance": None,
+        "deployment": {"mode": "off", "fraction": 0.0},
+    }
     db = settings.mlflow_dir / "mlflow.db"
     if settings.tracking_uri.startswith("sqlite:///") and not db.exists():
         return out
@@ -22,6 +27,7 @@ def _registry_state(settings: Settings) -> dict[str, Any]:
     challenger = registry.alias(CHALLENGER)
     out["champion"] = champion.as_status() if champion else None
     out["challenger"] = challenger.as_status() if challenger else None
+    out["deployment"] = registry.deployment().as_status()
     if champion is not None:
         run = registry.client.get_run(champion.run_id)
         out["performance"] = {
@@ -135,7 +141,6 @@ def collect_status(settings: Settings) -> dict[str, Any]:
         "ct_home": str(settings.home),
         "tracking_uri": settings.tracking_uri,
         **_registry_state(settings),
-        "deployment": {"mode": "off", "fraction": 0.0},
         **_dagster_state(settings),
         "events": {"feedback": counts.feedback, "prediction": counts.prediction},
         "feedback_states": _feedback_states(settings),

@@ -5,7 +5,7 @@ import dagster as dg
 from ct_assets import keys
 from ct_assets.defs.lineage import latest_metadata
 from ct_assets.defs.resources import RegistryResource
-from ct_assets.registry import TAG_LOG_POSITION, Registry
+from ct_assets.registry import CHAMPION, TAG_DEPLOYMENT_STATUS, TAG_LOG_POSITION, Registry
 
 
 def champion_baseline(reg: Registry, run_id: str) -> dict[str, float]:
@@ -20,9 +20,11 @@ def champion_baseline(reg: Registry, run_id: str) -> dict[str, float]:
     deps=[keys.VALIDATION_REPORT],
     kinds={"mlflow"},
     description=(
-        "The registry's `champion`: moved to the validated candidate. Runs only when the "
-        "blocking gate check on validation_report passed. `ct/log_position` is the "
-        "champion's dataset cutoff, which the volume sensor counts new feedback from."
+        "The registry's `champion`: moved to the validated candidate when the deployment "
+        "mode is off (with shadow, canary or A/B, the candidate stays `challenger` and "
+        "meets live traffic first). Runs only when the blocking gate check on "
+        "validation_report passed. `ct/log_position` is the champion's dataset cutoff, "
+        "which the volume sensor counts new feedback from."
     ),
 )
 def champion_model(
@@ -34,6 +36,28 @@ def champion_model(
         raise dg.Failure(f"the latest validation report does not promote a candidate: {report}")
     reg = registry.registry()
     trigger = dict(context.run.tags).get(keys.TAG_TRIGGER, "manual")
+    deployment = reg.deployment()
+    current = reg.alias(CHAMPION)
+    if deployment.mode != "off" and current is not None and current.version != version:
+        # the candidate stays `challenger` and meets live traffic first
+        reg.set_version_tag(version, TAG_DEPLOYMENT_STATUS, f"challenger in {deployment.mode}")
+        context.log.info(
+            f"deployment mode {deployment.mode}: v{version} stays challenger; "
+            f"champion v{current.version} is unchanged"
+        )
+        return dg.MaterializeResult(
+            metadata={
+                keys.META_MODEL_VERSION: current.version,
+                keys.META_DATASET_VERSION: current.dataset_version or "",
+                keys.META_LOG_POSITION: int(current.tags.get(TAG_LOG_POSITION, "0")),
+                keys.META_MLFLOW_RUN_ID: current.run_id,
+                keys.META_TRIGGER: trigger,
+                "challenger": version,
+                "deployment": f"{deployment.mode} {deployment.fraction:g}",
+                **champion_baseline(reg, current.run_id),
+            },
+            data_version=dg.DataVersion(f"v{current.version}"),
+        )
     previous = reg.promote(version, reason=f"gate passed; trigger {trigger}")
     info = reg.version(version)
     return dg.MaterializeResult(

@@ -1,0 +1,70 @@
+"""``ct-assets deploy``: the deployment mode in the registry, and what the gate does with it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import dagster as dg
+import pytest
+
+from ct_assets import keys
+from ct_assets.cli import main
+from ct_assets.defs import build_definitions
+from ct_assets.defs.lineage import latest_metadata
+from ct_assets.registry import CHALLENGER, CHAMPION, TAG_DEPLOYMENT_STATUS, Registry
+from ct_assets.settings import Settings
+
+from .conftest import ingest, simulated_events
+
+
+def test_deploy_refuses_what_it_cannot_do(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CT_HOME", str(settings.home))
+    assert main(["deploy", "--mode", "blue-green"]) == 2
+    assert "unknown deployment mode 'blue-green'" in capsys.readouterr().err
+    assert main(["deploy", "--mode", "canary", "--fraction", "1.5"]) == 2
+    assert "must be in (0, 1)" in capsys.readouterr().err
+    assert Registry.from_settings(settings).deployment().mode == "off"
+
+
+def test_with_a_canary_on_a_passing_candidate_stays_challenger_until_it_is_off(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CT_HOME", str(settings.home))
+    lenient = replace(settings, gate_tolerance=0.1, gate_forgetting_tolerance=0.3)
+    events = simulated_events(3200, drift_at=1.0)
+    registry = Registry.from_settings(settings)
+    defs = build_definitions(lenient)
+    job = defs.resolve_job_def(keys.RETRAIN_JOB)
+    with dg.instance_for_test() as instance:
+        ingest(settings, events[:2000])
+        assert job.execute_in_process(instance=instance).success
+        first = registry.alias(CHAMPION)
+        assert first is not None
+
+        assert registry.alias(CHALLENGER) is None, "promoted: no challenger left"
+        assert main(["deploy", "--mode", "canary", "--fraction", "0.2", "--by", "bob"]) == 0
+        assert "off 0 -> canary 0.2" in capsys.readouterr().out
+        ingest(settings, events[2000:])
+        assert job.execute_in_process(instance=instance).success
+        champion, challenger = registry.alias(CHAMPION), registry.alias(CHALLENGER)
+        assert champion == first, "the champion waits for the canary"
+        assert challenger is not None and challenger.version != first.version
+        assert registry.version(challenger.version).tags[TAG_DEPLOYMENT_STATUS] == (
+            "challenger in canary"
+        )
+        meta = latest_metadata(instance, keys.CHAMPION_MODEL) or {}
+        assert meta[keys.META_MODEL_VERSION] == first.version
+        assert meta["challenger"] == challenger.version
+        assert main(["status", "--json"]) == 0
+        status = json.loads(capsys.readouterr().out)
+        assert status["deployment"] == {"mode": "canary", "fraction": 0.2}
+        deploys = [r for r in registry.audit_trail() if r.action == "deploy"]
+        assert deploys[-1].by == "bob" and deploys[-1].reason == "off 0 -> canary 0.2"
+
+        assert main(["deploy", "--mode", "off"]) == 0
+        assert job.execute_in_process(instance=instance).success
+        promoted = registry.alias(CHAMPION)
+        assert promoted is not None and promoted.version != first.version
