@@ -160,7 +160,12 @@ def render_status(status: dict[str, Any]) -> str:
         f"challenger   {version(status['challenger'])}",
         f"events       {status['events']['feedback']} feedback, "
         f"{status['events']['prediction']} predictions",
-        f"deployment   {status['deployment']['mode']}",
+        f"deployment   {status['deployment']['mode']}"
+        + (
+            f" (fraction {status['deployment']['fraction']:g})"
+            if status["deployment"]["mode"] in ("canary", "ab")
+            else ""
+        ),
     ]
     states = status.get("feedback_states")
     if states:
