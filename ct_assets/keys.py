@@ -33,6 +33,7 @@ RAW_PARTITIONS_SENSOR = "raw_partitions_sensor"
 DRIFT_SENSOR = "drift_sensor"
 PERFORMANCE_SENSOR = "performance_sensor"
 DRIFT_MONITOR = "drift_monitor"
+DEPLOYMENT_HISTORY = "deployment_history"
 PERFORMANCE_MONITOR = "performance_monitor"
 GATE_CHECK = "gate_passed"
 

@@ -68,3 +68,29 @@ def test_with_a_canary_on_a_passing_candidate_stays_challenger_until_it_is_off(
         assert job.execute_in_process(instance=instance).success
         promoted = registry.alias(CHAMPION)
         assert promoted is not None and promoted.version != first.version
+
+
+def test_deployment_history_lists_every_change_of_the_champion_and_the_mode(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import polars as pl
+
+    monkeypatch.setenv("CT_HOME", str(settings.home))
+    ingest(settings, simulated_events(2000, drift_at=1.0))
+    defs = build_definitions(settings)
+    with dg.instance_for_test() as instance:
+        assert defs.resolve_job_def(keys.RETRAIN_JOB).execute_in_process(instance=instance).success
+        assert main(["deploy", "--mode", "shadow", "--by", "carol", "--reason", "try it"]) == 0
+        job = dg.define_asset_job("history", selection=[keys.DEPLOYMENT_HISTORY]).resolve(
+            asset_graph=defs.resolve_asset_graph()
+        )
+        result = job.execute_in_process(instance=instance, resources=defs.resources)
+        assert result.success
+        (event,) = result.get_asset_materialization_events()
+        meta = {k: getattr(v, "value", v) for k, v in event.materialization.metadata.items()}
+    assert meta["dagster/row_count"] == 2
+    assert meta["promotions"] == 1 and meta["deployment"] == "shadow 1"
+    table = pl.read_parquet(str(meta["path"]))
+    assert table["action"].to_list() == ["promote", "deploy"]
+    assert table.row(1, named=True)["by"] == "carol"
+    assert table.row(1, named=True)["reason"] == "off 0 -> shadow 1: try it"

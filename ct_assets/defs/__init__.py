@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from ct_assets.defs.curation import build_daily_assets, labeling_queue, training_dataset
-from ct_assets.defs.deployment import champion_model
+from ct_assets.defs.deployment import champion_model, deployment_history
 from ct_assets.defs.ingestion import daily_partitions
 from ct_assets.defs.jobs import labeling_queue_job, raw_partitions_job, retrain_job
 from ct_assets.defs.monitoring_sensors import (
@@ -28,6 +28,7 @@ ASSETS = [
     candidate_model,
     validation_report,
     champion_model,
+    deployment_history,
 ]
 
 

@@ -1,10 +1,12 @@
 """Deployment: the ``champion`` alias moves to a candidate that passed the gate."""
 
 import dagster as dg
+import polars as pl
 
 from ct_assets import keys
+from ct_assets.data.dataset import preview_markdown
 from ct_assets.defs.lineage import latest_metadata
-from ct_assets.defs.resources import RegistryResource
+from ct_assets.defs.resources import CurationResource, RegistryResource
 from ct_assets.registry import CHAMPION, TAG_DEPLOYMENT_STATUS, TAG_LOG_POSITION, Registry
 
 
@@ -71,4 +73,40 @@ def champion_model(
             **champion_baseline(reg, info.run_id),
         },
         data_version=dg.DataVersion(f"v{version}"),
+    )
+
+
+@dg.asset(
+    name=keys.DEPLOYMENT_HISTORY,
+    group_name=keys.DEPLOYMENT,
+    deps=[keys.CHAMPION_MODEL],
+    kinds={"mlflow", "polars"},
+    description=(
+        "Who served what, when and why it changed: every promotion, rollback and "
+        "deployment-mode change from the registry's audit trail (version, previous, by, "
+        "reason, time), newest first in the preview; the whole table under "
+        "CT_HOME/tables/deployment_history/latest.parquet."
+    ),
+)
+def deployment_history(
+    registry: RegistryResource, curation: CurationResource
+) -> dg.MaterializeResult:  # type: ignore[type-arg]
+    reg = registry.registry()
+    trail = [r.__dict__ for r in reg.audit_trail()]
+    schema = {k: pl.String for k in ("action", "version", "previous", "by", "reason", "at")}
+    frame = pl.DataFrame(trail, schema=schema) if trail else pl.DataFrame(schema=schema)
+    path = curation.store().write_latest(keys.DEPLOYMENT_HISTORY, frame)
+    champion = reg.alias(CHAMPION)
+    deployment = reg.deployment()
+    newest = frame.reverse().head(10)
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": frame.height,
+            "champion": champion.version if champion else "none",
+            "deployment": f"{deployment.mode} {deployment.fraction:g}",
+            "promotions": int((frame["action"] == "promote").sum()) if frame.height else 0,
+            "rollbacks": int((frame["action"] == "rollback").sum()) if frame.height else 0,
+            "latest": dg.MetadataValue.md(preview_markdown(newest) if newest.height else "(none)"),
+            "path": dg.MetadataValue.path(str(path)),
+        }
     )

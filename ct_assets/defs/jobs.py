@@ -11,6 +11,7 @@ RETRAIN_ASSETS = [
     keys.CANDIDATE_MODEL,
     keys.VALIDATION_REPORT,
     keys.CHAMPION_MODEL,
+    keys.DEPLOYMENT_HISTORY,
 ]
 
 retrain_job = dg.define_asset_job(
