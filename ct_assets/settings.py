@@ -81,6 +81,10 @@ class Settings:
     performance_tolerance: float = 0.02
     performance_alpha: float = 0.01
     performance_mode: TrainingMode = "full"
+    # Canary analysis: labeled requests per arm before promoting, non-inferiority margin.
+    canary_min_samples: int = 300
+    canary_margin: float = 0.02
+    canary_alpha: float = 0.05
     # The schedule trigger: a full retrain on this cron (UTC), stopped unless turned on.
     retrain_cron: str = "0 3 * * 0"
     retrain_schedule_on: bool = False
@@ -204,6 +208,7 @@ class Settings:
                 "CT_DRIFT_MIN_WINDOW must be between 1 and CT_DRIFT_WINDOW",
             ),
             (self.performance_window >= 10, "CT_PERFORMANCE_WINDOW must be >= 10"),
+            (self.canary_min_samples >= 10, "CT_CANARY_MIN_SAMPLES must be >= 10"),
             (self.performance_min_samples >= 10, "CT_PERFORMANCE_MIN_SAMPLES must be >= 10"),
             (
                 len(self.retrain_cron.split()) == 5,
@@ -291,6 +296,9 @@ _ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "slice_columns": ("CT_SLICE_COLUMNS", str),
     "checkpoint_every": ("CT_CHECKPOINT_EVERY", _non_negative_int),
     "retrain_cron": ("CT_RETRAIN_CRON", str),
+    "canary_min_samples": ("CT_CANARY_MIN_SAMPLES", _non_negative_int),
+    "canary_margin": ("CT_CANARY_MARGIN", _fraction),
+    "canary_alpha": ("CT_CANARY_ALPHA", _fraction),
     "drift_detector": ("CT_DRIFT_DETECTOR", str),
     "drift_p_value": ("CT_DRIFT_P_VALUE", _fraction),
     "drift_window": ("CT_DRIFT_WINDOW", _non_negative_int),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from ct_assets.defs.canary import build_canary_analysis, build_canary_sensor, canary_job
 from ct_assets.defs.curation import build_daily_assets, labeling_queue, training_dataset
 from ct_assets.defs.deployment import champion_model, deployment_history
 from ct_assets.defs.ingestion import daily_partitions
@@ -41,12 +42,14 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             *ASSETS,
             DRIFT_MONITOR_SPEC,
             PERFORMANCE_MONITOR_SPEC,
+            build_canary_analysis(settings),
         ],
-        jobs=[retrain_job, raw_partitions_job, labeling_queue_job, rollback_job],
+        jobs=[retrain_job, raw_partitions_job, labeling_queue_job, rollback_job, canary_job],
         sensors=[
             build_volume_sensor(settings, retrain_job),
             build_drift_sensor(settings, retrain_job),
             build_performance_sensor(settings, retrain_job),
+            build_canary_sensor(settings, canary_job),
             build_raw_partitions_sensor(
                 settings, raw_partitions_job, labeling_queue_job, partitions
             ),

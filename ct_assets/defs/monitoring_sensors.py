@@ -38,7 +38,7 @@ PERFORMANCE_MONITOR_SPEC = dg.AssetSpec(
 )
 
 
-def _newest_dates(log: EventLog, rows: int) -> list[str]:
+def newest_dates(log: EventLog, rows: int) -> list[str]:
     """The newest event dates holding at least ``rows`` events (fewer if the log is short)."""
     counts = log.counts_by_date()
     chosen: list[str] = []
@@ -138,7 +138,7 @@ def build_drift_sensor(
             return build_reference(version, dataset, reg.load_model(version))
 
         reference = get_or_build(drift_root, version, build)
-        recent = log.read("prediction", dates=_newest_dates(log, 4 * config.max_window))
+        recent = log.read("prediction", dates=newest_dates(log, 4 * config.max_window))
         if "model_version" in recent.columns:
             recent = recent.filter(pl.col("model_version") == version)
         recent = recent.tail(config.max_window)
@@ -248,7 +248,7 @@ def build_performance_sensor(
                 )
             )
         window = config.window or 1000
-        dates = _newest_dates(log, 4 * window)
+        dates = newest_dates(log, 4 * window)
         examples = attribute_feedback(
             log.read("feedback", dates=dates), log.read("prediction", dates=dates)
         )

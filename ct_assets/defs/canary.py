@@ -1,0 +1,190 @@
+"""Canary analysis: promote the challenger, or roll it back, from labeled live traffic."""
+
+import json
+from typing import Any
+
+import dagster as dg
+import numpy as np
+import polars as pl
+
+from ct_assets import keys
+from ct_assets.defs.monitoring_sensors import newest_dates
+from ct_assets.defs.resources import EventLogResource, RegistryResource
+from ct_assets.eventlog import EventLog
+from ct_assets.monitoring.canary import CanaryConfig, CanaryDecision, canary_decision
+from ct_assets.registry import (
+    CHALLENGER,
+    CHAMPION,
+    TAG_DEPLOYMENT_STATUS,
+    AuditRecord,
+    Registry,
+)
+from ct_assets.settings import Settings
+
+CANARY_ARM = "canary"
+CHAMPION_ARM = "champion"
+TRAFFIC_ROWS = 50_000  # newest predictions and feedback the analysis reads
+
+
+def arm_outcomes(log: EventLog, champion: str, challenger: str) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[type-arg]
+    """Hits (served prediction == the label given later) of the champion's arm and of the
+    canary arm, each restricted to the version that served it."""
+    from ct_assets.data.attribution import attribute_feedback
+
+    dates = newest_dates(log, TRAFFIC_ROWS)
+    examples = attribute_feedback(
+        log.read("feedback", dates=dates), log.read("prediction", dates=dates)
+    )
+    if not examples.height or "arm" not in examples.columns:
+        return np.zeros(0, dtype=int), np.zeros(0, dtype=int)
+    hit = (pl.col("served_prediction").cast(pl.String) == pl.col("label")).cast(pl.Int64)
+
+    def outcomes(arm: str, version: str) -> np.ndarray:  # type: ignore[type-arg]
+        rows = examples.filter((pl.col("arm") == arm) & (pl.col("model_version") == version))
+        return rows.select(hit).to_series().to_numpy()
+
+    return outcomes(CHAMPION_ARM, champion), outcomes(CANARY_ARM, challenger)
+
+
+def act(reg: Registry, decision: CanaryDecision, challenger: str) -> str:
+    """Carry out the decision in the registry; returns what was done."""
+    if decision.action == "promote":
+        reg.promote(challenger, reason=f"canary: {decision.reason()}", by="canary_analysis")
+        return f"promoted v{challenger}"
+    if decision.action == "rollback":
+        from datetime import UTC, datetime
+
+        reg.client.delete_registered_model_alias(reg.model_name, CHALLENGER)
+        reg.set_version_tag(challenger, TAG_DEPLOYMENT_STATUS, "rolled_back")
+        champion = reg.alias(CHAMPION)
+        reg.audit(
+            AuditRecord(
+                "rollback",
+                champion.version if champion else "",
+                challenger,
+                "canary_analysis",
+                decision.reason(),
+                datetime.now(UTC).isoformat(),
+            )
+        )
+        return f"rolled back v{challenger}"
+    return "kept the canary running"
+
+
+def build_canary_analysis(settings: Settings) -> dg.AssetsDefinition:
+    config = CanaryConfig(
+        min_samples=settings.canary_min_samples,
+        margin=settings.canary_margin,
+        alpha=settings.canary_alpha,
+    )
+
+    @dg.asset(
+        name=keys.CANARY_ANALYSIS,
+        group_name=keys.DEPLOYMENT,
+        kinds={"mlflow"},
+        description=(
+            "Canary analysis, when the deployment mode is canary: the challenger's accuracy "
+            "on labeled requests it served (arm canary) against the champion's (arm "
+            f"champion). Promotes it once it is not worse by {config.margin} (one-sided z "
+            f"test at {config.alpha}, at least {config.min_samples} labeled requests per "
+            "arm); rolls it back as soon as it is clearly worse; otherwise keeps the canary "
+            "running. Every decision carries its statistics and is audited in the registry."
+        ),
+    )
+    def canary_analysis(
+        context: dg.AssetExecutionContext,
+        event_log: EventLogResource,
+        registry: RegistryResource,
+    ) -> dg.MaterializeResult:  # type: ignore[type-arg]
+        reg = registry.registry()
+        champion, challenger = reg.alias(CHAMPION), reg.alias(CHALLENGER)
+        deployment = reg.deployment()
+        if deployment.mode != "canary" or champion is None or challenger is None:
+            return dg.MaterializeResult(
+                metadata={
+                    "action": "none",
+                    "reason": f"deployment {deployment.mode}; challenger "
+                    f"{challenger.version if challenger else 'none'}: nothing to analyse",
+                }
+            )
+        champ_hits, chall_hits = arm_outcomes(event_log.log(), champion.version, challenger.version)
+        decision = canary_decision(champ_hits, chall_hits, config)
+        done = act(reg, decision, challenger.version)
+        context.log.info(f"{done}: {decision.reason()}")
+        return dg.MaterializeResult(
+            metadata={
+                "action": decision.action,
+                "done": done,
+                "champion_version": champion.version,
+                "challenger_version": challenger.version,
+                "champion_accuracy": decision.champion_accuracy,
+                "challenger_accuracy": decision.challenger_accuracy,
+                "champion_labeled": decision.champion_n,
+                "challenger_labeled": decision.challenger_n,
+                "p_not_worse": decision.p_not_worse,
+                "p_worse": decision.p_worse,
+                "reason": decision.reason(),
+                "details": dg.MetadataValue.json(decision.to_dict()),
+            }
+        )
+
+    return canary_analysis
+
+
+canary_job = dg.define_asset_job(
+    keys.CANARY_JOB,
+    selection=dg.AssetSelection.assets(keys.CANARY_ANALYSIS),
+    description="Analyse the canary: promote the challenger, roll it back, or keep going.",
+    tags={keys.TAG_JOB: keys.CANARY_JOB},
+)
+
+
+def build_canary_sensor(settings: Settings, job: Any) -> dg.SensorDefinition:
+    step = max(1, settings.canary_min_samples // 3)
+
+    @dg.sensor(
+        name=keys.CANARY_SENSOR,
+        job=job,
+        minimum_interval_seconds=settings.sensor_interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=(
+            "While the deployment mode is canary and a challenger exists, launches the "
+            f"canary analysis each time {step} more feedback events arrived."
+        ),
+    )
+    def canary_sensor(
+        context: dg.SensorEvaluationContext,
+        event_log: EventLogResource,
+        registry: RegistryResource,
+    ) -> dg.SensorResult:
+        reg = registry.registry()
+        deployment = reg.deployment()
+        challenger = reg.alias(CHALLENGER)
+        if deployment.mode != "canary" or challenger is None:
+            return dg.SensorResult(
+                skip_reason=dg.SkipReason(
+                    f"deployment {deployment.mode}, challenger "
+                    f"{challenger.version if challenger else 'none'}: no canary to analyse"
+                )
+            )
+        cursor = json.loads(context.cursor) if context.cursor else {}
+        position = event_log.log().counts().feedback
+        last = int(cursor.get("at", 0)) if cursor.get("challenger") == challenger.version else 0
+        if position - last < step:
+            return dg.SensorResult(
+                skip_reason=dg.SkipReason(
+                    f"{position - last} feedback events since the last canary analysis of "
+                    f"v{challenger.version} < {step}"
+                )
+            )
+        return dg.SensorResult(
+            run_requests=[
+                dg.RunRequest(
+                    run_key=f"canary-v{challenger.version}-{position}",
+                    tags={keys.TAG_JOB: keys.CANARY_JOB, keys.TAG_TRIGGER: "canary"},
+                )
+            ],
+            cursor=json.dumps({"challenger": challenger.version, "at": position}),
+        )
+
+    return canary_sensor

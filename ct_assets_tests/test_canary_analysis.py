@@ -1,0 +1,121 @@
+"""The canary analysis on a real instance, event log and registry: labeled live traffic of
+each arm decides between rolling the challenger back and promoting it."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import dagster as dg
+import numpy as np
+import pytest
+
+from ct_assets import keys
+from ct_assets.cli import main
+from ct_assets.defs import build_definitions
+from ct_assets.registry import CHALLENGER, CHAMPION, TAG_DEPLOYMENT_STATUS, Registry
+from ct_assets.settings import Settings
+
+from .conftest import ingest, simulated_events
+
+
+def _traffic(settings: Settings, arm: str, version: str, accuracy: float, n: int, tag: str) -> None:
+    """Served predictions of one arm and the labels users gave them."""
+    rng = np.random.default_rng(len(tag) + n)
+    at = (datetime.now(UTC) - timedelta(minutes=3)).isoformat()
+    events: list[dict[str, Any]] = []
+    for i in range(n):
+        label = int(rng.integers(0, 2))
+        served = label if rng.random() < accuracy else 1 - label
+        pid = f"{tag}-{i}"
+        events.append(
+            {
+                "kind": "prediction",
+                "event_id": f"{pid}-p",
+                "prediction_id": pid,
+                "timestamp": at,
+                "model_version": version,
+                "arm": arm,
+                "features": {"x0": float(i), "channel": "web"},
+                "prediction": served,
+                "scores": {"0": 0.5, "1": 0.5},
+            }
+        )
+        events.append(
+            {
+                "kind": "feedback",
+                "event_id": f"{pid}-f",
+                "prediction_id": pid,
+                "timestamp": at,
+                "feedback_type": "explicit",
+                "label": label,
+            }
+        )
+    ingest(settings, events)
+
+
+def _analyse(defs: dg.Definitions, instance: dg.DagsterInstance) -> dict[str, Any]:
+    result = defs.resolve_job_def(keys.CANARY_JOB).execute_in_process(instance=instance)
+    assert result.success
+    (event,) = result.get_asset_materialization_events()
+    return {k: getattr(v, "value", v) for k, v in event.materialization.metadata.items()}
+
+
+def test_canary_rolls_a_worse_challenger_back_and_promotes_a_better_one(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CT_HOME", str(settings.home))
+    lenient = replace(
+        settings, gate_tolerance=0.2, gate_forgetting_tolerance=0.3, canary_min_samples=200
+    )
+    events = simulated_events(4000, drift_at=1.0)
+    registry = Registry.from_settings(settings)
+    defs = build_definitions(lenient)
+    retrain = defs.resolve_job_def(keys.RETRAIN_JOB)
+    with dg.instance_for_test() as instance:
+        ingest(settings, events[:2000])
+        assert retrain.execute_in_process(instance=instance).success
+        champion = registry.alias(CHAMPION)
+        assert champion is not None
+        assert main(["deploy", "--mode", "canary", "--fraction", "0.2"]) == 0
+        ingest(settings, events[2000:3000])
+        assert retrain.execute_in_process(instance=instance).success
+        worse = registry.alias(CHALLENGER)
+        assert worse is not None and registry.alias(CHAMPION) == champion
+
+        sensor = defs.resolve_sensor_def(keys.CANARY_SENSOR)
+        with dg.build_sensor_context(instance=instance, resources=defs.resources) as context:
+            tick = sensor.evaluate_tick(context)
+        assert [r.run_key for r in tick.run_requests] == [f"canary-v{worse.version}-3000"]
+        with dg.build_sensor_context(
+            instance=instance, resources=defs.resources, cursor=tick.cursor
+        ) as context:
+            again = sensor.evaluate_tick(context)
+        assert not again.run_requests and "since the last canary analysis" in (
+            again.skip_message or ""
+        )
+
+        _traffic(settings, "champion", champion.version, 0.85, 600, "c1")
+        _traffic(settings, "canary", worse.version, 0.55, 150, "w1")
+        meta = _analyse(defs, instance)
+        assert meta["action"] == "rollback", meta["reason"]
+        assert "clearly worse" in meta["reason"]
+        assert registry.alias(CHALLENGER) is None and registry.alias(CHAMPION) == champion
+        assert registry.version(worse.version).tags[TAG_DEPLOYMENT_STATUS] == "rolled_back"
+
+        ingest(settings, events[3000:])
+        assert retrain.execute_in_process(instance=instance).success
+        better = registry.alias(CHALLENGER)
+        assert better is not None and better.version != worse.version
+        _traffic(settings, "canary", better.version, 0.95, 100, "b1")
+        early = _analyse(defs, instance)
+        assert early["action"] == "continue", early["reason"]
+        _traffic(settings, "canary", better.version, 0.95, 400, "b2")
+        meta = _analyse(defs, instance)
+        assert meta["action"] == "promote", meta["reason"]
+        promoted = registry.alias(CHAMPION)
+        assert promoted is not None and promoted.version == better.version
+    actions = [(r.action, r.by) for r in registry.audit_trail()]
+    assert ("rollback", "canary_analysis") in actions
+    assert actions[-1] == ("promote", "canary_analysis")
