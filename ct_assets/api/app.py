@@ -1,4 +1,5 @@
-"""The HTTP app: ingestion of feedback and logged predictions, health, metrics, OpenAPI.
+"""The HTTP app: ingestion of feedback and logged predictions, online predictions
+(``POST /v1/predict``, see :mod:`ct_assets.serving`), health, metrics, OpenAPI.
 
 Each worker process owns one :class:`EventLogWriter` and one
 :class:`GroupCommitter`: concurrent requests are committed together (one fsync
@@ -15,10 +16,10 @@ import hmac
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ct_assets.api.bodies import (
+    JSON,
     Rejection,
     media_type_of,
     parse_batch,
@@ -39,10 +41,25 @@ from ct_assets.api.openapi import openapi_document
 from ct_assets.eventlog.committer import GroupCommitter, GroupStats
 from ct_assets.eventlog.writer import EventLogWriter
 from ct_assets.schema import EventKind, ReasonCode
+from ct_assets.serving import ServingConfig
+from ct_assets.serving.inference_log import InferenceLog, InferenceLogClosedError, LogFullError
+from ct_assets.serving.models import ModelHolder
+from ct_assets.serving.predict import (
+    LOG_FULL,
+    NO_MODEL,
+    SHUTTING_DOWN,
+    PredictError,
+    check_features,
+    parse_request,
+    serve,
+)
 from ct_assets.settings import Settings
 
 INSECURE_ENV = "CT_API_INSECURE_NO_AUTH"
 GIL_SWITCH_INTERVAL = 0.0002
+# How long startup waits for the first registry poll (loading the champion) before it
+# serves anyway: /v1/predict answers 503 no_model until the champion is loaded.
+MODEL_STARTUP_WAIT_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -55,9 +72,21 @@ class ApiConfig:
     max_skew: timedelta
     # None: no authentication (only ever allowed on a loopback address, see server.py)
     token: str | None
+    # The model registry /v1/predict serves from ("": no registry, /v1/predict answers 503).
+    tracking_uri: str = ""
+    model_name: str = "ct_model"
+    artifact_root: str = ""
+    serving: ServingConfig = field(default_factory=ServingConfig)
 
     @classmethod
-    def from_settings(cls, settings: Settings, insecure_no_auth: bool = False) -> ApiConfig:
+    def from_settings(
+        cls,
+        settings: Settings,
+        insecure_no_auth: bool = False,
+        environ: Mapping[str, str] | None = None,
+    ) -> ApiConfig:
+        """The API's configuration; the ``CT_SERVING_*`` variables come from ``environ``
+        (default ``os.environ``)."""
         if not settings.api_token and not insecure_no_auth:
             raise ValueError("CT_API_TOKEN is not set (or start with --insecure-no-auth)")
         return cls(
@@ -68,6 +97,10 @@ class ApiConfig:
             max_body_bytes=settings.api_max_body_bytes,
             max_skew=timedelta(seconds=settings.max_future_skew_seconds),
             token=settings.api_token or None,
+            tracking_uri=settings.tracking_uri,
+            model_name=settings.model_name,
+            artifact_root=settings.artifact_root,
+            serving=ServingConfig.from_env(environ),
         )
 
 
@@ -79,6 +112,33 @@ class _State:
         self.writer.refresh()
         self.committer = GroupCommitter(self.writer, on_group=self._observe_group)
         self.metrics = metrics
+        serving = config.serving
+        self.models = ModelHolder(
+            config.tracking_uri, config.model_name, config.artifact_root, serving.poll_seconds
+        )
+        # served predictions go to the log through the same committer as ingestion
+        self.inference_log = (
+            InferenceLog(self.committer.submit, serving.log_queue)
+            if serving.log_predictions
+            else None
+        )
+
+    def close(self) -> None:
+        """Stop polling, write every queued prediction, then close the log."""
+        self.models.close()
+        if self.inference_log is not None:
+            self.inference_log.close()
+        self.committer.close()
+
+    def serving_status(self) -> dict[str, Any]:
+        status = self.models.snapshot().describe()
+        log = self.inference_log
+        status["log"] = (
+            {"pending": log.pending, "capacity": log.capacity, "written": log.stats.written}
+            if log is not None
+            else None
+        )
+        return status
 
     def _observe_group(self, stats: GroupStats) -> None:
         self.metrics.group_batches.observe(stats.batches)
@@ -104,11 +164,15 @@ def create_app(config: ApiConfig) -> Starlette:
         # the GIL back from the busy event loop. The default 5 ms switch interval would
         # make every group commit wait that long, so hand the GIL over sooner.
         sys.setswitchinterval(GIL_SWITCH_INTERVAL)
-        holder["state"] = _State(config, metrics)
+        state = _State(config, metrics)
+        holder["state"] = state
+        if config.tracking_uri:
+            state.models.start()
+            await asyncio.to_thread(state.models.wait_ready, MODEL_STARTUP_WAIT_SECONDS)
         try:
             yield
         finally:
-            holder["state"].committer.close()
+            await asyncio.to_thread(state.close)
 
     def authorized(request: Request) -> bool:
         if token is None:
@@ -167,6 +231,73 @@ def create_app(config: ApiConfig) -> Starlette:
 
         return ingest
 
+    serving = config.serving
+
+    async def predict(request: Request) -> Response:
+        """Score instances with the champion (or the challenger, by the deployment mode)."""
+        started = time.perf_counter()
+        try:
+            if not authorized(request):
+                raise request_error(401, "unauthorized", "missing or wrong bearer token")
+            if media_type_of(request.headers.get("content-type")) != JSON:
+                raise request_error(
+                    415, "unsupported_media_type", "Content-Type must be application/json"
+                )
+            body = await read_body(request)
+            instances = parse_request(body, serving.max_instances)
+            state = holder["state"]
+            log = state.inference_log
+            # From here to the queue there is no await: requests take their snapshot and
+            # queue their records in the same order, so the log shows a swap at one point.
+            snapshot = state.models.snapshot()
+            if snapshot.champion is None:
+                raise PredictError.request(
+                    503,
+                    NO_MODEL,
+                    f"no champion of {config.model_name!r} is loaded yet "
+                    "(none is registered, or it is still loading)",
+                )
+            errors = check_features(instances, snapshot)
+            if errors:
+                raise PredictError(422, errors, "invalid")
+            served = serve(
+                snapshot,
+                instances,
+                model_name=config.model_name,
+                now=datetime.now(UTC),
+                log=log is not None,
+                max_event_bytes=config.max_event_bytes,
+            )
+            if log is not None and served.records:
+                if len(served.records) > log.capacity:
+                    raise request_error(
+                        422,
+                        ReasonCode.TOO_LARGE,
+                        f"the request makes {len(served.records)} log records; the inference "
+                        f"log queue holds {log.capacity} (CT_SERVING_LOG_QUEUE)",
+                    )
+                if not log.try_put(served.records):
+                    await log.put(served.records, serving.log_timeout_seconds)
+            response = _json(200, {"predictions": served.predictions})
+        except PredictError as exc:
+            response = _json(
+                exc.status,
+                Rejection(exc.status, exc.errors, exc.reason).body(),
+                {"Retry-After": "1"} if exc.status == 503 else None,
+            )
+        except LogFullError as exc:
+            refused = request_error(503, LOG_FULL, str(exc))
+            response = _json(503, refused.body(), {"Retry-After": "1"})
+        except InferenceLogClosedError as exc:
+            refused = request_error(503, SHUTTING_DOWN, str(exc))
+            response = _json(503, refused.body(), {"Retry-After": "1"})
+        except Rejection as rejection:
+            headers = {"WWW-Authenticate": "Bearer"} if rejection.status == 401 else None
+            response = _json(rejection.status, rejection.body(), headers)
+        metrics.requests.labels("/v1/predict", str(response.status_code)).inc()
+        metrics.request_seconds.labels("/v1/predict").observe(time.perf_counter() - started)
+        return response
+
     async def labeling_queue(request: Request) -> Response:
         """The active-learning queue: the most uncertain recent predictions without feedback.
 
@@ -192,14 +323,18 @@ def create_app(config: ApiConfig) -> Starlette:
     async def healthz(request: Request) -> Response:
         state = holder.get("state")
         alive = state is not None and state.committer.alive
-        return _json(
-            200 if alive else 503, {"status": "ok" if alive else "down", "pid": os.getpid()}
-        )
+        body: dict[str, Any] = {"status": "ok" if alive else "down", "pid": os.getpid()}
+        if state is not None:
+            # what /v1/predict serves in this worker (never part of being alive)
+            body["serving"] = state.serving_status()
+        return _json(200 if alive else 503, body)
 
     async def metrics_endpoint(request: Request) -> Response:
         return Response(metrics.render(), media_type=metrics.content_type)
 
-    document = msgspec.json.encode(openapi_document(config.max_body_bytes))
+    document = msgspec.json.encode(
+        openapi_document(config.max_body_bytes, config.serving.max_instances)
+    )
 
     async def openapi(request: Request) -> Response:
         return Response(document, media_type="application/json")
@@ -210,6 +345,7 @@ def create_app(config: ApiConfig) -> Starlette:
             Route(
                 "/v1/predictions", ingest_route("prediction", "/v1/predictions"), methods=["POST"]
             ),
+            Route("/v1/predict", predict, methods=["POST"]),
             Route("/v1/labeling-queue", labeling_queue, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),

@@ -1,4 +1,4 @@
-"""The OpenAPI 3.1 document of the ingestion API, generated from the schema-v1 structs."""
+"""The OpenAPI 3.1 document of the API, generated from the schema-v1 and serving structs."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 import msgspec
 
 from ct_assets.schema import FeedbackEvent, PredictionEvent
+from ct_assets.serving.predict import PredictInstance
 
 _ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -69,9 +70,132 @@ def _ingest_operation(name: str, summary: str) -> dict[str, Any]:
     }
 
 
-def openapi_document(max_body_bytes: int) -> dict[str, Any]:
+_PREDICTION_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["prediction_id", "prediction", "scores", "model_version", "arm"],
+    "properties": {
+        "prediction_id": {
+            "type": "string",
+            "description": "the instance's prediction_id, or a new one; send it with feedback",
+        },
+        "prediction": {"type": "string", "description": "the most probable class"},
+        "scores": {
+            "type": "object",
+            "additionalProperties": {"type": "number"},
+            "description": "probability of every class of the model that answered",
+        },
+        "model_version": {"type": "string", "description": "the registered version"},
+        "arm": {
+            "type": "string",
+            "enum": ["champion", "canary", "a", "b"],
+            "description": "champion (off/shadow, or not in the canary), canary, or a/b",
+        },
+    },
+}
+_PREDICT_DESCRIPTION = """\
+Scores instances with the registry's `champion`, or with the `challenger` as the
+deployment mode (`ct-assets deploy`, registered-model tags `ct.deployment.mode` and
+`ct.deployment.fraction`) routes them:
+
+* `off`: the champion answers (arm `champion`);
+* `shadow`: the champion answers (arm `champion`); the challenger scores the same
+  instance and is logged under arm `shadow`, never returned;
+* `canary`: a `fraction` of the traffic is answered by the challenger (arm `canary`);
+* `ab`: a `fraction` goes to the challenger (arm `b`), the rest to the champion (arm `a`).
+
+Canary and A/B assignment is sticky per `user_id` (else `entity_id`): a stable BLAKE2b
+hash of the key picks the arm, the same in every worker and across restarts. An instance
+without either gets a random draw per request.
+
+The body is one instance, `{"instances": [...]}`, or a JSON array of instances (at most
+{max_instances} per request). The response is always `{"predictions": [...]}`, one item
+per instance in order (a single instance gives a list of one).
+
+Features are checked against the served models: an unknown feature, a string for a
+numeric feature or a number for a categorical one is a 422 naming `features.<name>` and
+the instance `index`; a missing or null feature is allowed (treated as missing, as is an
+unseen category).
+
+Every answered prediction is logged as a prediction event (its `prediction_id`,
+`model_version`, `arm`, features and scores) to the event log. The answer comes before
+the log record is durable: records wait in a bounded in-memory queue
+(`CT_SERVING_LOG_QUEUE`, default 10000) drained in batches, one fsynced commit each; a
+crash loses at most the queued records. When the queue is full a request waits up to
+`CT_SERVING_LOG_TIMEOUT_SECONDS` and is then refused with 503 `log_full` (nothing
+logged, nothing answered).
+"""
+
+
+def _predict_operation(max_instances: int) -> dict[str, Any]:
+    instance = {"$ref": "#/components/schemas/PredictInstance"}
+    error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Errors"}}}}
+    batch = {
+        "type": "object",
+        "required": ["instances"],
+        "additionalProperties": False,
+        "properties": {
+            "instances": {
+                "type": "array",
+                "items": instance,
+                "minItems": 1,
+                "maxItems": max_instances,
+            }
+        },
+    }
+    array = {"type": "array", "items": instance, "minItems": 1, "maxItems": max_instances}
+    return {
+        "summary": "Predict with the served model (champion, canary, A/B; shadow logged)",
+        "description": _PREDICT_DESCRIPTION.replace("{max_instances}", str(max_instances)),
+        "security": [{"bearer": []}],
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"oneOf": [instance, batch, array]}}},
+        },
+        "responses": {
+            "200": {
+                "description": "one prediction per instance, in order; each is logged",
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["predictions"],
+                            "properties": {
+                                "predictions": {
+                                    "type": "array",
+                                    "items": {"$ref": "#/components/schemas/Prediction"},
+                                }
+                            },
+                        }
+                    }
+                },
+            },
+            "400": {"description": "the body is not JSON", **error},
+            "401": {"description": "missing or wrong bearer token", **error},
+            "413": {"description": "the body is over the configured limit", **error},
+            "415": {"description": "content type is not application/json", **error},
+            "422": {
+                "description": (
+                    "instances break the request schema or the model's features (reasons "
+                    "unknown_field, schema, missing_field, too_large, ...); nothing was served"
+                ),
+                **error,
+            },
+            "503": {
+                "description": (
+                    "no_model: no champion is loaded yet; log_full: the inference log queue "
+                    "stayed full (retry later); shutting_down"
+                ),
+                "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+                **error,
+            },
+        },
+    }
+
+
+def openapi_document(max_body_bytes: int, max_instances: int = 1000) -> dict[str, Any]:
     (_, components) = msgspec.json.schema_components(
-        [FeedbackEvent, PredictionEvent], ref_template="#/components/schemas/{name}"
+        [FeedbackEvent, PredictionEvent, PredictInstance],
+        ref_template="#/components/schemas/{name}",
     )
     for name in ("FeedbackEvent", "PredictionEvent"):
         # each endpoint takes one kind: the `kind` tag may be left out (if sent, it must match)
@@ -79,16 +203,19 @@ def openapi_document(max_body_bytes: int) -> dict[str, Any]:
         schema["required"] = [field for field in schema.get("required", []) if field != "kind"]
     components["Errors"] = _ERROR_SCHEMA
     components["Accepted"] = _ACCEPTED_SCHEMA
+    components["Prediction"] = _PREDICTION_SCHEMA
     return {
         "openapi": "3.1.0",
         "info": {
-            "title": "ct_assets ingestion API",
+            "title": "ct_assets API",
             "version": "1",
             "description": (
                 "Feedback and inference-log ingestion into the durable event log. A batch is "
                 "atomic: 202 only after every event in it is fsynced; otherwise 4xx with the "
                 "errors and nothing written. Re-sending an event_id is acknowledged as a "
-                f"duplicate. Bodies are limited to {max_body_bytes} bytes."
+                f"duplicate. Bodies are limited to {max_body_bytes} bytes. "
+                "POST /v1/predict serves the registry's champion (and challenger) and logs "
+                "every prediction it answers."
             ),
         },
         "paths": {
@@ -96,6 +223,7 @@ def openapi_document(max_body_bytes: int) -> dict[str, Any]:
             "/v1/predictions": {
                 "post": _ingest_operation("PredictionEvent", "Log served predictions")
             },
+            "/v1/predict": {"post": _predict_operation(max_instances)},
             "/v1/labeling-queue": {
                 "get": {
                     "summary": "The most uncertain recent predictions that have no feedback yet",
@@ -138,6 +266,11 @@ def openapi_document(max_body_bytes: int) -> dict[str, Any]:
             "/healthz": {
                 "get": {
                     "summary": "Liveness and the log's committed counts",
+                    "description": (
+                        "`serving` tells what /v1/predict serves in the worker that answered: "
+                        "champion and challenger versions, deployment mode and fraction, "
+                        "and the inference log queue (pending records, capacity)"
+                    ),
                     "responses": {"200": {"description": "the API can write the event log"}},
                 }
             },

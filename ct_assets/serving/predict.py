@@ -1,0 +1,379 @@
+"""``POST /v1/predict`` without HTTP: request bodies, validation, routing, scoring, records.
+
+A body is one instance ``{"features": {...}, "user_id"?, "entity_id"?, "prediction_id"?}``,
+a batch ``{"instances": [instance, ...]}``, or a JSON array of instances. Every instance
+is checked against the served models' signature: a feature the models do not take is an
+``unknown_field`` error, a string for a numeric feature or a number for a categorical
+one a ``schema`` error; a missing or null feature is allowed (LightGBM treats it as
+missing, as an unseen category is). Errors name the instance (``index``, 0-based) and the
+field (``features.<name>``), in the shape of the ingestion errors; nothing is served or
+logged for a request with any error.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from ct_assets.eventlog.writer import event_date
+from ct_assets.schema import (
+    Features,
+    FeatureValue,
+    FieldError,
+    Id,
+    PredictionEvent,
+    ReasonCode,
+    decode_field_error,
+)
+from ct_assets.serving.inference_log import LogRecord
+from ct_assets.serving.models import ServedModel, Snapshot
+from ct_assets.serving.routing import ARM_SHADOW, Route, route, routing_key
+
+NO_MODEL = "no_model"
+LOG_FULL = "log_full"
+SHUTTING_DOWN = "shutting_down"
+_MAX_LISTED_NAMES = 20
+
+
+class PredictInstance(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """One row to score: its features, who it is for (routing) and an optional id."""
+
+    features: Features
+    user_id: Id | None = None
+    entity_id: Id | None = None
+    prediction_id: Id | None = None
+
+
+class _Envelope(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """A JSON object body: one instance, or ``instances`` (a batch)."""
+
+    features: Features | None = None
+    user_id: Id | None = None
+    entity_id: Id | None = None
+    prediction_id: Id | None = None
+    instances: list[PredictInstance] | None = None
+
+
+class _RawBatch(msgspec.Struct, gc=False):
+    instances: list[msgspec.Raw]
+
+
+_ENVELOPE = msgspec.json.Decoder(_Envelope)
+_INSTANCE = msgspec.json.Decoder(PredictInstance)
+_INSTANCES = msgspec.json.Decoder(list[PredictInstance])
+_RAW_BATCH = msgspec.json.Decoder(_RawBatch)
+_RAW_LIST = msgspec.json.Decoder(list[msgspec.Raw])
+
+
+class PredictError(Exception):
+    """The request is refused: an HTTP status, the errors and a reason code."""
+
+    def __init__(self, status: int, errors: Sequence[FieldError], reason: str) -> None:
+        self.status = status
+        self.errors = list(errors)
+        self.reason = reason
+        super().__init__(f"{status} {reason}: {len(self.errors)} error(s)")
+
+    @classmethod
+    def request(cls, status: int, reason: str, message: str) -> PredictError:
+        """An error of the request as a whole: ``index`` -1, field ``$``."""
+        return cls(status, [FieldError(-1, "$", message, reason)], reason)
+
+
+# -- bodies ----------------------------------------------------------------------------------
+
+
+def parse_request(body: bytes, max_instances: int) -> list[PredictInstance]:
+    """The instances of a body, or :class:`PredictError` naming every bad one."""
+    start = body.lstrip()[:1]
+    try:
+        if start == b"{":
+            instances = _parse_object(body)
+        elif start == b"[":
+            instances = _parse_array(body)
+        else:
+            raise PredictError.request(
+                400,
+                ReasonCode.MALFORMED.value,
+                'body must be a JSON object (an instance, or {"instances": [...]}) '
+                "or a JSON array of instances",
+            )
+    except msgspec.ValidationError as exc:
+        raise PredictError(422, [decode_field_error(0, exc)], "invalid") from None
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise PredictError.request(400, ReasonCode.MALFORMED.value, f"not JSON: {exc}") from None
+    except RecursionError:
+        raise PredictError.request(
+            422, ReasonCode.TOO_DEEP.value, "values are nested too deeply"
+        ) from None
+    if not instances:
+        raise PredictError.request(422, ReasonCode.EMPTY_BATCH.value, "the body holds no instances")
+    if len(instances) > max_instances:
+        raise PredictError.request(
+            422,
+            ReasonCode.TOO_LARGE.value,
+            f"{len(instances)} instances; at most {max_instances} per request",
+        )
+    return instances
+
+
+def _parse_object(body: bytes) -> list[PredictInstance]:
+    try:
+        envelope = _ENVELOPE.decode(body)
+    except msgspec.ValidationError as exc:
+        if "`$.instances[" in str(exc):
+            errors = _item_errors(_RAW_BATCH.decode(body).instances)
+            raise PredictError(422, errors, "invalid") from None
+        raise PredictError(422, [_field_error(0, exc, body)], "invalid") from None
+    if envelope.instances is not None:
+        single = (envelope.features, envelope.user_id, envelope.entity_id, envelope.prediction_id)
+        if any(value is not None for value in single):
+            raise PredictError.request(
+                422,
+                ReasonCode.SCHEMA.value,
+                "a body holds either one instance (`features`, ...) or `instances`, not both",
+            )
+        return envelope.instances
+    if envelope.features is None:
+        raise PredictError(
+            422,
+            [
+                FieldError(
+                    0,
+                    "features",
+                    "missing required field `features` (or `instances` for a batch)",
+                    ReasonCode.MISSING_FIELD.value,
+                )
+            ],
+            "invalid",
+        )
+    return [
+        PredictInstance(
+            envelope.features, envelope.user_id, envelope.entity_id, envelope.prediction_id
+        )
+    ]
+
+
+def _parse_array(body: bytes) -> list[PredictInstance]:
+    try:
+        instances: list[PredictInstance] = _INSTANCES.decode(body)
+        return instances
+    except msgspec.ValidationError:
+        pass  # find every bad instance below
+    try:
+        raws = _RAW_LIST.decode(body)
+    except msgspec.ValidationError:
+        raise PredictError.request(
+            422, ReasonCode.SCHEMA.value, "a JSON array body must hold instance objects"
+        ) from None
+    raise PredictError(422, _item_errors(raws), "invalid")
+
+
+def _item_errors(raws: Sequence[msgspec.Raw]) -> list[FieldError]:
+    errors: list[FieldError] = []
+    for index, raw in enumerate(raws):
+        try:
+            _INSTANCE.decode(raw)
+        except msgspec.ValidationError as exc:
+            errors.append(_field_error(index, exc, bytes(raw)))
+    return errors
+
+
+def _field_error(index: int, exc: msgspec.ValidationError, raw: bytes) -> FieldError:
+    """The decode error, naming the feature (msgspec's path stops at ``features[...]``)."""
+    error = decode_field_error(index, exc)
+    if error.field != "features[...]":
+        return error
+    try:
+        features = msgspec.json.decode(raw).get("features")
+    except (msgspec.DecodeError, AttributeError, RecursionError):
+        return error
+    for name, value in features.items() if isinstance(features, dict) else ():
+        try:
+            msgspec.convert(value, FeatureValue)
+        except msgspec.ValidationError:
+            return FieldError(index, f"features.{name}", error.message, error.reason)
+    return error
+
+
+# -- validation against the models -----------------------------------------------------------
+
+
+def check_features(instances: Sequence[PredictInstance], snapshot: Snapshot) -> list[FieldError]:
+    """Every feature the served models do not take, or whose type they cannot use."""
+    signature = snapshot.signature
+    errors: list[FieldError] = []
+    for index, instance in enumerate(instances):
+        for name, value in instance.features.items():
+            categorical = signature.get(name)
+            if categorical is None:
+                errors.append(
+                    FieldError(
+                        index,
+                        f"features.{name}",
+                        f"unknown feature {name!r}; the model takes {_names(signature)}",
+                        ReasonCode.UNKNOWN_FIELD.value,
+                    )
+                )
+            elif value is None:
+                continue
+            elif categorical and not isinstance(value, str):
+                errors.append(
+                    FieldError(
+                        index,
+                        f"features.{name}",
+                        f"expected a string (a category) or null for the categorical feature "
+                        f"{name!r}, got {_json_type(value)}",
+                        ReasonCode.SCHEMA.value,
+                    )
+                )
+            elif not categorical and isinstance(value, str):
+                errors.append(
+                    FieldError(
+                        index,
+                        f"features.{name}",
+                        f"expected a number or null for the numeric feature {name!r}, got a string",
+                        ReasonCode.SCHEMA.value,
+                    )
+                )
+    return errors
+
+
+def _names(signature: Mapping[str, bool]) -> str:
+    names = sorted(signature)
+    listed = ", ".join(names[:_MAX_LISTED_NAMES])
+    return listed + (f", ... ({len(names)} in all)" if len(names) > _MAX_LISTED_NAMES else "")
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    return "a number"
+
+
+# -- serving ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Served:
+    """The response items, and the prediction events to log (served, then shadow)."""
+
+    predictions: list[dict[str, Any]]
+    records: list[LogRecord]
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _scores(served: ServedModel, rows: list[dict[str, Any]]) -> list[tuple[str, dict[str, float]]]:
+    """(predicted class, {class: probability}) per row."""
+    if not rows:
+        return []
+    classes = served.classes
+    out: list[tuple[str, dict[str, float]]] = []
+    for probabilities in served.score(rows).tolist():
+        best = max(range(len(classes)), key=probabilities.__getitem__)
+        out.append((classes[best], dict(zip(classes, probabilities, strict=True))))
+    return out
+
+
+def serve(
+    snapshot: Snapshot,
+    instances: Sequence[PredictInstance],
+    *,
+    model_name: str,
+    now: datetime,
+    log: bool = True,
+    max_event_bytes: int = 32768,
+    draw: Callable[[], float] = random.random,
+) -> Served:
+    """Route, score and describe every instance with one snapshot.
+
+    Raises :class:`PredictError` (422 ``too_large``) when an instance's prediction event
+    would be over ``max_event_bytes`` (it could not be logged)."""
+    champion, challenger = snapshot.champion, snapshot.challenger
+    if champion is None:
+        raise PredictError.request(503, NO_MODEL, "no champion model is being served yet")
+    routes: list[Route] = [
+        route(
+            snapshot.mode,
+            snapshot.fraction,
+            routing_key(i.user_id, i.entity_id),
+            has_challenger=challenger is not None,
+            draw=draw,
+        )
+        for i in instances
+    ]
+    by_champion = [k for k, r in enumerate(routes) if not r.challenger_serves]
+    by_challenger = [k for k, r in enumerate(routes) if r.challenger_serves or r.shadow]
+    results: dict[tuple[int, bool], tuple[str, dict[str, float]]] = {}
+    features = [i.features for i in instances]
+    scored = _scores(champion, [features[k] for k in by_champion])
+    for k, result in zip(by_champion, scored, strict=True):
+        results[(k, False)] = result
+    if challenger is not None:
+        scored = _scores(challenger, [features[k] for k in by_challenger])
+        for k, result in zip(by_challenger, scored, strict=True):
+            results[(k, True)] = result
+    date = event_date(now)
+    predictions: list[dict[str, Any]] = []
+    records: list[LogRecord] = []
+    too_large: list[FieldError] = []
+    for k, (instance, chosen) in enumerate(zip(instances, routes, strict=True)):
+        by_the_challenger = chosen.challenger_serves and challenger is not None
+        served = challenger if by_the_challenger and challenger is not None else champion
+        label, scores = results[(k, by_the_challenger)]
+        prediction_id = instance.prediction_id or new_id()
+        predictions.append(
+            {
+                "prediction_id": prediction_id,
+                "prediction": label,
+                "scores": scores,
+                "model_version": served.version,
+                "arm": chosen.arm_served,
+            }
+        )
+        if not log:
+            continue
+        logged = [(served.version, chosen.arm_served, label, scores)]
+        if chosen.shadow and challenger is not None:
+            shadow_label, shadow_scores = results[(k, True)]
+            logged.append((challenger.version, ARM_SHADOW, shadow_label, shadow_scores))
+        for version, arm, value, probabilities in logged:
+            event = PredictionEvent(
+                event_id=new_id(),
+                prediction_id=prediction_id,
+                timestamp=now,
+                features=instance.features,
+                prediction=value,
+                scores=probabilities,
+                model_name=model_name,
+                model_version=version,
+                arm=arm,
+                entity_id=instance.entity_id,
+            )
+            line = msgspec.json.encode(event)
+            if len(line) > max_event_bytes:
+                too_large.append(
+                    FieldError(
+                        k,
+                        "features",
+                        f"the prediction event would be {len(line)} bytes; "
+                        f"the log takes at most {max_event_bytes}",
+                        ReasonCode.TOO_LARGE.value,
+                    )
+                )
+                break
+            records.append(LogRecord(event.event_id, line, date))
+    if too_large:
+        raise PredictError(422, too_large, "invalid")
+    return Served(predictions, records)
