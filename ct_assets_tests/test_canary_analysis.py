@@ -55,10 +55,16 @@ def _traffic(settings: Settings, arm: str, version: str, accuracy: float, n: int
     ingest(settings, events)
 
 
-def _analyse(defs: dg.Definitions, instance: dg.DagsterInstance) -> dict[str, Any]:
+def _analyse(
+    defs: dg.Definitions, instance: dg.DagsterInstance, asset: str = keys.CANARY_ANALYSIS
+) -> dict[str, Any]:
     result = defs.resolve_job_def(keys.CANARY_JOB).execute_in_process(instance=instance)
     assert result.success
-    (event,) = result.get_asset_materialization_events()
+    (event,) = [
+        e
+        for e in result.get_asset_materialization_events()
+        if e.materialization.asset_key == dg.AssetKey(asset)
+    ]
     return {k: getattr(v, "value", v) for k, v in event.materialization.metadata.items()}
 
 
@@ -119,3 +125,61 @@ def test_canary_rolls_a_worse_challenger_back_and_promotes_a_better_one(
     actions = [(r.action, r.by) for r in registry.audit_trail()]
     assert ("rollback", "canary_analysis") in actions
     assert actions[-1] == ("promote", "canary_analysis")
+
+
+def test_shadow_evaluation_compares_both_models_on_the_same_requests(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CT_HOME", str(settings.home))
+    lenient = replace(settings, gate_tolerance=0.2, gate_forgetting_tolerance=0.3)
+    events = simulated_events(3000, drift_at=1.0)
+    registry = Registry.from_settings(settings)
+    defs = build_definitions(lenient)
+    retrain = defs.resolve_job_def(keys.RETRAIN_JOB)
+    with dg.instance_for_test() as instance:
+        ingest(settings, events[:2000])
+        assert retrain.execute_in_process(instance=instance).success
+        assert main(["deploy", "--mode", "shadow"]) == 0
+        ingest(settings, events[2000:])
+        assert retrain.execute_in_process(instance=instance).success
+        champion, challenger = registry.alias(CHAMPION), registry.alias(CHALLENGER)
+        assert champion is not None and challenger is not None
+        at = (datetime.now(UTC) - timedelta(minutes=3)).isoformat()
+        served: list[dict[str, Any]] = []
+        for i in range(8):
+            # champion says 1 (0.8) every time; the challenger agrees on the first 6
+            theirs = 0.7 if i < 6 else 0.3
+            for arm, version, p1 in (
+                ("champion", champion.version, 0.8),
+                ("shadow", challenger.version, theirs),
+            ):
+                served.append(
+                    {
+                        "kind": "prediction",
+                        "event_id": f"s{i}-{arm}",
+                        "prediction_id": f"s{i}",
+                        "timestamp": at,
+                        "model_version": version,
+                        "arm": arm,
+                        "features": {"x0": 0.0},
+                        "prediction": int(p1 >= 0.5),
+                        "scores": {"0": 1 - p1, "1": p1},
+                    }
+                )
+        labels = [
+            {
+                "kind": "feedback",
+                "event_id": f"s{i}-label",
+                "prediction_id": f"s{i}",
+                "timestamp": at,
+                "feedback_type": "explicit",
+                "label": 1 if i < 2 else 0,
+            }
+            for i in range(4)
+        ]
+        ingest(settings, served + labels)
+        meta = _analyse(defs, instance, keys.SHADOW_EVALUATION)
+    assert meta["requests"] == 8 and meta["agreement"] == 0.75
+    assert meta["mean_abs_score_difference"] == pytest.approx((6 * 0.1 + 2 * 0.5) / 8)
+    assert meta["labeled"] == 4
+    assert meta["champion_accuracy"] == 0.5 and meta["challenger_accuracy"] == 0.5

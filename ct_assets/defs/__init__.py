@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import dagster as dg
 
-from ct_assets.defs.canary import build_canary_analysis, build_canary_sensor, canary_job
+from ct_assets.defs.canary import (
+    build_canary_analysis,
+    build_canary_sensor,
+    build_shadow_evaluation,
+    canary_job,
+)
 from ct_assets.defs.curation import build_daily_assets, labeling_queue, training_dataset
 from ct_assets.defs.deployment import champion_model, deployment_history
 from ct_assets.defs.ingestion import daily_partitions
@@ -43,6 +48,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             DRIFT_MONITOR_SPEC,
             PERFORMANCE_MONITOR_SPEC,
             build_canary_analysis(settings),
+            build_shadow_evaluation(),
         ],
         jobs=[retrain_job, raw_partitions_job, labeling_queue_job, rollback_job, canary_job],
         sensors=[

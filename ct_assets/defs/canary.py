@@ -23,6 +23,7 @@ from ct_assets.settings import Settings
 
 CANARY_ARM = "canary"
 CHAMPION_ARM = "champion"
+SHADOW_ARM = "shadow"
 TRAFFIC_ROWS = 50_000  # newest predictions and feedback the analysis reads
 
 
@@ -131,10 +132,86 @@ def build_canary_analysis(settings: Settings) -> dg.AssetsDefinition:
     return canary_analysis
 
 
+def shadow_pairs(
+    log: EventLog, champion: str, challenger: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # type: ignore[type-arg]
+    """For requests the challenger scored in shadow: the champion's and the challenger's
+    probabilities (same class order) and the label given later (-1 when none yet)."""
+    from ct_assets.monitoring.drift import prediction_scores
+
+    dates = newest_dates(log, TRAFFIC_ROWS)
+    predictions = log.read("prediction", dates=dates)
+    empty = np.zeros((0, 0)), np.zeros((0, 0)), np.zeros(0, dtype=int)
+    if not predictions.height or "arm" not in predictions.columns:
+        return empty
+    served = predictions.filter(
+        (pl.col("arm") == CHAMPION_ARM) & (pl.col("model_version") == champion)
+    ).unique("prediction_id", keep="first", maintain_order=True)
+    shadow = predictions.filter(
+        (pl.col("arm") == SHADOW_ARM) & (pl.col("model_version") == challenger)
+    ).unique("prediction_id", keep="first", maintain_order=True)
+    pairs = served.join(shadow, on="prediction_id", how="inner", suffix="_shadow")
+    if not pairs.height:
+        return empty
+    scores = served.schema["scores"]
+    classes = sorted(f.name for f in scores.fields) if isinstance(scores, pl.Struct) else []
+    champ = prediction_scores(pairs, classes)
+    chall = prediction_scores(pairs.select(pl.col("scores_shadow").alias("scores")), classes)
+    feedback = log.read("feedback", dates=dates)
+    labels = np.full(pairs.height, -1)
+    if feedback.height and "label" in feedback.columns:
+        given = (
+            feedback.filter(pl.col("label").is_not_null())
+            .unique("prediction_id", keep="first", maintain_order=True)
+            .select("prediction_id", pl.col("label").cast(pl.String))
+        )
+        joined = pairs.select("prediction_id").join(given, on="prediction_id", how="left")
+        index = {c: i for i, c in enumerate(classes)}
+        labels = np.array([index.get(v, -1) if v is not None else -1 for v in joined["label"]])
+    return champ, chall, labels
+
+
+def build_shadow_evaluation() -> dg.AssetsDefinition:
+    @dg.asset(
+        name=keys.SHADOW_EVALUATION,
+        group_name=keys.DEPLOYMENT,
+        kinds={"mlflow"},
+        description=(
+            "Champion against challenger on shadow traffic (deployment mode shadow: the "
+            "champion answers, the challenger scores the same requests): how often they "
+            "agree, the mean absolute difference of their scores, and each one's accuracy "
+            "on the requests that received labels. Charted over time."
+        ),
+    )
+    def shadow_evaluation(
+        event_log: EventLogResource, registry: RegistryResource
+    ) -> dg.MaterializeResult:  # type: ignore[type-arg]
+        from ct_assets.monitoring.canary import shadow_summary
+
+        reg = registry.registry()
+        champion, challenger = reg.alias(CHAMPION), reg.alias(CHALLENGER)
+        if champion is None or challenger is None:
+            return dg.MaterializeResult(metadata={"requests": 0, "reason": "no challenger"})
+        champ, chall, labels = shadow_pairs(event_log.log(), champion.version, challenger.version)
+        summary = shadow_summary(champ, chall, labels) if len(labels) else {"requests": 0.0}
+        return dg.MaterializeResult(
+            metadata={
+                "champion_version": champion.version,
+                "challenger_version": challenger.version,
+                **{k: float(v) for k, v in summary.items()},
+            }
+        )
+
+    return shadow_evaluation
+
+
 canary_job = dg.define_asset_job(
     keys.CANARY_JOB,
-    selection=dg.AssetSelection.assets(keys.CANARY_ANALYSIS),
-    description="Analyse the canary: promote the challenger, roll it back, or keep going.",
+    selection=dg.AssetSelection.assets(keys.CANARY_ANALYSIS, keys.SHADOW_EVALUATION),
+    description=(
+        "Analyse live traffic of the challenger: the canary (promote, roll back, or keep "
+        "going) and the shadow evaluation."
+    ),
     tags={keys.TAG_JOB: keys.CANARY_JOB},
 )
 
@@ -148,8 +225,9 @@ def build_canary_sensor(settings: Settings, job: Any) -> dg.SensorDefinition:
         minimum_interval_seconds=settings.sensor_interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=(
-            "While the deployment mode is canary and a challenger exists, launches the "
-            f"canary analysis each time {step} more feedback events arrived."
+            "While the deployment mode is canary or shadow and a challenger exists, "
+            f"launches the canary analysis and shadow evaluation each time {step} more "
+            "feedback events arrived."
         ),
     )
     def canary_sensor(
@@ -160,7 +238,7 @@ def build_canary_sensor(settings: Settings, job: Any) -> dg.SensorDefinition:
         reg = registry.registry()
         deployment = reg.deployment()
         challenger = reg.alias(CHALLENGER)
-        if deployment.mode != "canary" or challenger is None:
+        if deployment.mode not in ("canary", "shadow") or challenger is None:
             return dg.SensorResult(
                 skip_reason=dg.SkipReason(
                     f"deployment {deployment.mode}, challenger "
