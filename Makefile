@@ -51,6 +51,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_train.py
 	$(BIN)/python benchmarks/bench_sensor_tick.py
 	$(BIN)/python benchmarks/bench_backtest.py
+	$(BIN)/python benchmarks/bench_predict.py
 
 clean:
 	rm -rf $(CT_HOME)
