@@ -8,8 +8,8 @@ import numpy as np
 import polars as pl
 
 from ct_assets import keys
-from ct_assets.defs.monitoring_sensors import newest_dates
 from ct_assets.defs.resources import EventLogResource, RegistryResource
+from ct_assets.defs.sensors import newest_dates
 from ct_assets.eventlog import EventLog
 from ct_assets.monitoring.canary import CanaryConfig, CanaryDecision, canary_decision
 from ct_assets.registry import (

@@ -12,8 +12,7 @@ from dagster._core.definitions.unresolved_asset_job_definition import Unresolved
 from ct_assets import keys
 from ct_assets.defs.lineage import latest_metadata
 from ct_assets.defs.resources import DatasetStoreResource, EventLogResource, RegistryResource
-from ct_assets.defs.sensors import retrain_in_flight
-from ct_assets.eventlog import EventLog
+from ct_assets.defs.sensors import newest_dates, retrain_in_flight, retrain_request
 from ct_assets.settings import Settings
 
 DRIFT_MONITOR_SPEC = dg.AssetSpec(
@@ -38,39 +37,46 @@ PERFORMANCE_MONITOR_SPEC = dg.AssetSpec(
 )
 
 
-def newest_dates(log: EventLog, rows: int) -> list[str]:
-    """The newest event dates holding at least ``rows`` events (fewer if the log is short)."""
-    counts = log.counts_by_date()
-    chosen: list[str] = []
-    total = 0
-    for day in sorted(counts, reverse=True):
-        chosen.append(day)
-        total += counts[day].prediction + counts[day].feedback
-        if total >= rows:
-            break
-    return sorted(chosen)
-
-
-def _request(
+def _outcome(
     context: dg.SensorEvaluationContext,
+    cursor: dict[str, Any],
+    *,
     trigger: str,
+    word: str,
+    fire: bool,
     reason: str,
     mode: str,
-    evidence: str,
-) -> dg.RunRequest | None:
-    """A retrain request for this evidence, or None while a retrain is in flight."""
-    running = retrain_in_flight(context.instance)
-    if running is not None:
-        return None
-    return dg.RunRequest(
-        run_key=f"{trigger}-{evidence}",
-        tags={
-            keys.TAG_TRIGGER: trigger,
-            keys.TAG_REASON: reason[:1000],
-            keys.TAG_MODE: mode,
-            keys.TAG_JOB: keys.RETRAIN_JOB,
-        },
-    )
+    version: str,
+    position: int,
+    cooldown: int,
+    unit: str,
+    event: dg.AssetMaterialization,
+) -> dg.SensorResult:
+    """What a monitoring sensor does with a decision about champion ``version`` at log
+    ``position``: skip with the reason; skip while a request for the same champion is
+    younger than ``cooldown`` (no retrain storm); keep the evidence (cursor unchanged)
+    while a retrain is in flight; or request a retrain. Every evaluation is recorded."""
+    state = {**cursor, "champion": version, "checked_at": position}
+
+    def skip(message: str, kept: str | None = json.dumps(state)) -> dg.SensorResult:
+        return dg.SensorResult(
+            skip_reason=dg.SkipReason(message), cursor=kept, asset_events=[event]
+        )
+
+    if not fire:
+        return skip(f"no {word}: {reason}")
+    since = position - int(cursor.get("fired_at", 0))
+    if cursor.get("fired_for") == version and since < cooldown:
+        return skip(
+            f"{word} persists ({reason}); a retrain was already requested for champion "
+            f"v{version} {since} {unit} ago (cooldown {cooldown})"
+        )
+    if retrain_in_flight(context.instance) is not None:
+        # evaluate again once it is done
+        return skip(f"{word} ({reason}), but a retrain is in flight", context.cursor)
+    state.update(fired_for=version, fired_at=position)
+    request = retrain_request(trigger, reason, mode, f"v{version}-{position}")
+    return dg.SensorResult(run_requests=[request], cursor=json.dumps(state), asset_events=[event])
 
 
 def build_drift_sensor(
@@ -161,34 +167,19 @@ def build_drift_sensor(
                 "details": dg.MetadataValue.json(decision.to_dict()),
             },
         )
-        state = {**cursor, "champion": version, "checked_at": position}
-        if not decision.fire:
-            return dg.SensorResult(
-                skip_reason=dg.SkipReason(f"no drift: {reason}"),
-                cursor=json.dumps(state),
-                asset_events=[event],
-            )
-        fired = cursor.get("fired_for") == version
-        since = position - int(cursor.get("fired_at", 0))
-        if fired and since < cooldown:
-            return dg.SensorResult(
-                skip_reason=dg.SkipReason(
-                    f"drift persists ({reason}); a retrain was already requested for champion "
-                    f"v{version} {since} predictions ago (cooldown {cooldown})"
-                ),
-                cursor=json.dumps(state),
-                asset_events=[event],
-            )
-        request = _request(context, "drift", reason, mode, f"v{version}-{position}")
-        if request is None:
-            return dg.SensorResult(
-                skip_reason=dg.SkipReason(f"drift ({reason}), but a retrain is in flight"),
-                cursor=context.cursor,  # evaluate again once it is done
-                asset_events=[event],
-            )
-        state.update(fired_for=version, fired_at=position)
-        return dg.SensorResult(
-            run_requests=[request], cursor=json.dumps(state), asset_events=[event]
+        return _outcome(
+            context,
+            cursor,
+            trigger="drift",
+            word="drift",
+            fire=decision.fire,
+            reason=reason,
+            mode=mode,
+            version=version,
+            position=position,
+            cooldown=cooldown,
+            unit="predictions",
+            event=event,
         )
 
     return drift_sensor
@@ -274,35 +265,19 @@ def build_performance_sensor(
                 "details": dg.MetadataValue.json(decision.to_dict()),
             },
         )
-        state = {**cursor, "champion": version, "checked_at": position}
-        if not decision.fire:
-            return dg.SensorResult(
-                skip_reason=dg.SkipReason(f"no decay: {reason}"),
-                cursor=json.dumps(state),
-                asset_events=[event],
-            )
-        if (
-            cursor.get("fired_for") == version
-            and position - int(cursor.get("fired_at", 0)) < window
-        ):
-            return dg.SensorResult(
-                skip_reason=dg.SkipReason(
-                    f"decay persists ({reason}); a retrain was already requested for champion "
-                    f"v{version} (cooldown {window} feedback events)"
-                ),
-                cursor=json.dumps(state),
-                asset_events=[event],
-            )
-        request = _request(context, "performance", reason, mode, f"v{version}-{position}")
-        if request is None:
-            return dg.SensorResult(
-                skip_reason=dg.SkipReason(f"decay ({reason}), but a retrain is in flight"),
-                cursor=context.cursor,  # evaluate again once it is done
-                asset_events=[event],
-            )
-        state.update(fired_for=version, fired_at=position)
-        return dg.SensorResult(
-            run_requests=[request], cursor=json.dumps(state), asset_events=[event]
+        return _outcome(
+            context,
+            cursor,
+            trigger="performance",
+            word="decay",
+            fire=decision.fire,
+            reason=reason,
+            mode=mode,
+            version=version,
+            position=position,
+            cooldown=window,
+            unit="feedback events",
+            event=event,
         )
 
     return performance_sensor

@@ -18,6 +18,7 @@ from ct_assets.data.attribution import LabelPolicy, labeled_feedback
 from ct_assets.defs.lineage import latest_metadata
 from ct_assets.defs.resources import CurationResource, EventLogResource
 from ct_assets.eventlog import EventLog
+from ct_assets.schema import EventKind
 from ct_assets.settings import Settings
 from ct_assets.triggers import volume_decision
 
@@ -29,21 +30,45 @@ IN_FLIGHT = [
 ]
 
 
+def newest_dates(log: EventLog, rows: int, kind: EventKind | None = None) -> list[str]:
+    """The newest event dates holding at least ``rows`` events of ``kind`` (both kinds
+    when None), fewer if the log is short; in date order."""
+    counts = log.counts_by_date()
+    chosen: list[str] = []
+    total = 0
+    for day in sorted(counts, reverse=True):
+        chosen.append(day)
+        day_counts = counts[day]
+        if kind != "prediction":
+            total += day_counts.feedback
+        if kind != "feedback":
+            total += day_counts.prediction
+        if total >= rows:
+            break
+    return sorted(chosen)
+
+
 def labeled_since(log: EventLog, offset: int, policy: LabelPolicy) -> int:
     """Feedback events at or after feedback ``offset`` that the label policy labels (explicit
     labels, and implicit signals it maps): the examples a retrain would gain. Reads only
     the newest event dates that can hold them."""
-    counts = log.counts_by_date()
-    dates: list[str] = []
-    total = 0
-    for day in sorted(counts, reverse=True):
-        dates.append(day)
-        total += counts[day].feedback
-        if total >= log.counts().feedback - offset:
-            break
-    feedback = log.read("feedback", dates=dates)
+    new = log.counts().feedback - offset
+    feedback = log.read("feedback", dates=newest_dates(log, new, "feedback"))
     recent = feedback.filter(pl.col("log_offset") >= offset)
     return labeled_feedback(recent, policy).height if recent.height else 0
+
+
+def retrain_request(trigger: str, reason: str, mode: str, evidence: str) -> dg.RunRequest:
+    """A run of the retrain job, keyed by its evidence so it is never requested twice."""
+    return dg.RunRequest(
+        run_key=f"{trigger}-{evidence}",
+        tags={
+            keys.TAG_TRIGGER: trigger,
+            keys.TAG_REASON: reason[:1000],
+            keys.TAG_MODE: mode,
+            keys.TAG_JOB: keys.RETRAIN_JOB,
+        },
+    )
 
 
 def retrain_in_flight(instance: dg.DagsterInstance) -> str | None:
@@ -94,17 +119,7 @@ def build_volume_sensor(
                 )
             )
         return dg.SensorResult(
-            run_requests=[
-                dg.RunRequest(
-                    run_key=f"volume-{position}",
-                    tags={
-                        keys.TAG_TRIGGER: "volume",
-                        keys.TAG_REASON: decision.reason,
-                        keys.TAG_MODE: mode,
-                        keys.TAG_JOB: keys.RETRAIN_JOB,
-                    },
-                )
-            ],
+            run_requests=[retrain_request("volume", decision.reason, mode, str(position))],
             cursor=json.dumps({"requested_upto": position}),
         )
 
