@@ -37,11 +37,14 @@ def test_an_equivalent_challenger_neither_promoted_nor_rolled_back_on_little_dat
     assert "not enough evidence" in decision.reason()
 
 
-@pytest.mark.parametrize("seed", range(40))
-def test_an_equivalent_challenger_is_rarely_rolled_back(seed: int) -> None:
-    decision = canary_decision(_hits(0.8, 1000, seed), _hits(0.8, 300, 100 + seed))
-    # a one-sided test at alpha 0.05: about 5% of equivalent canaries; the seeds are fixed
-    assert decision.action != "rollback" or decision.p_worse < 0.05
+def test_an_equivalent_challenger_is_rarely_rolled_back() -> None:
+    """A one-sided test at alpha 0.05 rolls back about 5% of equivalent canaries; over 200
+    fixed seeds, far fewer than a biased test would."""
+    rollbacks = sum(
+        canary_decision(_hits(0.8, 1000, seed), _hits(0.8, 300, 1000 + seed)).action == "rollback"
+        for seed in range(200)
+    )
+    assert rollbacks <= 20, f"{rollbacks} of 200 equivalent canaries rolled back"
 
 
 def test_shadow_summary_measures_agreement_and_accuracy() -> None:
