@@ -201,6 +201,7 @@ class Replay:
         self.static: TrainedModel | None = None
         self.outcome = Outcome()
         self.last_batch = 0
+        self.champion_version: str | None = None
 
     def ingest(self, events: list[dict[str, Any]]) -> None:
         from ct_assets.schema import convert_record, validate_events
@@ -209,14 +210,14 @@ class Replay:
         self.log.append(valid)
 
     def champion(self) -> tuple[str, TrainedModel]:
-        from ct_assets.registry import CHAMPION
-
-        info = self.registry.alias(CHAMPION)
-        if info is None:
+        """The champion of the moment: only a retrain of the replay can change it, so the
+        registry is asked after each retrain, not for every batch."""
+        if self.champion_version is None:
             raise BacktestError("no champion: the warm-up retrain did not promote a model")
-        if info.version not in self.models:
-            self.models[info.version] = self.registry.load_model(info.version)
-        return info.version, self.models[info.version]
+        version = self.champion_version
+        if version not in self.models:
+            self.models[version] = self.registry.load_model(version)
+        return version, self.models[version]
 
     def warm_up(self, rows: pl.DataFrame) -> None:
         names = self.stream.features
@@ -323,6 +324,7 @@ class Replay:
             run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
         )
         after = self.registry.alias(CHAMPION)
+        self.champion_version = after.version if after else None
         promoted = after is not None and (before is None or after.version != before.version)
         decision = "promote" if promoted else "reject"
         if not result.success and not _gate_failed(result):
