@@ -50,8 +50,10 @@ TAG_TRAIN_PARAMS = "ct.train_params"
 TAG_INIT_VERSION = "ct.init_model_version"
 TAG_NEW_AFTER_OFFSET = "ct.new_after_offset"
 TAG_ENVIRONMENT = "ct.environment_digest"
-#: Where a version stands: challenger, champion, retired (replaced by a newer champion),
-#: rejected (by the gate) or rolled_back (replaced by an older champion).
+#: Where a version stands: candidate (registered, not yet judged by the gate), challenger
+#: (passed the gate, meets live traffic), champion, retired (replaced by a newer champion),
+#: rejected (by the gate), superseded (a challenger replaced by a newer one before its
+#: canary ended) or rolled_back (replaced by an older champion, or a failed canary).
 TAG_DEPLOYMENT_STATUS = "ct.deployment_status"
 #: Registered-model tags ``ct.audit.<UTC time>`` hold the audit trail, one JSON record each.
 AUDIT_PREFIX = "ct.audit."
@@ -96,9 +98,9 @@ class RollbackError(RuntimeError):
 
 @dataclass(frozen=True)
 class AuditRecord:
-    """One change of the ``champion`` alias: what, to which version, from which, who, why."""
+    """One change of who serves: what, to which version, from which, who, why."""
 
-    action: str  # promote | rollback | deploy
+    action: str  # promote | rollback | deploy | challenge (a new challenger)
     version: str
     previous: str | None
     by: str
@@ -280,10 +282,9 @@ class Registry:
                     for k, v in run_tags.items()
                     if k.startswith("ct.") and k != TAG_DATASET_PATH
                 },
-                TAG_DEPLOYMENT_STATUS: "challenger",
+                TAG_DEPLOYMENT_STATUS: "candidate",
             },
         )
-        client.set_registered_model_alias(self.model_name, CHALLENGER, version.version)
         return self._info(client.get_model_version(self.model_name, version.version))
 
     def _save_mlflow_model(self, model: TrainedModel, example: pl.DataFrame, path: Path) -> Path:
@@ -410,6 +411,25 @@ class Registry:
         )
         self.audit(record)
         return record
+
+    def set_challenger(self, version: str, mode: str, reason: str, by: str = "ct_assets") -> None:
+        """Point ``challenger`` at ``version`` (a candidate that passed the gate) so it meets
+        live traffic in ``mode``; a previous challenger still waiting is ``superseded``."""
+        previous = self.alias(CHALLENGER)
+        self.client.set_registered_model_alias(self.model_name, CHALLENGER, version)
+        self.set_version_tag(version, TAG_DEPLOYMENT_STATUS, f"challenger in {mode}")
+        if previous is not None and previous.version != version:
+            self.set_version_tag(previous.version, TAG_DEPLOYMENT_STATUS, "superseded")
+        self.audit(
+            AuditRecord(
+                "challenge",
+                version,
+                previous.version if previous else None,
+                by,
+                reason,
+                datetime.now(UTC).isoformat(),
+            )
+        )
 
     def audit(self, record: AuditRecord) -> None:
         stamp = datetime.fromisoformat(record.at).strftime("%Y%m%dT%H%M%S%fZ")

@@ -70,6 +70,43 @@ def test_with_a_canary_on_a_passing_candidate_stays_challenger_until_it_is_off(
         assert promoted is not None and promoted.version != first.version
 
 
+def test_a_rejected_candidate_never_meets_traffic_and_a_passing_one_supersedes(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CT_HOME", str(settings.home))
+    lenient = replace(settings, gate_tolerance=0.1, gate_forgetting_tolerance=0.3)
+    strict = replace(lenient, gate_min_auc=0.999)
+    events = simulated_events(3200, drift_at=1.0)
+    registry = Registry.from_settings(settings)
+    retrain = build_definitions(lenient).resolve_job_def(keys.RETRAIN_JOB)
+    refuse = build_definitions(strict).resolve_job_def(keys.RETRAIN_JOB)
+    with dg.instance_for_test() as instance:
+        ingest(settings, events[:2000])
+        assert retrain.execute_in_process(instance=instance).success
+        assert main(["deploy", "--mode", "canary", "--fraction", "0.2"]) == 0
+        ingest(settings, events[2000:2400])
+        assert retrain.execute_in_process(instance=instance).success
+        live = registry.alias(CHALLENGER)
+        assert live is not None
+
+        ingest(settings, events[2400:2800])
+        assert not refuse.execute_in_process(instance=instance, raise_on_error=False).success
+        rejected = registry.version(str(int(live.version) + 1))
+        assert rejected.tags[TAG_DEPLOYMENT_STATUS] == "rejected"
+        still = registry.alias(CHALLENGER)
+        assert still is not None and still.version == live.version, "the canary goes on"
+
+        ingest(settings, events[2800:])
+        assert retrain.execute_in_process(instance=instance).success
+        newer = registry.alias(CHALLENGER)
+        assert newer is not None and newer.version == str(int(rejected.version) + 1)
+    assert registry.version(live.version).tags[TAG_DEPLOYMENT_STATUS] == "superseded"
+    challenges = [
+        (r.version, r.previous) for r in registry.audit_trail() if r.action == "challenge"
+    ]
+    assert challenges == [(live.version, None), (newer.version, live.version)]
+
+
 def test_deployment_history_lists_every_change_of_the_champion_and_the_mode(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:

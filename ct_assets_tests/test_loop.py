@@ -9,7 +9,13 @@ import pytest
 
 from ct_assets import keys
 from ct_assets.defs import build_definitions
-from ct_assets.registry import CHALLENGER, CHAMPION, TAG_TRIGGER, Registry
+from ct_assets.registry import (
+    CHALLENGER,
+    CHAMPION,
+    TAG_DEPLOYMENT_STATUS,
+    TAG_TRIGGER,
+    Registry,
+)
 from ct_assets.settings import Settings
 
 from .conftest import ingest, simulated_events
@@ -96,9 +102,10 @@ def test_a_candidate_refused_by_the_gate_never_becomes_champion(settings: Settin
             e.asset_key.to_user_string() for e in result.all_events if e.is_step_materialization
         }
         assert keys.CHAMPION_MODEL not in materialized
-        challenger = registry.alias(CHALLENGER)
-        assert challenger is not None and challenger.version != first.version
-        assert challenger.tags["ct.gate_decision"] == "reject"
+        assert registry.alias(CHALLENGER) is None, "a rejected candidate never meets traffic"
+        rejected = registry.version(str(int(first.version) + 1))
+        assert rejected.tags["ct.gate_decision"] == "reject"
+        assert rejected.tags[TAG_DEPLOYMENT_STATUS] == "rejected"
         assert registry.alias(CHAMPION) == first
 
 

@@ -7,7 +7,7 @@ from ct_assets import keys
 from ct_assets.data.dataset import preview_markdown
 from ct_assets.defs.lineage import latest_metadata
 from ct_assets.defs.resources import CurationResource, RegistryResource
-from ct_assets.registry import CHAMPION, TAG_DEPLOYMENT_STATUS, TAG_LOG_POSITION, Registry
+from ct_assets.registry import CHAMPION, TAG_LOG_POSITION, Registry
 
 
 def champion_baseline(reg: Registry, run_id: str) -> dict[str, float]:
@@ -23,7 +23,7 @@ def champion_baseline(reg: Registry, run_id: str) -> dict[str, float]:
     kinds={"mlflow"},
     description=(
         "The registry's `champion`: moved to the validated candidate when the deployment "
-        "mode is off (with shadow, canary or A/B, the candidate stays `challenger` and "
+        "mode is off (with shadow, canary or A/B, the candidate becomes `challenger` and "
         "meets live traffic first). Runs only when the blocking gate check on "
         "validation_report passed. `ct/log_position` is the champion's dataset cutoff, "
         "which the volume sensor counts new feedback from."
@@ -41,10 +41,10 @@ def champion_model(
     deployment = reg.deployment()
     current = reg.alias(CHAMPION)
     if deployment.mode != "off" and current is not None and current.version != version:
-        # the candidate stays `challenger` and meets live traffic first
-        reg.set_version_tag(version, TAG_DEPLOYMENT_STATUS, f"challenger in {deployment.mode}")
+        # the candidate becomes the `challenger` and meets live traffic first
+        reg.set_challenger(version, deployment.mode, reason=f"gate passed; trigger {trigger}")
         context.log.info(
-            f"deployment mode {deployment.mode}: v{version} stays challenger; "
+            f"deployment mode {deployment.mode}: v{version} is the challenger; "
             f"champion v{current.version} is unchanged"
         )
         return dg.MaterializeResult(
