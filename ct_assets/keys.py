@@ -13,6 +13,10 @@ LABELING_QUEUE = "labeling_queue"
 CANDIDATE_MODEL = "candidate_model"
 VALIDATION_REPORT = "validation_report"
 CHAMPION_MODEL = "champion_model"
+FEEDBACK_AGGREGATES = "feedback_aggregates"
+FEEDBACK_LOOP_LATENCY = "feedback_loop_latency"
+FEEDBACK_BIAS_REPORT = "feedback_bias_report"
+PIPELINE_HEALTH = "pipeline_health"
 
 # groups
 INGESTION = "ingestion"
@@ -40,6 +44,8 @@ CANARY_JOB = "canary_job"
 CANARY_SENSOR = "canary_sensor"
 PERFORMANCE_MONITOR = "performance_monitor"
 GATE_CHECK = "gate_passed"
+MONITORING_JOB = "monitoring_job"
+MONITORING_SCHEDULE = "monitoring_schedule"
 
 # materialization metadata
 META_LOG_POSITION = "ct/log_position"

@@ -85,6 +85,18 @@ class Settings:
     canary_min_samples: int = 300
     canary_margin: float = 0.02
     canary_alpha: float = 0.05
+    # Monitoring of the loop itself (group monitoring): the segment columns of the
+    # feedback figures (comma-separated feature names; empty: the categorical features),
+    # the bias thresholds its checks warn on (or block training on, when turned on), the
+    # API metrics endpoint pipeline_health reads and the cron of monitoring_schedule.
+    monitoring_segments: str = ""
+    bias_max_top_users_share: float = 0.25
+    bias_max_hhi: float = 0.05
+    bias_max_label_shift: float = 0.15
+    bias_max_selection_ratio: float = 3.0
+    bias_block_training: bool = False
+    api_metrics_url: str = ""
+    monitoring_cron: str = "0 * * * *"
     # The schedule trigger: a full retrain on this cron (UTC), stopped unless turned on.
     retrain_cron: str = "0 3 * * 0"
     retrain_schedule_on: bool = False
@@ -129,6 +141,16 @@ class Settings:
     @property
     def tables_dir(self) -> Path:
         return self.home / "tables"
+
+    @property
+    def monitoring_dir(self) -> Path:
+        """Exports of the monitoring assets (e.g. feedback_loop_latency.json)."""
+        return self.home / "monitoring"
+
+    @property
+    def metrics_dir(self) -> Path:
+        """Prometheus textfiles (``*.prom``) the API appends to its ``/metrics``."""
+        return self.home / "metrics"
 
     @property
     def labeling_queue_path(self) -> Path:
@@ -208,6 +230,14 @@ class Settings:
                 "CT_DRIFT_MIN_WINDOW must be between 1 and CT_DRIFT_WINDOW",
             ),
             (self.performance_window >= 10, "CT_PERFORMANCE_WINDOW must be >= 10"),
+            (
+                self.bias_max_selection_ratio >= 1.0,
+                "CT_BIAS_MAX_SELECTION_RATIO must be >= 1",
+            ),
+            (
+                len(self.monitoring_cron.split()) == 5,
+                f"CT_MONITORING_CRON must be a 5-field cron, got {self.monitoring_cron!r}",
+            ),
             (self.canary_min_samples >= 10, "CT_CANARY_MIN_SAMPLES must be >= 10"),
             (self.performance_min_samples >= 10, "CT_PERFORMANCE_MIN_SAMPLES must be >= 10"),
             (
@@ -311,6 +341,14 @@ _ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "performance_alpha": ("CT_PERFORMANCE_ALPHA", _fraction),
     "performance_mode": ("CT_PERFORMANCE_MODE", _mode),
     "retrain_schedule_on": ("CT_RETRAIN_SCHEDULE_ON", _flag),
+    "monitoring_segments": ("CT_MONITORING_SEGMENTS", str),
+    "bias_max_top_users_share": ("CT_BIAS_MAX_TOP_USERS_SHARE", _fraction),
+    "bias_max_hhi": ("CT_BIAS_MAX_HHI", _fraction),
+    "bias_max_label_shift": ("CT_BIAS_MAX_LABEL_SHIFT", _fraction),
+    "bias_max_selection_ratio": ("CT_BIAS_MAX_SELECTION_RATIO", float),
+    "bias_block_training": ("CT_BIAS_BLOCK_TRAINING", _flag),
+    "api_metrics_url": ("CT_API_METRICS_URL", str),
+    "monitoring_cron": ("CT_MONITORING_CRON", str),
     "num_boost_round": ("CT_NUM_BOOST_ROUND", _non_negative_int),
     "learning_rate": ("CT_LEARNING_RATE", float),
     "num_leaves": ("CT_NUM_LEAVES", _non_negative_int),

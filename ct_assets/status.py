@@ -134,6 +134,34 @@ def _feedback_states(settings: Settings) -> dict[str, int]:
     return {str(r["status"]): int(r["len"]) for r in counts.iter_rows(named=True)}
 
 
+LATENCY_FILE = "feedback_loop_latency.json"
+
+
+def _loop_latency(settings: Settings) -> dict[str, Any] | None:
+    """The champion's feedback-loop latency as the feedback_loop_latency asset last
+    exported it; None before the asset was materialized."""
+    import json
+
+    path = settings.monitoring_dir / LATENCY_FILE
+    try:
+        exported = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        return {"error": f"{path} is unreadable: {exc}"}
+    champion = exported.get("champion") if isinstance(exported, dict) else None
+    return champion if isinstance(champion, dict) else None
+
+
+def _duration(seconds: Any) -> str:
+    if not isinstance(seconds, int | float) or seconds != seconds:
+        return "-"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if abs(seconds) >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"
+
+
 def collect_status(settings: Settings) -> dict[str, Any]:
     counts = EventLog.from_settings(settings).counts()
     return {
@@ -145,6 +173,7 @@ def collect_status(settings: Settings) -> dict[str, Any]:
         "events": {"feedback": counts.feedback, "prediction": counts.prediction},
         "feedback_states": _feedback_states(settings),
         "volume_trigger": {"threshold": settings.volume_threshold, "mode": settings.volume_mode},
+        "feedback_loop_latency": _loop_latency(settings),
     }
 
 
@@ -183,6 +212,17 @@ def render_status(status: dict[str, Any]) -> str:
     for label, key in (("drift", "drift"), ("live perf", "live_performance")):
         entry = status.get(key) or NOT_CHECKED
         lines.append(f"{label:<12} {entry['state']}: {entry.get('detail') or '-'}")
+    latency = status.get("feedback_loop_latency")
+    lines.append(
+        f"loop latency {latency['error']}"
+        if latency and "error" in latency
+        else f"loop latency v{latency['version']}: event to promotion p50 "
+        f"{_duration(latency.get('p50_seconds'))}, p95 {_duration(latency.get('p95_seconds'))}, "
+        f"max {_duration(latency.get('max_seconds'))}; trigger to promotion "
+        f"{_duration(latency.get('trigger_to_promotion_seconds'))}"
+        if latency
+        else "loop latency not measured yet (materialize feedback_loop_latency)"
+    )
     performance = status.get("performance")
     if performance:
         lines.append(

@@ -122,6 +122,33 @@ def test_status_json_on_an_empty_home(settings: Settings) -> None:
         assert key in status
     assert status["champion"] is None and status["challenger"] is None
     assert status["model_name"] == settings.model_name
+    assert status["feedback_loop_latency"] is None
+    assert "loop latency not measured yet" in run(settings, "status").stdout
+
+
+def test_status_shows_the_champions_feedback_loop_latency(settings: Settings) -> None:
+    entry = {
+        "version": "3",
+        "promoted_at": "2026-01-02T03:04:05+00:00",
+        "trigger": "volume",
+        "events": 1200,
+        "p50_seconds": 7200.0,
+        "p95_seconds": 90.0 * 60,
+        "max_seconds": 3 * 86400.0,
+        "trigger_to_promotion_seconds": 42.0,
+    }
+    settings.monitoring_dir.mkdir(parents=True)
+    exported = settings.monitoring_dir / "feedback_loop_latency.json"
+    exported.write_text(json.dumps({"versions": [entry], "champion": entry}))
+    status = json.loads(run(settings, "status", "--json").stdout)
+    assert status["feedback_loop_latency"] == entry
+    text = run(settings, "status").stdout
+    assert "loop latency v3: event to promotion p50 2.0h, p95 1.5h, max 3.0d" in text
+    assert "trigger to promotion 42s" in text
+    exported.write_text("{not json")
+    broken = json.loads(run(settings, "status", "--json").stdout)["feedback_loop_latency"]
+    assert "feedback_loop_latency.json is unreadable" in broken["error"]
+    assert "loop latency " + broken["error"] in run(settings, "status").stdout
 
 
 def test_bad_settings_are_named(settings: Settings) -> None:

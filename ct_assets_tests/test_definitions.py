@@ -30,6 +30,7 @@ EXPECTED_ASSETS = {
     keys.SHADOW_EVALUATION,
     keys.DRIFT_MONITOR,
     keys.PERFORMANCE_MONITOR,
+    keys.PIPELINE_HEALTH,
 }
 
 
@@ -64,6 +65,15 @@ def test_every_asset_check_job_and_sensor_is_defined(settings: Settings) -> None
     assert blocking >= {keys.GATE_CHECK, "not_empty", "class_balance", "quarantine_rate"}
     job = defs.resolve_job_def(keys.RETRAIN_JOB)
     assert job.tags[keys.TAG_JOB] == keys.RETRAIN_JOB
+    monitoring = defs.resolve_job_def(keys.MONITORING_JOB)
+    assert {k.to_user_string() for k in monitoring.asset_layer.selected_asset_keys} >= {
+        keys.PIPELINE_HEALTH
+    }
+    for key in monitoring.asset_layer.selected_asset_keys:
+        assert graph.get(key).group_name == keys.MONITORING
+    schedule = defs.resolve_schedule_def(keys.MONITORING_SCHEDULE)
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    assert schedule.cron_schedule == settings.monitoring_cron
     sensor = defs.resolve_sensor_def(keys.VOLUME_SENSOR)
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
     raw_sensor = defs.resolve_sensor_def(keys.RAW_PARTITIONS_SENSOR)

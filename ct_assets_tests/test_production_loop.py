@@ -37,6 +37,7 @@ import pytest
 
 from ct_assets import keys
 from ct_assets.defs import build_definitions
+from ct_assets.defs.pipeline_health import build_pipeline_health
 from ct_assets.eventlog import EventLog
 from ct_assets.instance import prepare_dagster_home
 from ct_assets.registry import (
@@ -69,6 +70,7 @@ class Traffic:
         self.rows = iter(rows)
         self.served: list[dict[str, Any]] = []  # one per answered instance, with its user
         self.feedback_ids: list[str] = []
+        self.predict_calls: list[int] = []  # instances per POST /v1/predict
         self.log = EventLog(api.eventlog_dir)
 
     def send(self, n: int) -> list[dict[str, Any]]:
@@ -81,6 +83,7 @@ class Traffic:
             ]
         }
         response = self.http.post("/v1/predict", json=body)
+        self.predict_calls.append(n)
         assert response.status_code == 200, response.text
         answers: list[dict[str, Any]] = response.json()["predictions"]
         for answer, user in zip(answers, users, strict=True):
@@ -278,6 +281,12 @@ def test_the_production_loop_closes_through_real_processes(
                     lambda: all(r.is_finished for r in sensor_runs(instance, keys.CANARY_SENSOR)),
                     diagnostics,
                 )
+        # the loop's own health, from the instance the daemon wrote and the live API
+        watched = replace(settings, api_metrics_url=api.url("/metrics"))
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            result = dg.materialize([build_pipeline_health(watched)], instance=instance)
+        (event,) = result.get_asset_materialization_events()
+        health = {k: getattr(v, "value", v) for k, v in event.materialization.metadata.items()}
     finally:
         api.stop()
         traffic.http.close()
@@ -330,6 +339,24 @@ def test_the_production_loop_closes_through_real_processes(
     assert audit[-1].reason.startswith("canary:") and "challenger" in audit[-1].reason
     assert registry.version(challenger.version).tags[TAG_DEPLOYMENT_STATUS] == "champion"
     assert registry.version(first.version).tags[TAG_DEPLOYMENT_STATUS] != "champion"
+
+    # pipeline health: the daemon's ticks, the runs it launched, the API's traffic
+    details = health["details"]
+    sensors = {row["sensor"]: row for row in details["sensors"]}
+    assert sensors[keys.PERFORMANCE_SENSOR]["fired"] == 1
+    assert sensors[keys.CANARY_SENSOR]["fired"] == len(canaries)
+    assert sensors[keys.VOLUME_SENSOR]["fired"] == 0 < sensors[keys.VOLUME_SENSOR]["skipped"]
+    assert any(
+        "threshold N" in r["reason"] for r in sensors[keys.VOLUME_SENSOR]["top_skip_reasons"]
+    )
+    jobs = {row["job"]: row for row in details["jobs"]}
+    assert jobs[keys.RETRAIN_JOB]["runs"] == 2 and jobs[keys.RETRAIN_JOB]["failed"] == 0
+    assert jobs[keys.CANARY_JOB]["runs"] == len(canaries)
+    routes = {row["route"]: row for row in details["api"]}
+    assert routes["/v1/predict"]["requests"] == len(traffic.predict_calls)
+    assert routes["/v1/feedback"]["requests"] == len(traffic.predict_calls)
+    assert routes["/v1/predict"]["server_error_rate"] == 0.0
+    assert health["api/v1/predict/latency_p99_ms"] > 0
 
     status = subprocess.run(
         [CT_ASSETS, "status", "--json"], env=env, capture_output=True, text=True, check=True

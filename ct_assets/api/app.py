@@ -36,7 +36,7 @@ from ct_assets.api.bodies import (
     parse_batch,
     request_error,
 )
-from ct_assets.api.metrics import ApiMetrics
+from ct_assets.api.metrics import ApiMetrics, exported_metrics
 from ct_assets.api.openapi import openapi_document
 from ct_assets.eventlog.committer import GroupCommitter, GroupStats
 from ct_assets.eventlog.writer import EventLogWriter
@@ -77,6 +77,8 @@ class ApiConfig:
     model_name: str = "ct_model"
     artifact_root: str = ""
     serving: ServingConfig = field(default_factory=ServingConfig)
+    # Prometheus textfiles appended to /metrics (None: none).
+    exports_dir: Path | None = None
 
     @classmethod
     def from_settings(
@@ -101,6 +103,7 @@ class ApiConfig:
             model_name=settings.model_name,
             artifact_root=settings.artifact_root,
             serving=ServingConfig.from_env(environ),
+            exports_dir=settings.metrics_dir,
         )
 
 
@@ -330,7 +333,8 @@ def create_app(config: ApiConfig) -> Starlette:
         return _json(200 if alive else 503, body)
 
     async def metrics_endpoint(request: Request) -> Response:
-        return Response(metrics.render(), media_type=metrics.content_type)
+        body = metrics.render() + exported_metrics(config.exports_dir)
+        return Response(body, media_type=metrics.content_type)
 
     document = msgspec.json.encode(
         openapi_document(config.max_body_bytes, config.serving.max_instances)

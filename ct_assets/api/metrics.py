@@ -9,6 +9,7 @@ before the workers start, every worker writes its samples there, and
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -93,3 +94,19 @@ class ApiMetrics:
             multiprocess.MultiProcessCollector(merged, path=directory)  # type: ignore[no-untyped-call]
             return generate_latest(merged)
         return generate_latest(self.registry)
+
+
+def exported_metrics(directory: Path | None) -> bytes:
+    """The Prometheus textfiles (``*.prom``) other parts of ct_assets export into
+    ``directory`` (e.g. the feedback_loop_latency asset's gauges), concatenated in name
+    order; a file that disappears while being read is left out."""
+    if directory is None or not directory.is_dir():
+        return b""
+    parts: list[bytes] = []
+    for path in sorted(directory.glob("*.prom")):
+        try:
+            data = path.read_bytes()
+        except OSError:
+            continue
+        parts.append(data if data.endswith(b"\n") or not data else data + b"\n")
+    return b"".join(parts)

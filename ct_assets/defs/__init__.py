@@ -13,16 +13,22 @@ from ct_assets.defs.canary import (
 from ct_assets.defs.curation import build_daily_assets, labeling_queue, training_dataset
 from ct_assets.defs.deployment import champion_model, deployment_history
 from ct_assets.defs.ingestion import daily_partitions
-from ct_assets.defs.jobs import labeling_queue_job, raw_partitions_job, retrain_job
+from ct_assets.defs.jobs import (
+    labeling_queue_job,
+    monitoring_job,
+    raw_partitions_job,
+    retrain_job,
+)
 from ct_assets.defs.monitoring_sensors import (
     DRIFT_MONITOR_SPEC,
     PERFORMANCE_MONITOR_SPEC,
     build_drift_sensor,
     build_performance_sensor,
 )
+from ct_assets.defs.pipeline_health import build_pipeline_health
 from ct_assets.defs.resources import resources_from_settings
 from ct_assets.defs.rollback import rollback_job
-from ct_assets.defs.schedules import build_retrain_schedule
+from ct_assets.defs.schedules import build_monitoring_schedule, build_retrain_schedule
 from ct_assets.defs.sensors import build_raw_partitions_sensor, build_volume_sensor
 from ct_assets.defs.training import candidate_model
 from ct_assets.defs.validation import validation_report
@@ -49,8 +55,16 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             PERFORMANCE_MONITOR_SPEC,
             build_canary_analysis(settings),
             build_shadow_evaluation(),
+            build_pipeline_health(settings),
         ],
-        jobs=[retrain_job, raw_partitions_job, labeling_queue_job, rollback_job, canary_job],
+        jobs=[
+            retrain_job,
+            raw_partitions_job,
+            labeling_queue_job,
+            rollback_job,
+            canary_job,
+            monitoring_job,
+        ],
         sensors=[
             build_volume_sensor(settings, retrain_job),
             build_drift_sensor(settings, retrain_job),
@@ -60,6 +74,9 @@ def build_definitions(settings: Settings) -> dg.Definitions:
                 settings, raw_partitions_job, labeling_queue_job, partitions
             ),
         ],
-        schedules=[build_retrain_schedule(settings, retrain_job)],
+        schedules=[
+            build_retrain_schedule(settings, retrain_job),
+            build_monitoring_schedule(settings, monitoring_job),
+        ],
         resources=resources_from_settings(settings),
     )

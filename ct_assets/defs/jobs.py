@@ -46,3 +46,12 @@ labeling_queue_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(keys.LABELING_QUEUE),
     description="Rank the recent predictions without feedback for labeling.",
 )
+
+MONITORING_ASSETS = [keys.PIPELINE_HEALTH]
+
+monitoring_job = dg.define_asset_job(
+    keys.MONITORING_JOB,
+    selection=dg.AssetSelection.assets(*MONITORING_ASSETS),
+    description="Refresh the monitoring of the loop itself (group monitoring).",
+    tags={keys.TAG_JOB: keys.MONITORING_JOB},
+)
