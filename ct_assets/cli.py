@@ -192,6 +192,40 @@ def _cmd_reproduce(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if result.identical else 1
 
 
+def _cmd_lineage(args: argparse.Namespace, settings: Settings) -> int:
+    from ct_assets.lineage import (
+        LineageNotFoundError,
+        event_lineage,
+        open_registry,
+        render_event_lineage,
+        render_version_lineage,
+        version_lineage,
+    )
+
+    registry = open_registry(settings)
+    try:
+        if args.version is not None:
+            lineage = version_lineage(settings, registry, args.version)
+            text = render_version_lineage(lineage)
+        else:
+            lineage = event_lineage(settings, registry, args.event)
+            text = render_event_lineage(lineage)
+    except LineageNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(lineage, indent=2, default=str) if args.json else text)
+    return 0
+
+
+def _version_number(raw: str) -> str:
+    from ct_assets.lineage import parse_version
+
+    try:
+        return parse_version(raw)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
     import os
 
@@ -365,6 +399,22 @@ def build_parser() -> argparse.ArgumentParser:
     again.add_argument("version")
     again.add_argument("--json", action="store_true")
     again.set_defaults(func=_cmd_reproduce)
+
+    lineage = sub.add_parser(
+        "lineage", help="model version <-> dataset <-> partitions and events, both ways"
+    )
+    target = lineage.add_mutually_exclusive_group(required=True)
+    target.add_argument(
+        "--version",
+        type=_version_number,
+        help="a registered model version (3 or v3): its dataset, partitions and events",
+    )
+    target.add_argument(
+        "--event",
+        help="an event id (feedback or prediction): its log entry, curation, datasets, models",
+    )
+    lineage.add_argument("--json", action="store_true")
+    lineage.set_defaults(func=_cmd_lineage)
 
     demo = sub.add_parser("demo", help="the closed loop on simulated drifting feedback")
     demo.set_defaults(func=_cmd_demo)
