@@ -249,8 +249,10 @@ def _check_log(api: _Api, ledger: _Ledger) -> None:
     for kind, events in ledger.acked.items():
         if not events:
             continue
-        lines = [json.dumps(e).encode() for e in events[-30:]]
-        lines = [line for line in lines if len(line) < MAX_BODY // 2][-10:]
+        lines: list[bytes] = []  # up to 10 of the newest, together under the body limit
+        for line in reversed([json.dumps(e).encode() for e in events[-30:]]):
+            if len(lines) < 10 and sum(len(x) + 1 for x in lines) + len(line) < MAX_BODY:
+                lines.insert(0, line)
         response = httpx.post(
             api.url + ENDPOINTS[kind],
             content=b"\n".join(lines),
