@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
@@ -31,6 +32,9 @@ EXPECTED_ASSETS = {
     keys.DRIFT_MONITOR,
     keys.PERFORMANCE_MONITOR,
     keys.PIPELINE_HEALTH,
+    keys.FEEDBACK_AGGREGATES,
+    keys.FEEDBACK_LOOP_LATENCY,
+    keys.FEEDBACK_BIAS_REPORT,
 }
 
 
@@ -54,6 +58,10 @@ def test_every_asset_check_job_and_sensor_is_defined(settings: Settings) -> None
         (keys.VALIDATED_FEEDBACK, "quarantine_rate"),
         (keys.ATTRIBUTED_EXAMPLES, "null_rates"),
         (keys.ATTRIBUTED_EXAMPLES, "schema_vs_reference"),
+        *(
+            (keys.FEEDBACK_BIAS_REPORT, name)
+            for name in ("selection_bias", "label_shift", "concentration")
+        ),
     }
     blocking = {
         spec.name
@@ -71,6 +79,9 @@ def test_every_asset_check_job_and_sensor_is_defined(settings: Settings) -> None
     }
     for key in monitoring.asset_layer.selected_asset_keys:
         assert graph.get(key).group_name == keys.MONITORING
+    for key in (keys.FEEDBACK_AGGREGATES, keys.FEEDBACK_LOOP_LATENCY, keys.PIPELINE_HEALTH):
+        node = graph.get(dg.AssetKey(key))
+        assert node.group_name == keys.MONITORING and node.owners and node.description
     schedule = defs.resolve_schedule_def(keys.MONITORING_SCHEDULE)
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
     assert schedule.cron_schedule == settings.monitoring_cron
@@ -150,3 +161,20 @@ def test_workspace_loads_the_location_named_ct_assets(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "ct_assets" in out.stdout + out.stderr
+
+
+def test_blocking_on_bias_puts_the_report_in_front_of_training(settings: Settings) -> None:
+    def upstream_of_dataset(defs: dg.Definitions) -> set[str]:
+        node = defs.resolve_asset_graph().get(dg.AssetKey(keys.TRAINING_DATASET))
+        return {k.to_user_string() for k in node.parent_keys}
+
+    def retrained(defs: dg.Definitions) -> set[str]:
+        job = defs.resolve_job_def(keys.RETRAIN_JOB)
+        return {k.to_user_string() for k in job.asset_layer.selected_asset_keys}
+
+    warn = build_definitions(settings)
+    assert upstream_of_dataset(warn) == {keys.ATTRIBUTED_EXAMPLES}
+    assert keys.FEEDBACK_BIAS_REPORT not in retrained(warn)
+    block = build_definitions(replace(settings, bias_block_training=True))
+    assert upstream_of_dataset(block) == {keys.ATTRIBUTED_EXAMPLES, keys.FEEDBACK_BIAS_REPORT}
+    assert keys.FEEDBACK_BIAS_REPORT in retrained(block)

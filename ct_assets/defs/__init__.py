@@ -10,14 +10,14 @@ from ct_assets.defs.canary import (
     build_shadow_evaluation,
     canary_job,
 )
-from ct_assets.defs.curation import build_daily_assets, labeling_queue, training_dataset
+from ct_assets.defs.curation import build_daily_assets, build_training_dataset, labeling_queue
 from ct_assets.defs.deployment import champion_model, deployment_history
 from ct_assets.defs.ingestion import daily_partitions
 from ct_assets.defs.jobs import (
+    build_retrain_job,
     labeling_queue_job,
     monitoring_job,
     raw_partitions_job,
-    retrain_job,
 )
 from ct_assets.defs.monitoring_sensors import (
     DRIFT_MONITOR_SPEC,
@@ -25,6 +25,7 @@ from ct_assets.defs.monitoring_sensors import (
     build_drift_sensor,
     build_performance_sensor,
 )
+from ct_assets.defs.observability import build_monitoring_assets
 from ct_assets.defs.pipeline_health import build_pipeline_health
 from ct_assets.defs.resources import resources_from_settings
 from ct_assets.defs.rollback import rollback_job
@@ -35,7 +36,6 @@ from ct_assets.defs.validation import validation_report
 from ct_assets.settings import Settings
 
 ASSETS = [
-    training_dataset,
     labeling_queue,
     candidate_model,
     validation_report,
@@ -47,14 +47,17 @@ ASSETS = [
 def build_definitions(settings: Settings) -> dg.Definitions:
     """The whole code location for ``settings`` (paths under its CT_HOME)."""
     partitions = daily_partitions(settings.partition_start_date)
+    retrain_job = build_retrain_job(settings)
     return dg.Definitions(
         assets=[
             build_daily_assets(settings.partition_start_date),
+            build_training_dataset(settings),
             *ASSETS,
             DRIFT_MONITOR_SPEC,
             PERFORMANCE_MONITOR_SPEC,
             build_canary_analysis(settings),
             build_shadow_evaluation(),
+            *build_monitoring_assets(settings),
             build_pipeline_health(settings),
         ],
         jobs=[

@@ -51,6 +51,7 @@ from ct_assets.defs.resources import (
     TrainingConfigResource,
 )
 from ct_assets.defs.tables import column_schema
+from ct_assets.settings import Settings
 
 DATASET_CODE_VERSION = "dataset-v3"
 VALIDATED = keys.VALIDATED_FEEDBACK
@@ -305,28 +306,39 @@ def build_daily_assets(start_date: str) -> dg.AssetsDefinition:
     return daily_events
 
 
-@dg.asset(
-    name=keys.TRAINING_DATASET,
-    group_name=keys.CURATION,
-    deps=[EXAMPLES],
-    kinds={"polars", "parquet"},
-    code_version=DATASET_CODE_VERSION,
-    check_specs=[
-        dg.AssetCheckSpec("not_empty", asset=keys.TRAINING_DATASET, blocking=True),
-        dg.AssetCheckSpec("class_balance", asset=keys.TRAINING_DATASET, blocking=True),
-        dg.AssetCheckSpec("quarantine_rate", asset=keys.TRAINING_DATASET, blocking=True),
-        dg.AssetCheckSpec("null_rates", asset=keys.TRAINING_DATASET, blocking=False),
-        dg.AssetCheckSpec("schema_vs_reference", asset=keys.TRAINING_DATASET, blocking=False),
-    ],
-    description=(
-        "Attributed examples of a window of event dates (sliding, all, or sliding plus a "
-        "reservoir of older examples: CT_WINDOW_MODE) up to the log position at "
-        "materialization, split train/holdout by time. Written once as "
-        "`<version>.parquet`; the version is a hash of the content and also the asset's "
-        "data version. Blocking checks: not empty, both classes present, quarantine rate "
-        "of the window under CT_MAX_QUARANTINE_RATE."
-    ),
-)
+def build_training_dataset(settings: Settings) -> dg.AssetsDefinition:
+    """``training_dataset``; with ``CT_BIAS_BLOCK_TRAINING`` on it also depends on
+    ``feedback_bias_report``, so that the report's blocking checks stop it in a run."""
+    deps = [EXAMPLES, keys.FEEDBACK_BIAS_REPORT] if settings.bias_block_training else [EXAMPLES]
+    return dg.asset(
+        name=keys.TRAINING_DATASET,
+        group_name=keys.CURATION,
+        deps=deps,
+        kinds={"polars", "parquet"},
+        code_version=DATASET_CODE_VERSION,
+        check_specs=[
+            dg.AssetCheckSpec("not_empty", asset=keys.TRAINING_DATASET, blocking=True),
+            dg.AssetCheckSpec("class_balance", asset=keys.TRAINING_DATASET, blocking=True),
+            dg.AssetCheckSpec("quarantine_rate", asset=keys.TRAINING_DATASET, blocking=True),
+            dg.AssetCheckSpec("null_rates", asset=keys.TRAINING_DATASET, blocking=False),
+            dg.AssetCheckSpec("schema_vs_reference", asset=keys.TRAINING_DATASET, blocking=False),
+        ],
+        description=(
+            "Attributed examples of a window of event dates (sliding, all, or sliding plus a "
+            "reservoir of older examples: CT_WINDOW_MODE) up to the log position at "
+            "materialization, split train/holdout by time. Written once as "
+            "`<version>.parquet`; the version is a hash of the content and also the asset's "
+            "data version. Blocking checks: not empty, both classes present, quarantine rate "
+            "of the window under CT_MAX_QUARANTINE_RATE"
+            + (
+                "; and the blocking bias checks of feedback_bias_report (CT_BIAS_BLOCK_TRAINING)."
+                if settings.bias_block_training
+                else "."
+            )
+        ),
+    )(training_dataset)
+
+
 def training_dataset(
     context: dg.AssetExecutionContext,
     event_log: EventLogResource,

@@ -1,10 +1,14 @@
-"""Jobs: the on-demand (and sensor-launched) retrain through the whole loop."""
+"""Jobs: the on-demand (and sensor-launched) retrain through the whole loop, the raw
+partitions and their curation, the labeling queue, the monitoring assets."""
 
 from __future__ import annotations
 
 import dagster as dg
+from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from ct_assets import keys
+from ct_assets.defs.observability import retrain_assets
+from ct_assets.settings import Settings
 
 RETRAIN_ASSETS = [
     keys.TRAINING_DATASET,
@@ -14,16 +18,25 @@ RETRAIN_ASSETS = [
     keys.DEPLOYMENT_HISTORY,
 ]
 
-retrain_job = dg.define_asset_job(
-    keys.RETRAIN_JOB,
-    selection=dg.AssetSelection.assets(*RETRAIN_ASSETS),
-    description=(
-        "Dataset (cut at the log's current position) -> candidate -> validation -> champion. "
-        "Launch it by hand "
-        "(ct/trigger=manual, ct/mode full|incremental) or let a sensor launch it."
-    ),
-    tags={keys.TAG_JOB: keys.RETRAIN_JOB, keys.TAG_TRIGGER: "manual", keys.TAG_MODE: "full"},
-)
+
+def build_retrain_job(settings: Settings) -> UnresolvedAssetJobDefinition:
+    """The retrain job; with ``CT_BIAS_BLOCK_TRAINING`` on it first runs
+    ``feedback_bias_report``, whose blocking checks then stop the dataset and the rest."""
+    return dg.define_asset_job(
+        keys.RETRAIN_JOB,
+        selection=dg.AssetSelection.assets(*retrain_assets(settings, RETRAIN_ASSETS)),
+        description=(
+            "Dataset (cut at the log's current position) -> candidate -> validation -> "
+            "champion. Launch it by hand (ct/trigger=manual, ct/mode full|incremental) or "
+            "let a sensor launch it."
+            + (
+                " Runs feedback_bias_report first: a flagged bias stops the run."
+                if settings.bias_block_training
+                else ""
+            )
+        ),
+        tags={keys.TAG_JOB: keys.RETRAIN_JOB, keys.TAG_TRIGGER: "manual", keys.TAG_MODE: "full"},
+    )
 
 
 raw_partitions_job = dg.define_asset_job(
@@ -47,7 +60,12 @@ labeling_queue_job = dg.define_asset_job(
     description="Rank the recent predictions without feedback for labeling.",
 )
 
-MONITORING_ASSETS = [keys.PIPELINE_HEALTH]
+MONITORING_ASSETS = [
+    keys.FEEDBACK_AGGREGATES,
+    keys.FEEDBACK_LOOP_LATENCY,
+    keys.FEEDBACK_BIAS_REPORT,
+    keys.PIPELINE_HEALTH,
+]
 
 monitoring_job = dg.define_asset_job(
     keys.MONITORING_JOB,
