@@ -18,6 +18,10 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# The browser tests drive Debian's Chromium (/usr/bin/chromium): Playwright never
+# downloads a browser of its own.
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
+
 # Installs the pinned stack (constraints = the lock) and the project in editable mode.
 $(VENV)/.installed: $(BIN)/python pyproject.toml $(CONSTRAINTS)
 	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e '.[dev]'
@@ -52,6 +56,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_sensor_tick.py
 	$(BIN)/python benchmarks/bench_backtest.py
 	$(BIN)/python benchmarks/bench_predict.py
+	$(BIN)/python benchmarks/bench_monitoring.py
 
 clean:
 	rm -rf $(CT_HOME)
