@@ -5,7 +5,8 @@
 3. start a real ``dagster-daemon``; ingest the part after the drift;
 4. the volume sensor notices the new labeled feedback and launches a retrain run;
    the candidate passes the gate and becomes champion;
-5. print versions and accuracy before/after the drift; serve the UI on 127.0.0.1:3000
+5. materialize the monitoring assets (feedback aggregates, loop latency, bias, health);
+6. print versions and accuracy before/after the drift; serve the UI on 127.0.0.1:3000
    (unless ``CT_DEMO_NO_UI=1``).
 
 The demo owns its CT_HOME: it refuses to run in a non-empty CT_HOME it did not create,
@@ -187,6 +188,18 @@ def run_demo(base: Settings) -> int:
         _say(f"waiting for the volume sensor (threshold {settings.volume_threshold}) ...")
         second = _wait_for_new_champion(settings, first, daemon)
         acc_after_new = _accuracy(settings, second, post_eval)
+        with dg.DagsterInstance.get() as instance:
+            monitoring = (
+                build_definitions(settings)
+                .resolve_job_def(keys.MONITORING_JOB)
+                .execute_in_process(instance=instance, raise_on_error=False)
+            )
+        _say(
+            "monitoring assets materialized (feedback aggregates, loop latency, bias, health)"
+            if monitoring.success
+            else "the monitoring job failed; see the Dagster UI"
+        )
+        _say(f"what v{second} learned from: ct-assets lineage --version {second}")
         summary = DemoSummary(
             first, second, acc_before, acc_after_old, acc_after_new, _last_trigger_reason(settings)
         )
