@@ -18,6 +18,9 @@ FEEDBACK_LOOP_LATENCY = "feedback_loop_latency"
 FEEDBACK_BIAS_REPORT = "feedback_bias_report"
 PIPELINE_HEALTH = "pipeline_health"
 
+# who answers for the assets (shown in the Dagster UI)
+OWNERS = ["team:ml-platform"]
+
 # groups
 INGESTION = "ingestion"
 CURATION = "curation"

@@ -82,6 +82,10 @@ def test_every_asset_check_job_and_sensor_is_defined(settings: Settings) -> None
     for key in (keys.FEEDBACK_AGGREGATES, keys.FEEDBACK_LOOP_LATENCY, keys.PIPELINE_HEALTH):
         node = graph.get(dg.AssetKey(key))
         assert node.group_name == keys.MONITORING and node.owners and node.description
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        assert node.description, f"{key.to_user_string()} says what it holds"
+        assert node.owners, f"{key.to_user_string()} names who answers for it"
     schedule = defs.resolve_schedule_def(keys.MONITORING_SCHEDULE)
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
     assert schedule.cron_schedule == settings.monitoring_cron

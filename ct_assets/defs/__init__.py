@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from ct_assets import keys
 from ct_assets.defs.canary import (
     build_canary_analysis,
     build_canary_sensor,
@@ -44,22 +45,34 @@ ASSETS = [
 ]
 
 
+def with_owners(
+    asset: dg.AssetsDefinition | dg.AssetSpec,
+) -> dg.AssetsDefinition | dg.AssetSpec:
+    """The asset with ``keys.OWNERS`` where it names no owner of its own."""
+    if isinstance(asset, dg.AssetSpec):
+        return asset.replace_attributes(owners=list(asset.owners) or keys.OWNERS)
+    return asset.map_asset_specs(
+        lambda spec: spec.replace_attributes(owners=list(spec.owners) or keys.OWNERS)
+    )
+
+
 def build_definitions(settings: Settings) -> dg.Definitions:
     """The whole code location for ``settings`` (paths under its CT_HOME)."""
     partitions = daily_partitions(settings.partition_start_date)
     retrain_job = build_retrain_job(settings)
+    assets: list[dg.AssetsDefinition | dg.AssetSpec] = [
+        build_daily_assets(settings.partition_start_date),
+        build_training_dataset(settings),
+        *ASSETS,
+        DRIFT_MONITOR_SPEC,
+        PERFORMANCE_MONITOR_SPEC,
+        build_canary_analysis(settings),
+        build_shadow_evaluation(),
+        *build_monitoring_assets(settings),
+        build_pipeline_health(settings),
+    ]
     return dg.Definitions(
-        assets=[
-            build_daily_assets(settings.partition_start_date),
-            build_training_dataset(settings),
-            *ASSETS,
-            DRIFT_MONITOR_SPEC,
-            PERFORMANCE_MONITOR_SPEC,
-            build_canary_analysis(settings),
-            build_shadow_evaluation(),
-            *build_monitoring_assets(settings),
-            build_pipeline_health(settings),
-        ],
+        assets=[with_owners(asset) for asset in assets],
         jobs=[
             retrain_job,
             raw_partitions_job,

@@ -49,7 +49,6 @@ from ct_assets.registry import CHAMPION
 from ct_assets.settings import Settings
 from ct_assets.training.plots import png_markdown
 
-OWNERS = ["team:ml-platform"]
 MONITORING_CODE_VERSION = "feedback-monitoring-v1"
 #: Versions listed in the latency asset's table metadata, newest last.
 LATENCY_TABLE_ROWS = 10
@@ -149,7 +148,7 @@ def build_feedback_aggregates(settings: Settings) -> dg.AssetsDefinition:
     @dg.asset(
         name=keys.FEEDBACK_AGGREGATES,
         group_name=keys.MONITORING,
-        owners=OWNERS,
+        owners=keys.OWNERS,
         kinds={"duckdb", "parquet"},
         deps=[keys.VALIDATED_FEEDBACK, keys.RAW_PREDICTIONS],
         code_version=MONITORING_CODE_VERSION,
@@ -231,7 +230,7 @@ def build_feedback_loop_latency(settings: Settings) -> dg.AssetsDefinition:
     @dg.asset(
         name=keys.FEEDBACK_LOOP_LATENCY,
         group_name=keys.MONITORING,
-        owners=OWNERS,
+        owners=keys.OWNERS,
         kinds={"mlflow", "polars"},
         deps=[keys.CHAMPION_MODEL],
         code_version=MONITORING_CODE_VERSION,
@@ -361,7 +360,7 @@ def build_feedback_bias_report(settings: Settings) -> dg.AssetsDefinition:
     @dg.asset(
         name=keys.FEEDBACK_BIAS_REPORT,
         group_name=keys.MONITORING,
-        owners=OWNERS,
+        owners=keys.OWNERS,
         kinds={"duckdb", "parquet"},
         deps=[keys.ATTRIBUTED_EXAMPLES, keys.RAW_PREDICTIONS],
         code_version=MONITORING_CODE_VERSION,

@@ -161,7 +161,7 @@ def build_pipeline_health(settings: Settings) -> dg.AssetsDefinition:
     @dg.asset(
         name=keys.PIPELINE_HEALTH,
         group_name=keys.MONITORING,
-        owners=["team:ml-platform"],
+        owners=keys.OWNERS,
         kinds={"dagster", "prometheus"},
         description=(
             f"Health of the CT pipeline over the last {HEALTH_DAYS} days. Runs of the CT jobs "
