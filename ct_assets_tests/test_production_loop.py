@@ -365,3 +365,9 @@ def test_the_production_loop_closes_through_real_processes(
     assert report["champion"]["version"] == challenger.version
     assert report["deployment"]["mode"] == "canary"
     assert report["last_trigger"]["kind"] == "performance"
+    # the canary run that promoted it measured its feedback-loop latency
+    latency = report["feedback_loop_latency"]
+    assert latency["version"] == challenger.version and latency["trigger"] == "performance"
+    assert latency["events"] >= settings.performance_min_samples * 0.8
+    assert 0 < latency["p50_seconds"] <= latency["max_seconds"] < WAIT_SECONDS * 3
+    assert latency["trigger_to_promotion_seconds"] > 0

@@ -207,10 +207,13 @@ def build_shadow_evaluation() -> dg.AssetsDefinition:
 
 canary_job = dg.define_asset_job(
     keys.CANARY_JOB,
-    selection=dg.AssetSelection.assets(keys.CANARY_ANALYSIS, keys.SHADOW_EVALUATION),
+    selection=dg.AssetSelection.assets(
+        keys.CANARY_ANALYSIS, keys.SHADOW_EVALUATION, keys.FEEDBACK_LOOP_LATENCY
+    ),
     description=(
         "Analyse live traffic of the challenger: the canary (promote, roll back, or keep "
-        "going) and the shadow evaluation."
+        "going) and the shadow evaluation; then the feedback-loop latency, which a "
+        "promotion changes."
     ),
     tags={keys.TAG_JOB: keys.CANARY_JOB},
 )

@@ -198,7 +198,8 @@ LATENCY_DESCRIPTION = (
     "so the run's creation stands for it. Metadata charts the current champion's figures. "
     "Exported to CT_HOME/monitoring/feedback_loop_latency.json (every version listed) and "
     "CT_HOME/metrics/feedback_loop_latency.prom (Prometheus textfile, the current champion "
-    "only)."
+    "only). Refreshed by the retrain and canary jobs after a promotion can happen, and by "
+    "monitoring_job."
 )
 LATENCY_TABLE_SCHEMA = dg.TableSchema(
     columns=[
@@ -232,7 +233,7 @@ def build_feedback_loop_latency(settings: Settings) -> dg.AssetsDefinition:
         group_name=keys.MONITORING,
         owners=keys.OWNERS,
         kinds={"mlflow", "polars"},
-        deps=[keys.CHAMPION_MODEL],
+        deps=[keys.CHAMPION_MODEL, keys.CANARY_ANALYSIS],
         code_version=MONITORING_CODE_VERSION,
         description=LATENCY_DESCRIPTION,
     )
