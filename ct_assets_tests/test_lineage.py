@@ -310,3 +310,27 @@ def test_usage_errors_exit_2(
     with pytest.raises(SystemExit) as exited:
         main(["lineage", *args])
     assert exited.value.code == 2
+
+
+def test_the_human_output_names_what_an_analyst_looks_for(
+    history: History, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    champion = history.second
+    code, out, _ = lineage(history, monkeypatch, capsys, "--version", champion.version)
+    assert code == 0
+    assert f"v{champion.version} [@champion]" in out
+    assert f"continues    v{history.first.version}" in out
+    assert f"dataset      {champion.dataset_version}" in out
+    counts = lineage_json(history, monkeypatch, capsys, "--version", champion.version)["counts"]
+    sources = ", ".join(f"{s} {n}" for s, n in counts["by_source"].items())
+    assert f"source       {sources}" in out
+    served = counts["by_model_version"]
+    assert "None" in served, "simulated feedback carries its own features: served by no model"
+    assert f"(none) {served['None']}" in out and " None " not in out
+
+    event_id = history.feedback_ids[PRE + 300]
+    code, out, _ = lineage(history, monkeypatch, capsys, "--event", event_id)
+    assert code == 0 and event_id in out and "accepted" in out
+    assert f"v{champion.version}" in out
+    code, out, _ = lineage(history, monkeypatch, capsys, "--event", REPEAT)
+    assert code == 0 and "quarantined" in out and "duplicate" in out

@@ -16,7 +16,10 @@ def _status_of(entry: dict[str, Any]) -> str:
 
 
 def _counts_line(counts: dict[str, int]) -> str:
-    return ", ".join(f"{value} {n}" for value, n in counts.items()) or "-"
+    """``simulator 4000, app 12``; rows without a value (e.g. feedback that carried its
+    own features, served by no model) count as ``(none)``."""
+    named = {("(none)" if value == "None" else value): n for value, n in counts.items()}
+    return ", ".join(f"{value} {n}" for value, n in named.items()) or "-"
 
 
 def _chain_line(lineage: dict[str, Any]) -> str:
