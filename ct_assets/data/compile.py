@@ -28,14 +28,12 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import shutil
 import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -57,6 +55,7 @@ from ct_assets.data.dataset import (
     EmptyDatasetError,
     ReservedFeatureError,
 )
+from ct_assets.data.duckdb_work import connect, file_list, ident, quote, struct_fields, work_folder
 from ct_assets.data.windows import WindowSpec, select_window
 
 if TYPE_CHECKING:
@@ -79,7 +78,6 @@ _BYTES = 1 << 20
 #: Each compile works in ``<datasets_dir>/.compile-<pid>-<random>/`` (its spill files and
 #: the file being written), removed when it ends or, after a crash, by the next compile.
 WORK_PREFIX = ".compile-"
-ABANDONED_AFTER_SECONDS = 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -107,24 +105,17 @@ def compile_from_tables(
     Raises :class:`EmptyDatasetError` when no labeled row with features is left and
     :class:`ReservedFeatureError` when a feature is named like a dataset column.
     """
-    import duckdb
-
     labeled = window_feedback(feedback_files, policy, spec)
     if labeled.height == 0:
         raise EmptyDatasetError("no accepted, labeled feedback in the window")
-    own = _struct_fields(labeled.schema.get("own"))
+    own = struct_fields(labeled.schema.get("own"))
     groups = _prediction_groups(list(dict.fromkeys(prediction_files)))
     logged = {name: dtype for fields, _ in groups for name, dtype in fields.items()}
     features = sorted(set(own) | set(logged))
     _check_names(features)
-    datasets_dir.mkdir(parents=True, exist_ok=True)
-    remove_abandoned_work(datasets_dir)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f"{WORK_PREFIX}{os.getpid()}-", dir=datasets_dir))
-    out = tmp_dir / "dataset.parquet"
-    try:
-        con = duckdb.connect()
-        con.execute(f"SET memory_limit = '{spec.memory_limit_mb}MB'")
-        con.execute(f"SET temp_directory = {_quote(str(tmp_dir / 'spill'))}")
+    with work_folder(datasets_dir, WORK_PREFIX) as tmp_dir:
+        out = tmp_dir / "dataset.parquet"
+        con = connect(spec.memory_limit_mb, tmp_dir / "spill")
         con.register("feedback", labeled.with_row_index("rank").to_arrow())
         del labeled
         ranks = _choose_predictions(con, groups, has_own=bool(own))
@@ -141,8 +132,6 @@ def compile_from_tables(
         if not path.exists():
             out.replace(path)
         return _manifest(path, version, spec.position)
-    finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
 
 
 def _check_names(features: Sequence[str]) -> None:
@@ -162,30 +151,6 @@ def _check_names(features: Sequence[str]) -> None:
 
 class FeatureNameError(ValueError):
     """Two features whose names differ only in case."""
-
-
-def remove_abandoned_work(datasets_dir: Path) -> None:
-    """Remove the work folders of compiles whose process is gone (killed mid-write), and
-    any older than a day (a process id may have been reused since)."""
-    now = time.time()
-    for folder in datasets_dir.glob(f"{WORK_PREFIX}*"):
-        pid = folder.name.removeprefix(WORK_PREFIX).split("-", 1)[0]
-        try:
-            old = now - folder.stat().st_mtime > ABANDONED_AFTER_SECONDS
-        except FileNotFoundError:
-            continue
-        if old or not pid.isdigit() or not _alive(int(pid)):
-            shutil.rmtree(folder, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def window_feedback(
@@ -218,15 +183,9 @@ def window_feedback(
     if labeled["event_id"].is_duplicated().any():  # validation quarantines repeats; be sure
         labeled = labeled.sort("log_offset").unique("event_id", keep="first", maintain_order=True)
     columns = ["event_id", "log_offset", "timestamp", "prediction_id", LABEL, "label_source"]
-    own = ["own"] if _struct_fields(labeled.schema.get("own")) else []
+    own = ["own"] if struct_fields(labeled.schema.get("own")) else []
     labeled = labeled.select(*columns, *own)
     return select_window(labeled, spec.window, spec.end).select(*columns, "window_part", *own)
-
-
-def _struct_fields(dtype: Any) -> dict[str, pl.DataType]:
-    if isinstance(dtype, pl.Struct):
-        return {f.name: f.dtype for f in dtype.fields}  # type: ignore[misc]
-    return {}
 
 
 def _prediction_groups(files: Sequence[Path]) -> list[tuple[dict[str, pl.DataType], list[Path]]]:
@@ -237,24 +196,12 @@ def _prediction_groups(files: Sequence[Path]) -> list[tuple[dict[str, pl.DataTyp
         if not path.exists():
             continue
         schema = pl.read_parquet_schema(path)
-        fields = _struct_fields(schema.get("features"))
+        fields = struct_fields(schema.get("features"))
         if not fields or "prediction_id" not in schema:
             continue
         key = repr(sorted((k, str(v)) for k, v in fields.items()))
         groups.setdefault(key, (fields, []))[1].append(path)
     return list(groups.values())
-
-
-def _quote(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _files(paths: Sequence[Path]) -> str:
-    return "[" + ", ".join(_quote(str(p)) for p in paths) + "]"
 
 
 def _choose_predictions(
@@ -269,7 +216,7 @@ def _choose_predictions(
     if files:
         firsts = (
             "SELECT prediction_id, min(log_offset) AS p_offset "
-            f"FROM read_parquet({_files(files)}, union_by_name = true) "
+            f"FROM read_parquet({file_list(files)}, union_by_name = true) "
             "WHERE prediction_id IN (SELECT prediction_id FROM feedback) "
             "GROUP BY prediction_id"
         )
@@ -303,23 +250,21 @@ def _copy_sql(
             logged.setdefault(name, []).append(dtype)
     columns = []
     for name in features:
-        theirs = f"p.{_ident(_LOGGED + name)}" if name in logged else "NULL"
-        mine = f"c.own.{_ident(name)}" if name in own else "NULL"
+        theirs = f"p.{ident(_LOGGED + name)}" if name in logged else "NULL"
+        mine = f"c.own.{ident(name)}" if name in own else "NULL"
         types = [*logged.get(name, []), *([own[name]] if name in own else [])]
         if len(set(types)) > 1 and supertype(types) == pl.String:
             # e.g. a number logged, a text given: both as text, as the in-memory path does
             theirs, mine = f"CAST({theirs} AS VARCHAR)", f"CAST({mine} AS VARCHAR)"
         value = f"CASE WHEN c.own IS NOT NULL THEN {mine} ELSE {theirs} END" if own else theirs
-        columns.append(f"{value} AS {_ident(name)}")
+        columns.append(f"{value} AS {ident(name)}")
     if groups:
         parts = []
         for fields, paths in groups:
-            flat = ", ".join(
-                f"features.{_ident(n)} AS {_ident(_LOGGED + n)}" for n in sorted(fields)
-            )
+            flat = ", ".join(f"features.{ident(n)} AS {ident(_LOGGED + n)}" for n in sorted(fields))
             parts.append(
                 "SELECT log_offset, model_version, arm, "
-                f"{flat} FROM read_parquet({_files(paths)}, union_by_name = true)"
+                f"{flat} FROM read_parquet({file_list(paths)}, union_by_name = true)"
             )
         predictions = " UNION ALL BY NAME ".join(parts)
         join = "LEFT JOIN" if own else "JOIN"
@@ -329,7 +274,7 @@ def _copy_sql(
     select = ", ".join([meta, *columns])
     return (
         f"COPY (SELECT {select} FROM {source} ORDER BY c.rank) "
-        f"TO {_quote(str(out))} (FORMAT parquet)"
+        f"TO {quote(str(out))} (FORMAT parquet)"
     )
 
 

@@ -10,6 +10,7 @@ import polars as pl
 
 from ct_assets import keys
 from ct_assets.data.attribution import LabelPolicy
+from ct_assets.data.duckdb_work import quote
 from ct_assets.data.tables import TableStore
 from ct_assets.monitoring.feedback.policy_sql import policy_flags_sql
 from ct_assets.monitoring.feedback.predictions import first_logged, prediction_projection
@@ -28,7 +29,6 @@ from ct_assets.monitoring.feedback.sql import (
     create_table,
     duckdb_session,
     field_or_null,
-    quote,
 )
 
 AGGREGATE_SCHEMA: dict[str, pl.DataType] = {

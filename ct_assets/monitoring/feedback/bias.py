@@ -14,6 +14,7 @@ import polars as pl
 
 from ct_assets import keys
 from ct_assets.data.attribution import IMPLICIT_PREFIX, LabelPolicy
+from ct_assets.data.duckdb_work import quote, struct_fields
 from ct_assets.data.tables import TableStore
 from ct_assets.monitoring.feedback.predictions import (
     POSITION_FIELD,
@@ -33,8 +34,6 @@ from ct_assets.monitoring.feedback.sql import (
     create_table,
     duckdb_session,
     field_or_null,
-    quote,
-    struct_fields,
 )
 
 if TYPE_CHECKING:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from ct_assets.data.attribution import EXPLICIT, IMPLICIT, LabelPolicy
-from ct_assets.monitoring.feedback.sql import quote
+from ct_assets.data.duckdb_work import quote
 
 
 def _in_list(column: str, values: Iterable[str]) -> str:

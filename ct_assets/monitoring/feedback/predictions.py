@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from ct_assets.data.duckdb_work import ident, quote
 from ct_assets.monitoring.feedback.segments import Segments
-from ct_assets.monitoring.feedback.sql import Schema, column_or_null, field_or_null, ident, quote
+from ct_assets.monitoring.feedback.sql import Schema, column_or_null, field_or_null
 
 #: The feature that carries the rank at which an item was shown, when the payload has one.
 POSITION_FIELD = "position"

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from ct_assets.monitoring.feedback.sql import quote
+from ct_assets.data.duckdb_work import quote
 
 #: Group of a null value (no source, no signal, a missing feature).
 NO_VALUE = "(none)"

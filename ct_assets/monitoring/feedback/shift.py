@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
+from ct_assets.data.duckdb_work import quote
 from ct_assets.monitoring.feedback.segments import (
     ALL,
     NO_VALUE,
@@ -17,7 +18,6 @@ from ct_assets.monitoring.feedback.segments import (
     Segments,
     group_sql,
 )
-from ct_assets.monitoring.feedback.sql import quote
 
 if TYPE_CHECKING:
     import duckdb

@@ -18,18 +18,22 @@ file lacks reads as null.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import polars as pl
 
+from ct_assets.data.duckdb_work import (
+    connect,
+    file_list,
+    ident,
+    quote,
+    struct_fields,
+    work_folder,
+)
 from ct_assets.data.tables import TableStore
 
 if TYPE_CHECKING:
@@ -39,23 +43,8 @@ if TYPE_CHECKING:
 #: Each computation spills in ``<tables>/.monitoring-<pid>-<random>/``, removed when it ends
 #: or, after a crash, by the next computation.
 WORK_PREFIX = ".monitoring-"
-ABANDONED_AFTER_SECONDS = 24 * 3600
 
 Schema = Mapping[str, pl.DataType]
-
-
-def quote(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-def ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def struct_fields(dtype: Any) -> dict[str, pl.DataType]:
-    if isinstance(dtype, pl.Struct):
-        return {f.name: f.dtype for f in dtype.fields}  # type: ignore[misc]
-    return {}
 
 
 def column_or_null(schema: Schema, name: str, sql_type: str, alias: str | None = None) -> str:
@@ -104,59 +93,24 @@ class TableFiles:
             key = repr(sorted((name, str(dtype)) for name, dtype in schema.items()))
             groups.setdefault(key, (schema, []))[1].append(path)
         parts = [
-            f"SELECT {', '.join(project(schema))} FROM read_parquet({_file_list(paths)})"
+            f"SELECT {', '.join(project(schema))} FROM read_parquet({file_list(paths)})"
             for schema, paths in groups.values()
         ]
         return " UNION ALL BY NAME ".join(parts)
-
-
-def _file_list(paths: Sequence[Path]) -> str:
-    return "[" + ", ".join(quote(str(p)) for p in paths) + "]"
 
 
 @contextmanager
 def duckdb_session(work_root: Path, memory_limit_mb: int) -> Iterator[duckdb.DuckDBPyConnection]:
     """A DuckDB connection limited to ``memory_limit_mb``, spilling under ``work_root``, with
     dates in UTC (the tables' dates are UTC event dates)."""
-    import duckdb
-
-    work_root.mkdir(parents=True, exist_ok=True)
-    remove_abandoned_work(work_root)
-    folder = Path(tempfile.mkdtemp(prefix=f"{WORK_PREFIX}{os.getpid()}-", dir=work_root))
-    con = duckdb.connect()
-    try:
-        con.execute(f"SET memory_limit = '{int(memory_limit_mb)}MB'")
-        con.execute(f"SET temp_directory = {quote(str(folder / 'spill'))}")
-        con.execute("SET TimeZone = 'UTC'")
-        con.execute("SET preserve_insertion_order = false")
-        yield con
-    finally:
-        con.close()
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def remove_abandoned_work(work_root: Path) -> None:
-    """Remove the work folders of computations whose process is gone, and any older than a
-    day (a process id may have been reused since)."""
-    now = time.time()
-    for folder in work_root.glob(f"{WORK_PREFIX}*"):
-        pid = folder.name.removeprefix(WORK_PREFIX).split("-", 1)[0]
+    with work_folder(work_root, WORK_PREFIX) as folder:
+        con = connect(memory_limit_mb, folder / "spill")
         try:
-            old = now - folder.stat().st_mtime > ABANDONED_AFTER_SECONDS
-        except FileNotFoundError:
-            continue
-        if old or not pid.isdigit() or not _process_alive(int(pid)):
-            shutil.rmtree(folder, ignore_errors=True)
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+            con.execute("SET TimeZone = 'UTC'")
+            con.execute("SET preserve_insertion_order = false")
+            yield con
+        finally:
+            con.close()
 
 
 def create_table(
