@@ -153,6 +153,25 @@ class Settings:
         return self.home / "metrics"
 
     @property
+    def loop_latency_path(self) -> Path:
+        """feedback_loop_latency's export, which ``ct-assets status`` shows."""
+        return self.monitoring_dir / "feedback_loop_latency.json"
+
+    @property
+    def loop_latency_metrics_path(self) -> Path:
+        """feedback_loop_latency's Prometheus gauges, served by the API's ``/metrics``."""
+        return self.metrics_dir / "feedback_loop_latency.prom"
+
+    @property
+    def bias_report_path(self) -> Path:
+        return self.monitoring_dir / "feedback_bias_report.json"
+
+    @property
+    def api_scrape_path(self) -> Path:
+        """pipeline_health's previous scrape of the API's metrics (for rates)."""
+        return self.monitoring_dir / "api_metrics_last.json"
+
+    @property
     def labeling_queue_path(self) -> Path:
         return self.tables_dir / "labeling_queue" / "latest.json"
 

@@ -134,15 +134,12 @@ def _feedback_states(settings: Settings) -> dict[str, int]:
     return {str(r["status"]): int(r["len"]) for r in counts.iter_rows(named=True)}
 
 
-LATENCY_FILE = "feedback_loop_latency.json"
-
-
 def _loop_latency(settings: Settings) -> dict[str, Any] | None:
     """The champion's feedback-loop latency as the feedback_loop_latency asset last
     exported it; None before the asset was materialized."""
     import json
 
-    path = settings.monitoring_dir / LATENCY_FILE
+    path = settings.loop_latency_path
     try:
         exported = json.loads(path.read_text())
     except FileNotFoundError:

@@ -137,8 +137,8 @@ def test_status_shows_the_champions_feedback_loop_latency(settings: Settings) ->
         "max_seconds": 3 * 86400.0,
         "trigger_to_promotion_seconds": 42.0,
     }
-    settings.monitoring_dir.mkdir(parents=True)
-    exported = settings.monitoring_dir / "feedback_loop_latency.json"
+    exported = settings.loop_latency_path
+    exported.parent.mkdir(parents=True)
     exported.write_text(json.dumps({"versions": [entry], "champion": entry}))
     status = json.loads(run(settings, "status", "--json").stdout)
     assert status["feedback_loop_latency"] == entry

@@ -31,8 +31,6 @@ from ct_assets.defs.observability import (
     build_feedback_bias_report,
     build_feedback_loop_latency,
     build_monitoring_assets,
-    latency_json_path,
-    latency_prom_path,
     retrain_assets,
 )
 from ct_assets.defs.resources import resources_from_settings
@@ -677,7 +675,7 @@ def test_the_assets_on_a_real_promotion_report_its_latency(settings: Settings) -
     waits = np.array(
         [(promoted_at - t).total_seconds() for t in train["timestamp"].to_list()], dtype=float
     )
-    document = json.loads(latency_json_path(settings).read_text())
+    document = json.loads(settings.loop_latency_path.read_text())
     entry = document["champion"]
     assert [v["version"] for v in document["versions"]] == [champion.version]
     assert entry["version"] == champion.version and entry["trigger"] == "manual"
@@ -689,7 +687,7 @@ def test_the_assets_on_a_real_promotion_report_its_latency(settings: Settings) -
     trigger_to_promotion = (promoted_at - run.create_timestamp).total_seconds()
     assert entry["trigger_to_promotion_seconds"] == pytest.approx(trigger_to_promotion)
     assert 0 < trigger_to_promotion < 600
-    samples = _prometheus_samples(latency_prom_path(settings).read_text())
+    samples = _prometheus_samples(settings.loop_latency_metrics_path.read_text())
     version = champion.version
     assert samples[
         f'ct_feedback_loop_latency_seconds{{version="{version}",quantile="0.95"}}'
@@ -759,7 +757,7 @@ def test_flagged_bias_warns_or_blocks_what_depends_on_the_report(
     assert result.success is not blocking
     expected = [keys.FEEDBACK_BIAS_REPORT, *RETRAIN_ASSETS] if blocking else RETRAIN_ASSETS
     assert retrain_assets(settings, RETRAIN_ASSETS) == expected
-    document = json.loads((settings.home / "monitoring" / "feedback_bias_report.json").read_text())
+    document = json.loads(settings.bias_report_path.read_text())
     assert document["report"]["concentration"]["top_share"] == pytest.approx(0.6)
 
 
@@ -780,11 +778,11 @@ def test_before_any_data_or_champion_the_assets_say_why(settings: Settings) -> N
     assert "no validated_feedback tables" in meta[keys.FEEDBACK_AGGREGATES]["reason"]
     assert meta[keys.FEEDBACK_LOOP_LATENCY]["champion_version"] == "(none)"
     assert "no champion" in meta[keys.FEEDBACK_LOOP_LATENCY]["reason"]
-    assert json.loads(latency_json_path(settings).read_text()) == {
+    assert json.loads(settings.loop_latency_path.read_text()) == {
         "versions": [],
         "champion": None,
     }
-    assert _prometheus_samples(latency_prom_path(settings).read_text()) == {}
+    assert _prometheus_samples(settings.loop_latency_metrics_path.read_text()) == {}
     assert meta[keys.FEEDBACK_BIAS_REPORT]["flagged"] == 0
     assert all(c.passed for c in _check_results(result).values())
     assert (settings.tables_dir / keys.FEEDBACK_AGGREGATES / "latest.parquet").exists()

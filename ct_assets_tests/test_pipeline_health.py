@@ -157,7 +157,7 @@ def test_the_api_serves_exported_gauges_and_pipeline_health_scrapes_it(tmp_path:
     from .api_helpers import feedback_event, start_api
 
     home = tmp_path / "home"
-    exported = home / "metrics" / "feedback_loop_latency.prom"
+    exported = Settings().with_home(home).loop_latency_metrics_path
     exported.parent.mkdir(parents=True)
     exported.write_text(
         "# HELP ct_feedback_loop_latency_seconds test\n"

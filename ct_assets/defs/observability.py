@@ -63,18 +63,6 @@ BIAS_CHECK_DESCRIPTIONS = {
 }
 
 
-def latency_json_path(settings: Settings) -> Path:
-    return settings.home / "monitoring" / "feedback_loop_latency.json"
-
-
-def latency_prom_path(settings: Settings) -> Path:
-    return settings.home / "metrics" / "feedback_loop_latency.prom"
-
-
-def bias_report_path(settings: Settings) -> Path:
-    return settings.home / "monitoring" / "feedback_bias_report.json"
-
-
 def bias_thresholds(settings: Settings) -> BiasThresholds:
     return BiasThresholds(
         max_selection_ratio=settings.bias_max_selection_ratio,
@@ -226,7 +214,7 @@ def latency_table(latencies: list[VersionLatency]) -> dg.TableMetadataValue:
 
 
 def build_feedback_loop_latency(settings: Settings) -> dg.AssetsDefinition:
-    json_path, prom_path = latency_json_path(settings), latency_prom_path(settings)
+    json_path, prom_path = settings.loop_latency_path, settings.loop_latency_metrics_path
 
     @dg.asset(
         name=keys.FEEDBACK_LOOP_LATENCY,
@@ -356,7 +344,7 @@ def build_feedback_bias_report(settings: Settings) -> dg.AssetsDefinition:
     blocking = settings.bias_block_training
     severity = dg.AssetCheckSeverity.ERROR if blocking else dg.AssetCheckSeverity.WARN
     thresholds = bias_thresholds(settings)
-    path = bias_report_path(settings)
+    path = settings.bias_report_path
 
     @dg.asset(
         name=keys.FEEDBACK_BIAS_REPORT,

@@ -156,7 +156,7 @@ def _numbers(prefix: str, row: dict[str, Any], names: list[str]) -> dict[str, fl
 
 
 def build_pipeline_health(settings: Settings) -> dg.AssetsDefinition:
-    previous_path = settings.home / "monitoring" / "api_metrics_last.json"
+    previous_path = settings.api_scrape_path
 
     @dg.asset(
         name=keys.PIPELINE_HEALTH,
