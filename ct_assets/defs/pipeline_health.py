@@ -10,6 +10,7 @@ from typing import Any
 import dagster as dg
 
 from ct_assets import keys
+from ct_assets.json_values import json_safe
 from ct_assets.monitoring.health import (
     ApiScrape,
     RunSample,
@@ -119,17 +120,6 @@ def _finite(value: float) -> float | None:
     return value if isinstance(value, float) and math.isfinite(value) else None
 
 
-def _jsonable(value: Any) -> Any:
-    """NaN (no data) as null: JSON has no NaN."""
-    if isinstance(value, float):
-        return _finite(value)
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_jsonable(v) for v in value]
-    return value
-
-
 def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     if not rows:
         return "(none)"
@@ -217,7 +207,7 @@ def build_pipeline_health(settings: Settings) -> dg.AssetsDefinition:
                 **metadata,
                 "summary": dg.MetadataValue.md(markdown),
                 "details": dg.MetadataValue.json(
-                    _jsonable({"jobs": jobs, "sensors": sensors, "api": routes})
+                    json_safe({"jobs": jobs, "sensors": sensors, "api": routes})
                 ),
             }
         )

@@ -22,6 +22,7 @@ import polars as pl
 from numpy.typing import NDArray
 
 from ct_assets.data.dataset import LABEL
+from ct_assets.json_values import json_safe
 from ct_assets.training.gate import Checks, GateDecision, check_floor, check_tolerance, is_missing
 from ct_assets.training.metrics import PRIMARY_METRIC, classification_metrics
 from ct_assets.training.model import TrainedModel
@@ -693,19 +694,8 @@ def _check_slices(checks: Checks, slices: list[SliceMetrics], m: str, config: Ga
 
 
 def _json_dict(value: Mapping[str, Any]) -> dict[str, Any]:
-    return {str(k): _json_safe(v) for k, v in value.items()}
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, np.generic):
-        return _json_safe(value.item())
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    return value
+    safe: dict[str, Any] = json_safe(value)
+    return safe
 
 
 def _fmt(value: float | None, name: str = "") -> str:
