@@ -51,6 +51,17 @@ _COLUMNS: dict[EventKind, list[str]] = {
 }
 
 
+#: The fields of an event of each kind besides those every event has.
+EVENT_FIELDS: dict[EventKind, tuple[str, ...]] = {
+    kind: tuple(columns[len(_COMMON) :]) for kind, columns in _COLUMNS.items()
+}
+
+
+def received_time(received_us: int) -> datetime:
+    """When the log received an event, from the microseconds it stores."""
+    return _EPOCH + timedelta(microseconds=received_us)
+
+
 @dataclass(frozen=True)
 class LogCounts:
     prediction: int
@@ -186,7 +197,7 @@ def read_events(
     entries = read_entries(root, kind, limit, dates)
     event_type: Any = EVENT_TYPES[kind]
     events = msgspec.json.Decoder(list[event_type]).decode(b"[" + b",".join(entries.lines) + b"]")
-    received = [_EPOCH + timedelta(microseconds=us) for us in entries.received_us]
+    received = [received_time(us) for us in entries.received_us]
     events = [
         msgspec.structs.replace(event, received_at=at)
         for event, at in zip(events, received, strict=True)

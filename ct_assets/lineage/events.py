@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,8 @@ import msgspec
 import polars as pl
 
 from ct_assets import keys
-from ct_assets.eventlog.reader import counts_by_date, read_entries
+from ct_assets.data.tables import TableStore
+from ct_assets.eventlog.reader import EVENT_FIELDS, counts_by_date, read_entries, received_time
 from ct_assets.schema import EVENT_TYPES, EventKind
 from ct_assets.settings import Settings
 
@@ -25,29 +26,7 @@ from ct_assets.settings import Settings
 NOT_CURATED = "not_curated"
 #: The columns of ``validated_feedback`` that tell how curation judged an event.
 CURATION_COLUMNS = ("event_id", "log_offset", "status", "reason", "reason_detail")
-#: The fields of a logged event worth showing, per kind.
-EVENT_FIELDS: dict[EventKind, tuple[str, ...]] = {
-    "feedback": (
-        "feedback_type",
-        "prediction_id",
-        "entity_id",
-        "user_id",
-        "source",
-        "label",
-        "signal",
-        "value",
-    ),
-    "prediction": (
-        "prediction_id",
-        "model_name",
-        "model_version",
-        "arm",
-        "entity_id",
-        "prediction",
-    ),
-}
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _KINDS: tuple[EventKind, ...] = ("feedback", "prediction")
 
 
@@ -112,21 +91,20 @@ def find_in_log(
             hit = _find_line(entries.lines, event_id, kind)
             if hit is not None:
                 index, event = hit
-                received = _EPOCH + timedelta(microseconds=entries.received_us[index])
+                received = received_time(entries.received_us[index])
                 return LoggedEvent(kind, day, entries.offsets[index], received, event)
     return None
 
 
 def _table_path(settings: Settings, table: str, day: str) -> Path:
-    return settings.tables_dir / table / f"date={day}.parquet"
+    return TableStore(settings.tables_dir).path(table, day)
 
 
 def table_files(settings: Settings, table: str, days: Iterable[str] | None = None) -> list[Path]:
     """The per-date files of ``table`` (of ``days``, those that exist; else every date)."""
-    if days is not None:
-        return [p for p in (_table_path(settings, table, d) for d in days) if p.exists()]
-    folder = settings.tables_dir / table
-    return sorted(folder.glob("date=*.parquet")) if folder.is_dir() else []
+    store = TableStore(settings.tables_dir)
+    paths = (store.path(table, d) for d in (store.days(table) if days is None else days))
+    return [p for p in paths if p.exists()]
 
 
 def _day_of(path: Path) -> str:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ct_assets.lineage.events import EVENT_FIELDS, NOT_CURATED
+from ct_assets.eventlog.reader import EVENT_FIELDS
+from ct_assets.lineage.events import NOT_CURATED
 
 
 def _status_of(entry: dict[str, Any]) -> str:
