@@ -28,7 +28,6 @@ from ct_assets.monitoring.feedback.sql import (
     column_or_null,
     create_table,
     duckdb_session,
-    field_or_null,
 )
 
 AGGREGATE_SCHEMA: dict[str, pl.DataType] = {
@@ -135,11 +134,7 @@ def _feedback_projection(segments: Segments) -> Callable[[Schema], list[str]]:
             column_or_null(schema, "label", "VARCHAR"),
             column_or_null(schema, "value", "DOUBLE"),
         ]
-        for index, name in enumerate(segments.names):
-            columns.append(
-                field_or_null(schema, "features", name, "VARCHAR", Segments.alias(index))
-            )
-        return columns
+        return [*columns, *segments.feature_columns(schema)]
 
     return project
 
@@ -163,7 +158,7 @@ def feedback_aggregates(
     if not feedback:
         reason = f"no validated_feedback tables yet under {store.root}"
         return FeedbackAggregates(empty_aggregates(), chosen, reason)
-    aliases = [Segments.alias(i) for i in range(len(chosen.names))]
+    aliases = chosen.aliases()
     with duckdb_session(store.root, memory_limit_mb) as con:
         prediction_sql = (
             first_logged(predictions.select_sql(prediction_projection(chosen)), ["day", *aliases])

@@ -179,11 +179,7 @@ def _example_projection(segments: Segments) -> Callable[[Schema], list[str]]:
             column_or_null(schema, "user_id", "VARCHAR"),
             field_or_null(schema, "features", POSITION_FIELD, "VARCHAR", "position"),
         ]
-        for index, name in enumerate(segments.names):
-            columns.append(
-                field_or_null(schema, "features", name, "VARCHAR", Segments.alias(index))
-            )
-        return columns
+        return [*columns, *segments.feature_columns(schema)]
 
     return project
 
@@ -280,7 +276,7 @@ def _load_window(
         else None,
         _WINDOW_PREDICTION_COLUMNS,
     )
-    aliases = [Segments.alias(i) for i in range(len(segments.names))]
+    aliases = segments.aliases()
     create_table(
         con,
         "ex",

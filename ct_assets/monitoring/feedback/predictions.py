@@ -25,9 +25,7 @@ def prediction_projection(
             column_or_null(schema, "prediction_id", "VARCHAR"),
             column_or_null(schema, "log_offset", "BIGINT"),
         ]
-        for index, name in enumerate(segments.names):
-            alias = Segments.alias(index)
-            columns.append(field_or_null(schema, "features", name, "VARCHAR", alias))
+        columns += segments.feature_columns(schema)
         if score is not None:
             columns.append(column_or_null(schema, "prediction", "VARCHAR"))
             columns.append(f"{score(schema)} AS score")

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from ct_assets.data.duckdb_work import quote
+from ct_assets.monitoring.feedback.sql import Schema, field_or_null
 
 #: Group of a null value (no source, no signal, a missing feature).
 NO_VALUE = "(none)"
@@ -32,6 +33,16 @@ class Segments:
     def alias(index: int) -> str:
         """The SQL name of the ``index``-th segment's column (features may have any name)."""
         return f"seg{index}"
+
+    def aliases(self) -> list[str]:
+        return [self.alias(i) for i in range(len(self.names))]
+
+    def feature_columns(self, schema: Schema) -> list[str]:
+        """SQL: each segment feature of the ``features`` struct, as text, under its alias."""
+        return [
+            field_or_null(schema, "features", name, "VARCHAR", alias)
+            for name, alias in zip(self.names, self.aliases(), strict=True)
+        ]
 
 
 def choose_segments(configured: str, features: Mapping[str, pl.DataType]) -> Segments:
