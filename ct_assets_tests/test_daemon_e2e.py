@@ -17,9 +17,10 @@ from ct_assets import keys
 from ct_assets.defs import build_definitions
 from ct_assets.instance import prepare_dagster_home
 from ct_assets.registry import CHAMPION, Registry
-from ct_assets.settings import PROJECT_ROOT, Settings
+from ct_assets.settings import Settings
 
 from .conftest import ingest, simulated_events
+from .daemon_helpers import running_daemon
 
 WAIT_SECONDS = 240
 
@@ -38,24 +39,15 @@ def test_daemon_launches_a_retrain_and_the_champion_changes(settings: Settings) 
     first = registry.alias(CHAMPION)
     assert first is not None
 
-    log = open(settings.home / "daemon.log", "wb")  # noqa: SIM115
-    daemon = subprocess.Popen(
-        [str(Path(sys.executable).with_name("dagster-daemon")), "run", "-w", "workspace.yaml"],
-        cwd=PROJECT_ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
+    with running_daemon(settings) as daemon:
         ingest(settings, events[2400:])
         deadline = time.monotonic() + WAIT_SECONDS
         champion = first
         while time.monotonic() < deadline and champion.version == first.version:
-            assert daemon.poll() is None, (settings.home / "daemon.log").read_text()[-3000:]
+            assert daemon.alive(), daemon.output()
             time.sleep(2)
             champion = registry.alias(CHAMPION) or first
-        assert champion.version != first.version, (settings.home / "daemon.log").read_text()[-3000:]
+        assert champion.version != first.version, daemon.output()
         # the champion moves in the run's last step; the run ends moments later
         with dg.DagsterInstance.from_config(str(home)) as instance:
             while time.monotonic() < deadline:
@@ -63,13 +55,6 @@ def test_daemon_launches_a_retrain_and_the_champion_changes(settings: Settings) 
                 if runs and runs[0].is_finished:
                     break
                 time.sleep(1)
-    finally:
-        daemon.terminate()
-        try:
-            daemon.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-        log.close()
 
     with dg.DagsterInstance.from_config(str(home)) as instance:
         runs = instance.get_runs(dg.RunsFilter(tags={keys.TAG_TRIGGER: "volume"}))

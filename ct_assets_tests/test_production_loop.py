@@ -23,8 +23,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,10 +46,11 @@ from ct_assets.registry import (
     Registry,
     VersionInfo,
 )
-from ct_assets.settings import PROJECT_ROOT, Settings
+from ct_assets.settings import Settings
 
 from .api_helpers import ApiServer, start_api
 from .conftest import ingest, simulated_events
+from .daemon_helpers import daemon_log_path, log_tail, running_daemon
 
 TOKEN = "loop-" + uuid.uuid4().hex
 WAIT_SECONDS = 300
@@ -152,32 +152,6 @@ def loop_settings(settings: Settings) -> Settings:
     )
 
 
-@contextmanager
-def running_daemon(settings: Settings) -> Iterator[Path]:
-    """A real dagster-daemon on the test's instance; yields its log file."""
-    home = prepare_dagster_home(settings)
-    env = {**os.environ, **settings.as_env(), "DAGSTER_HOME": str(home)}
-    log_path = settings.home / "daemon.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [str(Path(sys.executable).with_name("dagster-daemon")), "run", "-w", "workspace.yaml"],
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        yield log_path
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
 def finished(instance: dg.DagsterInstance, sensor: str) -> list[dg.DagsterRun]:
     return [r for r in sensor_runs(instance, sensor) if r.is_finished]
 
@@ -219,10 +193,9 @@ def test_the_production_loop_closes_through_real_processes(
 
     api = start_api(settings.home, TOKEN, env={"CT_SERVING_POLL_SECONDS": "0.2"})
     traffic = Traffic(api, new)
-    daemon_log = settings.home / "daemon.log"
 
     def diagnostics() -> str:
-        tail = daemon_log.read_text(errors="replace")[-4000:] if daemon_log.exists() else ""
+        tail = log_tail(daemon_log_path(settings))
         return f"registry: {registry.alias(CHAMPION)} / {registry.alias(CHALLENGER)}\n{tail}"
 
     try:
