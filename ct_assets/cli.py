@@ -196,13 +196,13 @@ def _cmd_lineage(args: argparse.Namespace, settings: Settings) -> int:
     from ct_assets.lineage import (
         LineageNotFoundError,
         event_lineage,
-        open_registry,
         render_event_lineage,
         render_version_lineage,
         version_lineage,
     )
+    from ct_assets.registry import Registry
 
-    registry = open_registry(settings)
+    registry = Registry.existing(settings)
     try:
         if args.version is not None:
             lineage = version_lineage(settings, registry, args.version)

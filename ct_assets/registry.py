@@ -175,6 +175,15 @@ class Registry:
     def from_settings(cls, settings: Settings) -> Registry:
         return cls(settings.tracking_uri, settings.model_name, settings.artifact_root)
 
+    @classmethod
+    def existing(cls, settings: Settings) -> Registry | None:
+        """The registry, or None when its SQLite store was never created (nothing was
+        registered): a lookup must not create an empty store as a side effect."""
+        uri = settings.tracking_uri
+        if uri.startswith(SQLITE_PREFIX) and not Path(uri.removeprefix(SQLITE_PREFIX)).exists():
+            return None
+        return cls.from_settings(settings)
+
     @cached_property
     def client(self) -> MlflowClient:
         from mlflow import MlflowClient

@@ -19,10 +19,9 @@ def _registry_state(settings: Settings) -> dict[str, Any]:
         "performance": None,
         "deployment": {"mode": "off", "fraction": 0.0},
     }
-    db = settings.mlflow_dir / "mlflow.db"
-    if settings.tracking_uri.startswith("sqlite:///") and not db.exists():
+    registry = Registry.existing(settings)
+    if registry is None:
         return out
-    registry = Registry.from_settings(settings)
     champion = registry.alias(CHAMPION)
     challenger = registry.alias(CHALLENGER)
     out["champion"] = champion.as_status() if champion else None

@@ -9,13 +9,12 @@ were trained on them. Everything is read-only: nothing is created under ``CT_HOM
 
 from ct_assets.lineage.answers import event_lineage, version_lineage
 from ct_assets.lineage.errors import LineageNotFoundError
-from ct_assets.lineage.registry_view import open_registry, parse_version
+from ct_assets.lineage.registry_view import parse_version
 from ct_assets.lineage.render import render_event_lineage, render_version_lineage
 
 __all__ = [
     "LineageNotFoundError",
     "event_lineage",
-    "open_registry",
     "parse_version",
     "render_event_lineage",
     "render_version_lineage",

@@ -5,13 +5,11 @@ each dataset. Opening it never creates a store as a side effect."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from ct_assets.registry import (
     CHALLENGER,
     CHAMPION,
-    SQLITE_PREFIX,
     TAG_CODE_VERSION,
     TAG_DAGSTER_RUN_ID,
     TAG_DATASET_VERSION,
@@ -24,19 +22,9 @@ from ct_assets.registry import (
     TAG_TRIGGER,
     Registry,
 )
-from ct_assets.settings import Settings
 
 #: How many versions an incremental model's chain of init models is followed back.
 MAX_CHAIN = 50
-
-
-def open_registry(settings: Settings) -> Registry | None:
-    """The registry, or None when its SQLite store was never created (nothing registered):
-    a lookup must not create an empty store as a side effect."""
-    uri = settings.tracking_uri
-    if uri.startswith(SQLITE_PREFIX) and not Path(uri.removeprefix(SQLITE_PREFIX)).exists():
-        return None
-    return Registry.from_settings(settings)
 
 
 def parse_version(raw: str) -> str:
