@@ -102,11 +102,14 @@ class Settings:
     retrain_schedule_on: bool = False
     # Training checkpoints: every N boosting rounds (0: none).
     checkpoint_every: int = 25
-    # LightGBM
-    num_boost_round: int = 300
-    learning_rate: float = 0.05
+    # LightGBM (its own defaults). Early stopping picks the rounds only on datasets of at
+    # least early_stopping_min_rows training rows; below, a model is plain LightGBM's.
+    num_boost_round: int = 100
+    learning_rate: float = 0.1
     num_leaves: int = 31
     seed: int = 7
+    early_stopping_min_rows: int = 20_000
+    balance_classes: bool = False
     # Event log
     segment_max_bytes: int = 64 * 1024 * 1024
     max_event_bytes: int = 32 * 1024
@@ -372,6 +375,8 @@ _ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "learning_rate": ("CT_LEARNING_RATE", float),
     "num_leaves": ("CT_NUM_LEAVES", _non_negative_int),
     "seed": ("CT_SEED", int),
+    "early_stopping_min_rows": ("CT_EARLY_STOPPING_MIN_ROWS", _non_negative_int),
+    "balance_classes": ("CT_BALANCE_CLASSES", _flag),
     "segment_max_bytes": ("CT_SEGMENT_MAX_BYTES", _non_negative_int),
     "max_event_bytes": ("CT_MAX_EVENT_BYTES", _non_negative_int),
     "window_mode": ("CT_WINDOW_MODE", str),

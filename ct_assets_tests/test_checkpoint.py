@@ -39,9 +39,16 @@ from ct_assets.training.train import (
 REPO = Path(__file__).resolve().parents[1]
 START = datetime(2024, 1, 1, tzinfo=UTC)
 EVERY = 5
-# Early stopping well before num_boost_round: the stop itself must survive a resume.
+# Early stopping well before num_boost_round: the stop itself must survive a resume. On
+# this small dataset only because early stopping is asked for from the first row on.
 PARAMS = TrainParams(
-    num_boost_round=300, learning_rate=0.1, early_stopping_rounds=20, num_threads=1
+    num_boost_round=300,
+    learning_rate=0.1,
+    early_stopping_rounds=20,
+    early_stopping_min_rows=0,
+    min_boost_round=1,
+    num_threads=1,
+    balance_classes=True,
 )
 
 
@@ -507,17 +514,21 @@ def test_incremental_training_resumes_exactly(
 def test_early_stopping_is_lightgbms(
     monkeypatch: pytest.MonkeyPatch, dataset: pl.DataFrame, classes: int
 ) -> None:
-    """Without checkpoints, the resumable early stopping stops where LightGBM's does."""
+    """Without checkpoints, the resumable early stopping stops where LightGBM's does when
+    the first metric (the loss) alone decides."""
     frame = dataset if classes == 2 else three_classes(dataset)
     params = dataclasses.replace(PARAMS, early_stopping_rounds=10)
     ours = train_model(frame, params)
     train: Callable[..., Any] = lightgbm.train
 
     def with_lightgbms_early_stopping(*args: Any, callbacks: list[Any], **kwargs: Any) -> Any:
-        [stopper] = [c for c in callbacks if isinstance(c, EarlyStopping)]
-        others = [c for c in callbacks if c is not stopper]
-        builtin = lightgbm.early_stopping(stopper.rounds, verbose=False)
-        return train(*args, callbacks=[*others, builtin], **kwargs)
+        stoppers = [c for c in callbacks if isinstance(c, EarlyStopping)]
+        others = [c for c in callbacks if c not in stoppers]
+        builtin = [
+            lightgbm.early_stopping(s.rounds, first_metric_only=True, verbose=False)
+            for s in stoppers
+        ]
+        return train(*args, callbacks=[*others, *builtin], **kwargs)
 
     monkeypatch.setattr(lightgbm, "train", with_lightgbms_early_stopping)
     theirs = train_model(frame, params)
@@ -578,9 +589,10 @@ def test_multiclass_imbalance_is_weighted(dataset: pl.DataFrame) -> None:
     assert_same_model(train_model(frame, params), weighted, frame)
 
 
-def test_binary_keeps_is_unbalance(reference: TrainResult) -> None:
+def test_binary_is_unbalance_only_when_balancing(reference: TrainResult) -> None:
     assert reference.model.spec.params["is_unbalance"] is True
-    assert TrainParams(balance_classes=False).lightgbm_params(2)["is_unbalance"] is False
+    # off by default: plain LightGBM's accuracy at the observed class rates
+    assert TrainParams().lightgbm_params(2)["is_unbalance"] is False
     assert TrainParams().lightgbm_params(3)["is_unbalance"] is False
 
 

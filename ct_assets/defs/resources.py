@@ -66,6 +66,8 @@ class TrainingConfigResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     learning_rate: float
     num_leaves: int
     seed: int
+    early_stopping_min_rows: int
+    balance_classes: bool
     gate_tolerance: float
     gate_min_auc: float
     gate_forgetting_tolerance: float
@@ -155,6 +157,8 @@ def resources_from_settings(settings: Settings) -> dict[str, dg.ConfigurableReso
             learning_rate=settings.learning_rate,
             num_leaves=settings.num_leaves,
             seed=settings.seed,
+            early_stopping_min_rows=settings.early_stopping_min_rows,
+            balance_classes=settings.balance_classes,
             gate_tolerance=settings.gate_tolerance,
             gate_min_auc=settings.gate_min_auc,
             gate_forgetting_tolerance=settings.gate_forgetting_tolerance,

@@ -23,7 +23,7 @@ from ct_assets.registry import (
 from ct_assets.training.checkpoint import Checkpoint
 from ct_assets.training.train import Mode, TrainParams, train_model
 
-TRAINING_CODE_VERSION = "lightgbm-v1"
+TRAINING_CODE_VERSION = "lightgbm-v2"
 
 
 class CandidateConfig(dg.Config):
@@ -84,6 +84,8 @@ def candidate_model(
         learning_rate=training_config.learning_rate,
         num_leaves=training_config.num_leaves,
         seed=training_config.seed,
+        early_stopping_min_rows=training_config.early_stopping_min_rows,
+        balance_classes=training_config.balance_classes,
     )
     checkpoint = None
     if training_config.checkpoint_every > 0:
@@ -135,6 +137,7 @@ def candidate_model(
             keys.META_TRIGGER: run_tags.get(keys.TAG_TRIGGER, "manual"),
             **{f"validation_{k}": float(v) for k, v in validation.items()},
             "best_iteration": result.best_iteration,
+            "early_stopped": result.early_stopped,
             "train_rows": result.train_rows,
             "train_seconds": round(result.seconds, 3),
             "notes": "; ".join(result.notes) or "-",

@@ -1,5 +1,12 @@
 """LightGBM training: full from scratch, or incremental (continue boosting the champion).
 
+Below ``early_stopping_min_rows`` training rows a model is exactly what plain LightGBM
+fits on those rows with the same parameters: every round, every row. On more rows,
+early stopping picks the number of rounds on the newest ``validation_fraction`` of them
+(the objective's loss alone decides, never fewer than ``min_boost_round`` rounds), and the
+model is then fitted on every row with that many rounds, so the newest rows are learned
+from too.
+
 Training can checkpoint every few rounds (:class:`~ct_assets.training.checkpoint.Checkpoint`):
 a run killed midway then resumes from its last checkpoint, with its early stopping state,
 and ends with the model an uninterrupted run would have given.
@@ -31,16 +38,43 @@ Mode = Literal["full", "incremental"]
 
 @dataclass(frozen=True)
 class TrainParams:
-    num_boost_round: int = 300
-    learning_rate: float = 0.05
+    # LightGBM's own defaults: 100 rounds at learning rate 0.1, 31 leaves.
+    num_boost_round: int = 100
+    learning_rate: float = 0.1
     num_leaves: int = 31
     seed: int = 7
+    #: Patience of early stopping (0: never stop early).
     early_stopping_rounds: int = 30
     validation_fraction: float = 0.15
+    #: Early stopping only from this many training rows on: a smaller validation slice is
+    #: too noisy to pick the number of rounds (a loss that wobbles early stops a model at a
+    #: handful of trees), so below it every round is trained on every row.
+    early_stopping_min_rows: int = 20_000
+    #: Early stopping never keeps fewer rounds than this (capped by num_boost_round).
+    min_boost_round: int = 20
     num_threads: int = 0
-    # Class imbalance: binary uses LightGBM's is_unbalance, multiclass per-row weights
+    # Class imbalance, off by default (plain LightGBM maximises accuracy at the observed
+    # class rates): binary uses LightGBM's is_unbalance, multiclass per-row weights
     # inversely proportional to the class frequencies (see class_weights).
-    balance_classes: bool = True
+    balance_classes: bool = False
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.num_boost_round >= 1, "num_boost_round must be >= 1"),
+            (self.learning_rate > 0, "learning_rate must be > 0"),
+            (self.num_leaves >= 2, "num_leaves must be >= 2"),
+            (self.early_stopping_rounds >= 0, "early_stopping_rounds must be >= 0"),
+            (0 < self.validation_fraction < 1, "validation_fraction must be in (0, 1)"),
+            (self.early_stopping_min_rows >= 0, "early_stopping_min_rows must be >= 0"),
+            (self.min_boost_round >= 1, "min_boost_round must be >= 1"),
+        ]
+        wrong = [message for ok, message in checks if not ok]
+        if wrong:
+            raise ValueError("invalid training parameters: " + "; ".join(wrong))
+
+    def stops_early(self, rows: int) -> bool:
+        """Whether training on ``rows`` rows picks its rounds by early stopping."""
+        return self.early_stopping_rounds > 0 and rows >= max(2, self.early_stopping_min_rows)
 
     def lightgbm_params(self, n_classes: int) -> dict[str, Any]:
         params: dict[str, Any] = {
@@ -54,7 +88,8 @@ class TrainParams:
             "is_unbalance": n_classes == 2 and self.balance_classes,
         }
         if n_classes == 2:
-            params.update(objective="binary", metric=["auc", "binary_logloss"])
+            # the loss first: early stopping decides by it (AUC is only reported)
+            params.update(objective="binary", metric=["binary_logloss", "auc"])
         else:
             params.update(objective="multiclass", num_class=n_classes, metric="multi_logloss")
         return params
@@ -72,8 +107,11 @@ class TrainResult:
     #: The iteration (boosting rounds done, counting the champion's in incremental mode)
     #: of the checkpoint this training resumed from; None if it started from the beginning.
     resumed_from: int | None = None
-    #: The early-stopping validation slice's metrics at the kept round (LightGBM names).
+    #: The early-stopping validation slice's metrics at the kept round (LightGBM names);
+    #: empty when training was too small to stop early.
     validation_metrics: dict[str, float] = field(default_factory=dict)
+    #: Whether early stopping picked the rounds (then the model was refitted on all rows).
+    early_stopped: bool = False
 
 
 def feature_spec(frame: pl.DataFrame, params: dict[str, Any]) -> FeatureSpec:
@@ -99,7 +137,8 @@ def train_model(
     callbacks: Sequence[Callable[[Any], None]] = (),
     score_holdout: bool = True,
 ) -> TrainResult:
-    """Train on the dataset's train split; early-stop on its latest slice; score the holdout.
+    """Train on the dataset's train split (see the module's docstring for when early
+    stopping picks the rounds); score the holdout.
 
     ``incremental`` continues boosting ``champion`` on the train rows with
     ``log_offset > new_after_offset`` only. It falls back to ``full`` when there is
@@ -138,30 +177,41 @@ def train_model(
                 mode, init, train = "full", None, full_train
     lgb_params = params.lightgbm_params(len(spec.classes))
     spec = FeatureSpec(spec.feature_names, spec.categories, spec.classes, lgb_params)
-    n_valid = max(1, int(train.height * params.validation_fraction))
-    fit, valid = train.head(train.height - n_valid), train.tail(n_valid)
-    x_fit, x_valid = spec.matrix(fit), spec.matrix(valid)
-    y_fit = spec.label_indices(fit[LABEL])
-    y_valid = spec.label_indices(valid[LABEL])
-    w_fit: NDArray[np.float64] | None = None
-    w_valid: NDArray[np.float64] | None = None
+    early = params.stops_early(train.height)
+    n_valid = max(1, int(train.height * params.validation_fraction)) if early else 0
+    x_all = spec.matrix(train)
+    y_all = spec.label_indices(train[LABEL])
+    w_all: NDArray[np.float64] | None = None
     if len(spec.classes) > 2 and params.balance_classes:
-        weights = class_weights(np.concatenate([y_fit, y_valid]), len(spec.classes))
-        w_fit, w_valid = weights[: fit.height], weights[fit.height :]
+        w_all = class_weights(y_all, len(spec.classes))
+    n_fit = train.height - n_valid
     fit_set = lightgbm.Dataset(
-        x_fit,
-        label=y_fit,
-        weight=w_fit,
+        x_all[:n_fit],
+        label=y_all[:n_fit],
+        weight=None if w_all is None else w_all[:n_fit],
         feature_name=spec.feature_names,
         categorical_feature=spec.categorical_indices,
         free_raw_data=False,
     )
-    valid_set = lightgbm.Dataset(x_valid, label=y_valid, weight=w_valid, reference=fit_set)
+    valid_sets = []
+    if early:
+        valid_sets.append(
+            lightgbm.Dataset(
+                x_all[n_fit:],
+                label=y_all[n_fit:],
+                weight=None if w_all is None else w_all[n_fit:],
+                reference=fit_set,
+            )
+        )
 
     start = init.current_iteration() if init is not None else 0
-    stopper = EarlyStopping(params.early_stopping_rounds)
+    stopper = EarlyStopping(
+        params.early_stopping_rounds if early else 0,
+        min_rounds=min(params.min_boost_round, params.num_boost_round),
+    )
     rounds = params.num_boost_round
     resumed_from: int | None = None
+    first_model = init
     all_callbacks: list[Callable[[Any], None]] = [*callbacks, stopper]
     if checkpoint is not None:
         job = _job_digest(
@@ -169,7 +219,7 @@ def train_model(
             params=params,
             lgb_params=lgb_params,
             spec=spec,
-            arrays=[x_fit, y_fit, w_fit, x_valid, y_valid, w_valid],
+            arrays=[x_all, y_all, w_all, np.asarray([n_fit])],
             init=init,
         )
         resumed = _resume(checkpoint, job, start, params.num_boost_round, stopper, notes)
@@ -186,11 +236,29 @@ def train_model(
         lgb_params,
         fit_set,
         num_boost_round=rounds,
-        valid_sets=[valid_set],
+        valid_sets=valid_sets,
         init_model=init,
         keep_training_booster=False,
         callbacks=all_callbacks,
     )
+    if early:
+        # the rounds are picked; the model learns from every row, the newest included
+        kept = int(booster.best_iteration or booster.current_iteration()) - start
+        booster = lightgbm.train(
+            lgb_params,
+            lightgbm.Dataset(
+                x_all,
+                label=y_all,
+                weight=w_all,
+                feature_name=spec.feature_names,
+                categorical_feature=spec.categorical_indices,
+                free_raw_data=False,
+            ),
+            num_boost_round=kept,
+            init_model=first_model,
+            keep_training_booster=False,
+            callbacks=[*callbacks],
+        )
     model = TrainedModel(booster, spec)
     # the pipeline scores the holdout once, in the gate (validation_report)
     metrics = evaluate(model, holdout) if score_holdout else {}
@@ -200,12 +268,13 @@ def train_model(
         model=model,
         mode=mode,
         holdout_metrics=metrics,
-        best_iteration=int(booster.best_iteration or booster.current_iteration()),
-        train_rows=fit.height,
+        best_iteration=int(booster.current_iteration()),
+        train_rows=train.height,
         seconds=time.perf_counter() - started,
         notes=notes,
         resumed_from=resumed_from,
         validation_metrics=stopper.best_metrics(),
+        early_stopped=early,
     )
 
 
@@ -224,19 +293,24 @@ def class_weights(labels: NDArray[Any], n_classes: int) -> NDArray[np.float64]:
 
 
 class EarlyStopping:
-    """LightGBM's ``early_stopping`` callback, whose state can be saved and restored.
+    """LightGBM's ``early_stopping(rounds, first_metric_only=True)`` callback, with a
+    minimum of kept rounds, whose state can be saved and restored.
 
-    Same rule as ``lightgbm.early_stopping(rounds)``: stop when any validation metric has
-    not improved for ``rounds`` rounds, keeping that metric's best iteration; at the last
-    round, keep the first metric's. Iterations are absolute (they count the trees of the
-    model boosting started from), so a resumed run stops where an uninterrupted one would.
+    The first validation metric alone decides (``lightgbm_params`` lists the objective's
+    loss first; a second metric such as AUC is only reported): stop when it has not
+    improved for ``rounds`` rounds and keep its best iteration; at the last round, keep
+    it too. The first ``min_rounds`` rounds all count as improvements, so at least that
+    many are kept. Iterations are absolute (they count the trees of the model boosting
+    started from), so a resumed run stops where an uninterrupted one would.
     """
 
-    def __init__(self, rounds: int) -> None:
+    def __init__(self, rounds: int, min_rounds: int = 1) -> None:
         self.rounds = rounds
+        self.min_rounds = max(1, min_rounds)
         # instance attributes: lightgbm.train sets an order on callbacks without one
         self.order = 30
         self.before_iteration = False
+        self.first_iteration: int | None = None
         self.maximize: list[bool] = []
         self.best_score: list[float] = []
         self.best_iter: list[int] = []
@@ -244,35 +318,34 @@ class EarlyStopping:
         self.last_iteration: int | None = None
 
     def best_metrics(self) -> dict[str, float]:
-        """Every validation metric at the best round of the first one (what the model
-        keeps), as LightGBM names them (``auc``, ``binary_logloss`` ...)."""
+        """Every validation metric at the deciding metric's best round (what the model
+        keeps), as LightGBM names them (``binary_logloss``, ``auc`` ...)."""
         if not self.best_results:
             return {}
         return {str(r[1]): float(r[2]) for r in self.best_results[0]}
 
     def state(self) -> dict[str, Any]:
-        """JSON-serialisable. Summary fields: the metric closest to stopping training (most
-        rounds without improvement), its best (0-based) iteration and score."""
+        """JSON-serialisable. Summary fields: the deciding metric, its best (0-based)
+        iteration and score, and the rounds since it last improved."""
         summary: dict[str, Any] = {
             "metric": None,
             "best_iteration": None,
             "best_score": None,
             "rounds_without_improvement": 0,
         }
-        if self.last_iteration is not None and self.best_iter:
-            waits = [self.last_iteration - best for best in self.best_iter]
-            i = waits.index(max(waits))
+        if self.last_iteration is not None and self.best_iter and self.best_results:
             summary.update(
-                # best_results[i]: every metric's result at metric i's best round
-                metric=self.best_results[i][i][1] if self.best_results else None,
-                best_iteration=self.best_iter[i],
-                best_score=self.best_score[i],
-                rounds_without_improvement=waits[i],
+                metric=self.best_results[0][0][1],
+                best_iteration=self.best_iter[0],
+                best_score=self.best_score[0],
+                rounds_without_improvement=self.last_iteration - self.best_iter[0],
             )
         return {
             **summary,
             "early_stopping": {
                 "rounds": self.rounds,
+                "min_rounds": self.min_rounds,
+                "first_iteration": self.first_iteration,
                 "last_iteration": self.last_iteration,
                 "maximize": self.maximize,
                 "best_score": self.best_score,
@@ -286,6 +359,8 @@ class EarlyStopping:
         try:
             saved = state["early_stopping"]
             rounds = saved["rounds"]
+            min_rounds = saved.get("min_rounds", 1)
+            first = saved.get("first_iteration")
             last = saved["last_iteration"]
             maximize = [bool(m) for m in saved["maximize"]]
             best_score = [float(v) for v in saved["best_score"]]
@@ -294,10 +369,15 @@ class EarlyStopping:
                 [(str(d), str(m), float(v), bool(h)) for d, m, v, h in results]
                 for results in saved["best_results"]
             ]
-        except (KeyError, TypeError, ValueError) as error:
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise ValueError(f"early stopping state is invalid ({error!r})") from error
         n = len(maximize)
-        if rounds != self.rounds or not isinstance(last, int) or (n == 0 and rounds > 0):
+        if (
+            rounds != self.rounds
+            or min_rounds != self.min_rounds
+            or not isinstance(last, int)
+            or (n == 0 and rounds > 0)
+        ):
             raise ValueError("early stopping state is of another configuration")
         if not (len(best_score) == len(best_iter) == len(best_results) == n):
             raise ValueError("early stopping state is inconsistent")
@@ -305,10 +385,13 @@ class EarlyStopping:
             raise ValueError(f"early stopping state is of iteration {last}, not {iteration - 1}")
         self.maximize, self.best_score, self.best_iter = maximize, best_score, best_iter
         self.best_results, self.last_iteration = best_results, last
+        self.first_iteration = int(first) if first is not None else None
 
     def __call__(self, env: lightgbm.callback.CallbackEnv) -> None:
         import lightgbm
 
+        if self.first_iteration is None:
+            self.first_iteration = env.iteration
         self.last_iteration = env.iteration
         if self.rounds <= 0:
             return
@@ -318,27 +401,25 @@ class EarlyStopping:
         ]
         if not results:
             raise ValueError("early stopping needs at least one validation metric")
+        value, maximize = results[0][2], results[0][3]
         if not self.maximize:
-            self.maximize = [r[3] for r in results]
-            self.best_score = [float("-inf") if r[3] else float("inf") for r in results]
-            self.best_iter = [0] * len(results)
-        elif len(results) != len(self.maximize):
-            raise RuntimeError("the validation metrics changed during training")
-        first_time = not self.best_results
-        for i, (_, _, value, _) in enumerate(results):
-            better = value > self.best_score[i] if self.maximize[i] else value < self.best_score[i]
-            if first_time or better:
-                self.best_score[i] = value
-                self.best_iter[i] = env.iteration
-                if first_time:
-                    self.best_results.append(results)
-                else:
-                    self.best_results[i] = results
-            stop = env.iteration - self.best_iter[i] >= self.rounds
-            if stop or env.iteration == env.end_iteration - 1:
-                raise lightgbm.callback.EarlyStopException(
-                    self.best_iter[i], list(self.best_results[i])
-                )
+            self.maximize = [maximize]
+            self.best_score = [float("-inf") if maximize else float("inf")]
+            self.best_iter = [0]
+            self.best_results = [results]
+        better = value > self.best_score[0] if maximize else value < self.best_score[0]
+        warming_up = env.iteration < self.first_iteration + self.min_rounds
+        if better or warming_up:
+            self.best_score[0], self.best_iter[0], self.best_results[0] = (
+                value,
+                env.iteration,
+                results,
+            )
+        stop = env.iteration - self.best_iter[0] >= self.rounds
+        if stop or env.iteration == env.end_iteration - 1:
+            raise lightgbm.callback.EarlyStopException(
+                self.best_iter[0], list(self.best_results[0])
+            )
 
 
 def _job_digest(
@@ -360,6 +441,9 @@ def _job_digest(
         "lgb_params": dict(lgb_params),
         "num_boost_round": params.num_boost_round,
         "early_stopping_rounds": params.early_stopping_rounds,
+        "early_stopping_min_rows": params.early_stopping_min_rows,
+        "min_boost_round": params.min_boost_round,
+        "validation_fraction": params.validation_fraction,
         "features": spec.feature_names,
         "categories": spec.categories,
         "classes": spec.classes,
