@@ -63,9 +63,14 @@ META_PREVIOUS_CHAMPION = "ct/previous_champion"
 META_MODE = "ct/mode"
 META_BASELINE_ACCURACY = "ct/baseline_accuracy"
 META_TRIGGER = "ct/trigger"
+#: Where the dataset's window starts after a detected change of the concept ("" if none).
+META_WINDOW_START = "ct/window_start"
 
 # run tags
 TAG_TRIGGER = "ct/trigger"
 TAG_REASON = "ct/reason"
 TAG_MODE = "ct/mode"
 TAG_JOB = "ct/job"
+#: Set by the performance trigger when it found a change point: the retrain's dataset
+#: starts there (ISO timestamp).
+TAG_WINDOW_START = "ct/window_start"

@@ -49,6 +49,11 @@ TAG_PROMOTED_AT = "ct.promoted_at"
 TAG_TRAIN_PARAMS = "ct.train_params"
 TAG_INIT_VERSION = "ct.init_model_version"
 TAG_NEW_AFTER_OFFSET = "ct.new_after_offset"
+#: The change point the version's dataset window starts at (absent: the configured window).
+TAG_WINDOW_START = "ct.window_start"
+#: Which candidate window won the retrain, and every candidate's holdout figures (JSON).
+TAG_CANDIDATE_WINDOW = "ct.candidate_window"
+TAG_CANDIDATES = "ct.candidates"
 TAG_ENVIRONMENT = "ct.environment_digest"
 #: Where a version stands: candidate (registered, not yet judged by the gate), challenger
 #: (passed the gate, meets live traffic), champion, retired (replaced by a newer champion),

@@ -17,7 +17,9 @@ from typing import Any, Literal
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_HOME = PROJECT_ROOT / ".ct"
 
-TrainingMode = Literal["full", "incremental"]
+#: full: train from scratch; incremental: continue the champion; auto: both compete as
+#: candidates (see ct_assets.training.candidates), incremental only when no change was found.
+TrainingMode = Literal["full", "incremental", "auto"]
 
 
 class SettingsError(ValueError):
@@ -32,7 +34,7 @@ class Settings:
     tracking_uri_override: str | None = None
     # Volume trigger: labeled feedback events since the champion's dataset cutoff.
     volume_threshold: int = 2000
-    volume_mode: TrainingMode = "incremental"
+    volume_mode: TrainingMode = "auto"
     sensor_interval_seconds: int = 30
     # Dataset compilation: most recent labeled examples, the last share held out by time.
     training_window: int = 4000
@@ -81,6 +83,15 @@ class Settings:
     performance_tolerance: float = 0.02
     performance_alpha: float = 0.01
     performance_mode: TrainingMode = "full"
+    # ...and the change detector on the champion's error stream (ADWIN's cut test): its
+    # false-alarm level per check, how many of the newest outcomes it examines, and the
+    # fewest rows a dataset after a detected change keeps.
+    change_delta: float = 0.002
+    change_window: int = 5000
+    change_min_rows: int = 250
+    # Which candidate windows a retrain trains and the gate chooses among (comma list of
+    # window, recent, incremental; see ct_assets.training.candidates).
+    candidate_windows: str = "window,recent,incremental"
     # Canary analysis: labeled requests per arm before promoting, non-inferiority margin.
     canary_min_samples: int = 300
     canary_margin: float = 0.02
@@ -234,7 +245,10 @@ class Settings:
             (self.api_max_body_bytes >= 1024, "CT_API_MAX_BODY_BYTES must be >= 1024"),
             (_is_date(self.partition_start_date), "CT_PARTITION_START_DATE must be YYYY-MM-DD"),
             (self.raw_sensor_interval_seconds >= 1, "CT_RAW_SENSOR_INTERVAL_SECONDS must be >= 1"),
-            (self.volume_mode in ("full", "incremental"), "CT_VOLUME_MODE: full|incremental"),
+            (
+                self.volume_mode in ("full", "incremental", "auto"),
+                "CT_VOLUME_MODE: full|incremental|auto",
+            ),
             (
                 self.window_mode in ("sliding", "all", "sliding_reservoir"),
                 "CT_WINDOW_MODE: sliding|all|sliding_reservoir",
@@ -252,6 +266,14 @@ class Settings:
                 "CT_DRIFT_MIN_WINDOW must be between 1 and CT_DRIFT_WINDOW",
             ),
             (self.performance_window >= 10, "CT_PERFORMANCE_WINDOW must be >= 10"),
+            (0.0 < self.change_delta < 1.0, "CT_CHANGE_DELTA must be in (0, 1)"),
+            (
+                bool(self.candidate_windows.strip())
+                and set(self.candidate_windows.replace(" ", "").split(","))
+                <= {"window", "recent", "incremental"},
+                "CT_CANDIDATE_WINDOWS: a comma list of window, recent, incremental",
+            ),
+            (self.change_window >= 200, "CT_CHANGE_WINDOW must be >= 200"),
             (
                 self.bias_max_selection_ratio >= 1.0,
                 "CT_BIAS_MAX_SELECTION_RATIO must be >= 1",
@@ -321,8 +343,8 @@ def _flag(raw: str) -> bool:
 
 
 def _mode(raw: str) -> str:
-    if raw not in ("full", "incremental"):
-        raise ValueError("must be 'full' or 'incremental'")
+    if raw not in ("full", "incremental", "auto"):
+        raise ValueError("must be 'full', 'incremental' or 'auto'")
     return raw
 
 
@@ -362,6 +384,10 @@ _ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "performance_tolerance": ("CT_PERFORMANCE_TOLERANCE", _fraction),
     "performance_alpha": ("CT_PERFORMANCE_ALPHA", _fraction),
     "performance_mode": ("CT_PERFORMANCE_MODE", _mode),
+    "change_delta": ("CT_CHANGE_DELTA", _fraction),
+    "change_window": ("CT_CHANGE_WINDOW", _non_negative_int),
+    "change_min_rows": ("CT_CHANGE_MIN_ROWS", _non_negative_int),
+    "candidate_windows": ("CT_CANDIDATE_WINDOWS", str),
     "retrain_schedule_on": ("CT_RETRAIN_SCHEDULE_ON", _flag),
     "monitoring_segments": ("CT_MONITORING_SEGMENTS", str),
     "bias_max_top_users_share": ("CT_BIAS_MAX_TOP_USERS_SHARE", _fraction),

@@ -420,6 +420,33 @@ def test_max_rows_keeps_the_newest() -> None:
     assert capped_all["event_id"].to_list() == ["fb-00002", "fb-00003", "fb-00001"]
 
 
+def test_since_a_change_keeps_the_rows_from_the_change_on() -> None:
+    times = [END - timedelta(hours=h) for h in range(10, 0, -1)]  # 10 h .. 1 h ago
+    ex = examples_at(times)
+    change = END - timedelta(hours=3, minutes=30)
+    spec = WindowSpec(mode="all", max_rows=8, since=change, min_rows=2)
+    window = select_window(ex, spec, END)
+    assert window["event_id"].to_list() == ["fb-00007", "fb-00008", "fb-00009"]
+    assert "since the change at" in spec.describe() and "(at least 2 rows)" in spec.describe()
+    # fewer rows than min_rows since the change: the newest min_rows of the window
+    later = WindowSpec(mode="all", max_rows=8, since=END - timedelta(minutes=90), min_rows=4)
+    assert select_window(ex, later, END)["event_id"].to_list() == [
+        "fb-00006",
+        "fb-00007",
+        "fb-00008",
+        "fb-00009",
+    ]
+    # a change before the window's start changes nothing
+    old = WindowSpec(mode="all", max_rows=8, since=END - timedelta(days=2), min_rows=4)
+    assert select_window(ex, old, END).equals(
+        select_window(ex, WindowSpec(mode="all", max_rows=8), END)
+    )
+    with pytest.raises(ValueError, match="no time zone"):
+        WindowSpec(since=datetime(2024, 1, 1))
+    with pytest.raises(ValueError, match="min_rows must be >= 0"):
+        WindowSpec(min_rows=-1)
+
+
 def _reservoir_ids(window: pl.DataFrame) -> list[str]:
     return window.filter(pl.col("window_part") == "reservoir")["event_id"].to_list()
 

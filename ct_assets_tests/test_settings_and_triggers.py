@@ -17,7 +17,7 @@ def test_defaults_without_environment() -> None:
     settings = Settings.from_env({})
     assert settings == Settings()
     assert settings.home == DEFAULT_HOME == PROJECT_ROOT / ".ct"
-    assert (settings.volume_threshold, settings.volume_mode) == (2000, "incremental")
+    assert (settings.volume_threshold, settings.volume_mode) == (2000, "auto")
     assert (settings.training_window, settings.holdout_fraction) == (4000, 0.2)
     assert (settings.gate_tolerance, settings.gate_min_auc) == (0.01, 0.55)
     assert settings.tracking_uri_override is None

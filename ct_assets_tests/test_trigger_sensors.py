@@ -23,9 +23,11 @@ from ct_assets.simulate import SimulationSpec, simulate_rows
 from .conftest import ingest, simulated_events
 
 
-def _serve(settings: Settings, drift: str, rows: int, seed: int, start: int) -> None:
-    """The champion scores simulated rows; predictions and their labels are logged, as the
-    serving path and users would log them."""
+def _serve(
+    settings: Settings, drift: str, rows: int, seed: int, start: int, minutes_ago: float = 5
+) -> None:
+    """The champion scores simulated rows, one a second up to ``minutes_ago``; predictions
+    and their labels are logged, as the serving path and users would log them."""
     import polars as pl
 
     registry = Registry.from_settings(settings)
@@ -36,7 +38,7 @@ def _serve(settings: Settings, drift: str, rows: int, seed: int, start: int) -> 
     sim = list(simulate_rows(spec))
     frame = pl.DataFrame([r["features"] for r in sim], infer_schema_length=None)
     proba = model.predict_proba(frame)
-    now = datetime.now(UTC) - timedelta(minutes=5)
+    now = datetime.now(UTC) - timedelta(minutes=minutes_ago)
     events: list[dict[str, Any]] = []
     for i, (row, p) in enumerate(zip(sim, proba, strict=True)):
         pid = f"srv-{start + i}"
@@ -160,6 +162,47 @@ def test_performance_sensor_fires_on_a_concept_change_and_not_on_a_stationary_st
         assert "baseline" in tags[keys.TAG_REASON]
         again = _tick(defs, instance, keys.PERFORMANCE_SENSOR, fired.cursor)
         assert not again.run_requests
+
+
+def test_a_change_point_starts_the_retrains_dataset_there(trained: Settings) -> None:
+    """The performance sensor finds where the champion's error rate rose (ADWIN's cut
+    test); the retrain it requests compiles its dataset from that point on, and the
+    version records it, so the next retrains keep to the new concept too."""
+    import polars as pl
+
+    from ct_assets.registry import TAG_WINDOW_START
+
+    settings = trained
+    defs = build_definitions(settings)
+    with dg.instance_for_test() as instance:
+        job = defs.resolve_job_def(keys.RETRAIN_JOB)
+        assert job.execute_in_process(instance=instance).success
+        served = datetime.now(UTC)
+        _serve(settings, "none", 600, seed=31, start=0, minutes_ago=30)
+        _serve(settings, "sudden", 600, seed=32, start=10_000, minutes_ago=5)
+        fired = _tick(defs, instance, keys.PERFORMANCE_SENSOR, None)
+        assert len(fired.run_requests) == 1, fired.skip_message
+        tags = dict(fired.run_requests[0].tags)
+        assert "change point at" in tags[keys.TAG_REASON]
+        change = datetime.fromisoformat(tags[keys.TAG_WINDOW_START])
+        # at the end of the stationary stream (served until 30 minutes ago, one row a
+        # second), within the cut test's stride of 16 rows; the sudden one began 15 min ago
+        ended = served - timedelta(minutes=30)
+        assert ended - timedelta(seconds=60) < change < ended + timedelta(seconds=60)
+        [event] = [e for e in fired.asset_events if e.asset_key.path == [keys.PERFORMANCE_MONITOR]]
+        assert event.metadata["change_found"].value is True
+        assert 400 <= event.metadata["change_rows_since"].value <= 700
+
+        assert job.execute_in_process(instance=instance, tags=tags).success
+        dataset = latest_metadata(instance, keys.TRAINING_DATASET) or {}
+        assert dataset[keys.META_WINDOW_START] == tags[keys.TAG_WINDOW_START]
+        rows = dataset["train_rows"] + dataset["holdout_rows"]
+        assert settings.change_min_rows <= rows <= 700, rows
+        frame = pl.read_parquet(str(dataset[keys.META_DATASET_PATH]))
+        assert frame["timestamp"].min() >= change
+        candidate = latest_metadata(instance, keys.CANDIDATE_MODEL) or {}
+        version = Registry.from_settings(settings).version(str(candidate[keys.META_MODEL_VERSION]))
+        assert version.tags[TAG_WINDOW_START] == tags[keys.TAG_WINDOW_START]
 
 
 def test_volume_sensor_counts_only_feedback_the_label_policy_labels(trained: Settings) -> None:

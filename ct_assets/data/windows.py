@@ -12,6 +12,11 @@ A :class:`WindowSpec` chooses, from the labeled examples up to a point in time
 
 ``max_rows`` caps the recent part (for ``all``: everything), keeping the newest.
 
+``since`` (a detected change of the concept) narrows the recent part to the examples
+from that instant on, so a retrain after a change learns the new concept only; when
+fewer than ``min_rows`` are that new, the newest ``min_rows`` of the recent part are
+kept instead (a handful of rows trains nothing).
+
 The reservoir is a bottom-k sample: the older examples with the lowest keyed hash of
 ``(seed, event_id)``. It depends only on the seed and on which examples are older
 than the window, never on row order or on newer examples, so the same log gives the
@@ -46,8 +51,14 @@ class WindowSpec:
     max_rows: int | None = None
     reservoir_size: int = 0
     seed: int = 0
+    since: datetime | None = None
+    min_rows: int = 0
 
     def __post_init__(self) -> None:
+        if self.since is not None:
+            _utc(self.since)
+        if self.min_rows < 0:
+            raise ValueError(f"min_rows must be >= 0, got {self.min_rows}")
         if self.mode not in get_args(WindowMode):
             raise ValueError(f"unknown window mode {self.mode!r}")
         if self.mode != "all" and self.window_days < 1:
@@ -72,6 +83,9 @@ class WindowSpec:
             text += f" + reservoir of {self.reservoir_size} older (seed {self.seed})"
         if self.max_rows is not None:
             text += f", at most {self.max_rows} recent rows"
+        if self.since is not None:
+            text += f", since the change at {_utc(self.since).isoformat()}"
+            text += f" (at least {self.min_rows} rows)" if self.min_rows else ""
         return text
 
 
@@ -113,6 +127,8 @@ def select_window(examples: pl.DataFrame, spec: WindowSpec, end: datetime) -> pl
     else:
         at_start = ts >= pl.lit(start).cast(dtype)
         recent, older = upto.filter(at_start), upto.filter(~at_start)
+    if spec.since is not None:
+        recent = since_change(recent, _utc(spec.since), spec.min_rows)
     if spec.max_rows is not None and recent.height > spec.max_rows:
         recent = recent.sort(["timestamp", "log_offset"], maintain_order=True).tail(spec.max_rows)
     parts = [recent.with_columns(pl.lit(RECENT).alias("window_part"))]
@@ -121,6 +137,15 @@ def select_window(examples: pl.DataFrame, spec: WindowSpec, end: datetime) -> pl
         chosen = keyed.bottom_k(spec.reservoir_size, by=[_HASH, "event_id", "log_offset"])
         parts.append(chosen.drop(_HASH).with_columns(pl.lit(RESERVOIR).alias("window_part")))
     return pl.concat(parts).sort(["timestamp", "log_offset"], maintain_order=True)
+
+
+def since_change(examples: pl.DataFrame, since: datetime, min_rows: int) -> pl.DataFrame:
+    """The examples from ``since`` on; the newest ``min_rows`` when fewer are that new."""
+    ts = pl.col("timestamp")
+    newer = examples.filter(ts >= pl.lit(since).cast(examples.schema["timestamp"]))
+    if newer.height >= min_rows:
+        return newer
+    return examples.sort(["timestamp", "log_offset"], maintain_order=True).tail(min_rows)
 
 
 def partitions_for(

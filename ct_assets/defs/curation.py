@@ -44,6 +44,7 @@ from ct_assets.defs.ingestion import (
     daily_partitions,
     raw_materialization,
 )
+from ct_assets.defs.lineage import latest_metadata
 from ct_assets.defs.resources import (
     CurationResource,
     DatasetStoreResource,
@@ -339,6 +340,25 @@ def build_training_dataset(settings: Settings) -> dg.AssetsDefinition:
     )(training_dataset)
 
 
+def window_start(run_tags: dict[str, str], champion: dict[str, Any]) -> datetime | None:
+    """Where the dataset window starts after a detected change: the run's
+    ``ct/window_start`` tag (set by the performance trigger), else the champion's own
+    window start (the change it was trained after), else None (the configured window)."""
+    recorded = str(champion.get(keys.META_WINDOW_START) or "")
+    for where, raw in (
+        (f"run tag {keys.TAG_WINDOW_START}", run_tags.get(keys.TAG_WINDOW_START, "")),
+        (f"champion metadata {keys.META_WINDOW_START}", recorded),
+    ):
+        if not raw:
+            continue
+        try:
+            moment = datetime.fromisoformat(raw)
+        except ValueError as error:
+            raise dg.Failure(f"{where} is not an ISO timestamp: {raw!r}") from error
+        return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    return None
+
+
 def training_dataset(
     context: dg.AssetExecutionContext,
     event_log: EventLogResource,
@@ -352,7 +372,9 @@ def training_dataset(
     if not days:
         raise dg.Failure("the event log is empty: nothing to train on")
     as_of = day_end(days[-1])
-    spec = curation.window()
+    champion = latest_metadata(context.instance, keys.CHAMPION_MODEL) or {}
+    since = window_start(dict(context.run.tags), champion)
+    spec = curation.window(since)
     dates = partitions_for(spec, as_of, datetime.fromisoformat(days[0]).date(), lookback_days=0)
     with_events = set(days)
     dates = [d for d in dates if d in with_events]
@@ -400,6 +422,7 @@ def training_dataset(
             "train_rows": info.train_rows,
             "holdout_rows": info.holdout_rows,
             "window": spec.describe(),
+            keys.META_WINDOW_START: since.isoformat() if since is not None else "",
             "by_window_part": _json(_counts(dataset, "window_part")),
             "source_partitions": ", ".join([*dates[:3], "…", *dates[-3:]])
             if len(dates) > 6

@@ -7,7 +7,7 @@ from ct_assets import keys
 from ct_assets.data.dataset import preview_markdown
 from ct_assets.defs.lineage import latest_metadata
 from ct_assets.defs.resources import CurationResource, RegistryResource
-from ct_assets.registry import CHAMPION, TAG_LOG_POSITION, Registry
+from ct_assets.registry import CHAMPION, TAG_LOG_POSITION, TAG_WINDOW_START, Registry
 
 
 def champion_baseline(reg: Registry, run_id: str) -> dict[str, float]:
@@ -54,6 +54,7 @@ def champion_model(
                 keys.META_LOG_POSITION: int(current.tags.get(TAG_LOG_POSITION, "0")),
                 keys.META_MLFLOW_RUN_ID: current.run_id,
                 keys.META_TRIGGER: trigger,
+                keys.META_WINDOW_START: current.tags.get(TAG_WINDOW_START, ""),
                 "challenger": version,
                 "deployment": f"{deployment.mode} {deployment.fraction:g}",
                 **champion_baseline(reg, current.run_id),
@@ -70,6 +71,7 @@ def champion_model(
             keys.META_LOG_POSITION: int(info.tags.get(TAG_LOG_POSITION, "0")),
             keys.META_MLFLOW_RUN_ID: info.run_id,
             keys.META_TRIGGER: trigger,
+            keys.META_WINDOW_START: info.tags.get(TAG_WINDOW_START, ""),
             **champion_baseline(reg, info.run_id),
         },
         data_version=dg.DataVersion(f"v{version}"),

@@ -51,6 +51,7 @@ def _outcome(
     cooldown: int,
     unit: str,
     event: dg.AssetMaterialization,
+    tags: dict[str, str] | None = None,
 ) -> dg.SensorResult:
     """What a monitoring sensor does with a decision about champion ``version`` at log
     ``position``: skip with the reason; skip while a request for the same champion is
@@ -75,7 +76,7 @@ def _outcome(
         # evaluate again once it is done
         return skip(f"{word} ({reason}), but a retrain is in flight", context.cursor)
     state.update(fired_for=version, fired_at=position)
-    request = retrain_request(trigger, reason, mode, f"v{version}-{position}")
+    request = retrain_request(trigger, reason, mode, f"v{version}-{position}", tags)
     return dg.SensorResult(run_requests=[request], cursor=json.dumps(state), asset_events=[event])
 
 
@@ -188,6 +189,7 @@ def build_drift_sensor(
 def build_performance_sensor(
     settings: Settings, job: UnresolvedAssetJobDefinition
 ) -> dg.SensorDefinition:
+    from ct_assets.monitoring.change import ChangeConfig
     from ct_assets.monitoring.performance import PerformanceConfig
 
     config = PerformanceConfig(
@@ -196,6 +198,7 @@ def build_performance_sensor(
         tolerance=settings.performance_tolerance,
         alpha=settings.performance_alpha,
     )
+    change_config = ChangeConfig(delta=settings.change_delta, max_window=settings.change_window)
     mode = settings.performance_mode
     models: dict[str, Any] = {}
 
@@ -208,7 +211,10 @@ def build_performance_sensor(
             f"Retrains ({mode}) when the champion's accuracy on the last {config.window} "
             "labeled feedback events attributed to its predictions is below its baseline "
             f"(holdout accuracy at promotion) minus {config.tolerance}, by an exact one-sided "
-            f"binomial test at alpha {config.alpha} with at least {config.min_samples} events."
+            f"binomial test at alpha {config.alpha} with at least {config.min_samples} events; "
+            f"or when its error rate rose over its last {change_config.max_window} outcomes "
+            f"(ADWIN's cut test at delta {change_config.delta:g}): then the retrain's dataset "
+            "starts at the change point (run tag ct/window_start)."
         ),
     )
     def performance_sensor(
@@ -217,7 +223,8 @@ def build_performance_sensor(
         registry: RegistryResource,
     ) -> dg.SensorResult:
         from ct_assets.data.attribution import attribute_feedback
-        from ct_assets.monitoring.performance import champion_outcomes, check_performance
+        from ct_assets.monitoring.change import detect_change
+        from ct_assets.monitoring.performance import check_performance, outcome_stream
 
         cursor = json.loads(context.cursor) if context.cursor else {}
         champion = latest_metadata(context.instance, keys.CHAMPION_MODEL) or {}
@@ -239,7 +246,7 @@ def build_performance_sensor(
                 )
             )
         window = config.window or 1000
-        dates = newest_dates(log, 4 * window)
+        dates = newest_dates(log, 2 * max(2 * window, change_config.max_window))
         examples = attribute_feedback(
             log.read("feedback", dates=dates), log.read("prediction", dates=dates)
         )
@@ -249,9 +256,16 @@ def build_performance_sensor(
             models.clear()
             models[version] = registry.registry().load_model(version)
         model = models[version]
-        y, proba = champion_outcomes(examples, model, last=window)
+        outcomes = outcome_stream(examples, model, last=max(window, change_config.max_window))
+        y, proba = outcomes.y[-window:], outcomes.proba[-window:]
         decision = check_performance(y, proba, float(baseline), config, classes=model.spec.classes)
+        change = detect_change(outcomes.errors, change_config)
         reason = decision.reason()
+        tags: dict[str, str] = {}
+        if change.found:
+            start = outcomes.timestamps[len(outcomes.timestamps) - change.rows_since]
+            tags[keys.TAG_WINDOW_START] = start.isoformat()
+            reason = f"change point at {start.isoformat()}: {change.reason()}; {reason}"
         event = dg.AssetMaterialization(
             asset_key=keys.PERFORMANCE_MONITOR,
             metadata={
@@ -261,8 +275,12 @@ def build_performance_sensor(
                 "baseline": float(baseline),
                 "p_value": float(decision.p_value),
                 "labeled_events": decision.n,
+                "change_found": change.found,
+                "change_rows_since": change.rows_since,
                 "reason": reason,
-                "details": dg.MetadataValue.json(decision.to_dict()),
+                "details": dg.MetadataValue.json(
+                    {**decision.to_dict(), "change": change.to_dict()}
+                ),
             },
         )
         return _outcome(
@@ -270,7 +288,7 @@ def build_performance_sensor(
             cursor,
             trigger="performance",
             word="decay",
-            fire=decision.fire,
+            fire=decision.fire or change.found,
             reason=reason,
             mode=mode,
             version=version,
@@ -278,6 +296,7 @@ def build_performance_sensor(
             cooldown=window,
             unit="feedback events",
             event=event,
+            tags=tags,
         )
 
     return performance_sensor

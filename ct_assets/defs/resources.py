@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -68,6 +68,7 @@ class TrainingConfigResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     seed: int
     early_stopping_min_rows: int
     balance_classes: bool
+    candidate_windows: str
     gate_tolerance: float
     gate_min_auc: float
     gate_forgetting_tolerance: float
@@ -95,6 +96,7 @@ class CurationResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     window_mode: str
     window_days: int
     max_rows: int
+    change_min_rows: int
     reservoir_size: int
     seed: int
     labeling_method: str
@@ -115,13 +117,16 @@ class CurationResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         path = Path(self.reference_dir) / "label_policy.json"
         return LabelPolicy.from_json(path.read_text()) if path.exists() else LabelPolicy()
 
-    def window(self) -> WindowSpec:
+    def window(self, since: datetime | None = None) -> WindowSpec:
+        """The dataset window; ``since``: a detected change point it starts at."""
         return WindowSpec(
             mode=self.window_mode,  # type: ignore[arg-type]
             window_days=self.window_days,
             max_rows=self.max_rows,
             reservoir_size=self.reservoir_size,
             seed=self.seed,
+            since=since,
+            min_rows=self.change_min_rows if since is not None else 0,
         )
 
     def store(self) -> TableStore:
@@ -159,6 +164,7 @@ def resources_from_settings(settings: Settings) -> dict[str, dg.ConfigurableReso
             seed=settings.seed,
             early_stopping_min_rows=settings.early_stopping_min_rows,
             balance_classes=settings.balance_classes,
+            candidate_windows=settings.candidate_windows,
             gate_tolerance=settings.gate_tolerance,
             gate_min_auc=settings.gate_min_auc,
             gate_forgetting_tolerance=settings.gate_forgetting_tolerance,
@@ -182,6 +188,7 @@ def resources_from_settings(settings: Settings) -> dict[str, dg.ConfigurableReso
             window_mode=settings.window_mode,
             window_days=settings.window_days,
             max_rows=settings.training_window,
+            change_min_rows=settings.change_min_rows,
             reservoir_size=settings.reservoir_size,
             seed=settings.seed,
             labeling_method=settings.labeling_method,

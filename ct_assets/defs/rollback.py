@@ -10,7 +10,7 @@ from dagster._core.definitions.data_version import DATA_VERSION_TAG
 from ct_assets import keys
 from ct_assets.defs.deployment import champion_baseline
 from ct_assets.defs.resources import RegistryResource
-from ct_assets.registry import TAG_LOG_POSITION, RollbackError
+from ct_assets.registry import TAG_LOG_POSITION, TAG_WINDOW_START, RollbackError
 
 
 class RollbackConfig(dg.Config):
@@ -48,6 +48,7 @@ def rollback_champion(
             keys.META_LOG_POSITION: int(info.tags.get(TAG_LOG_POSITION, "0")),
             keys.META_MLFLOW_RUN_ID: info.run_id,
             keys.META_TRIGGER: "rollback",
+            keys.META_WINDOW_START: info.tags.get(TAG_WINDOW_START, ""),
             **champion_baseline(reg, info.run_id),
             "rolled_back_by": by,
             "rollback_reason": config.reason,

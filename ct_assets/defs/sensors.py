@@ -58,11 +58,15 @@ def labeled_since(log: EventLog, offset: int, policy: LabelPolicy) -> int:
     return labeled_feedback(recent, policy).height if recent.height else 0
 
 
-def retrain_request(trigger: str, reason: str, mode: str, evidence: str) -> dg.RunRequest:
-    """A run of the retrain job, keyed by its evidence so it is never requested twice."""
+def retrain_request(
+    trigger: str, reason: str, mode: str, evidence: str, tags: dict[str, str] | None = None
+) -> dg.RunRequest:
+    """A run of the retrain job, keyed by its evidence so it is never requested twice;
+    ``tags``: more run tags (e.g. the change point the dataset starts at)."""
     return dg.RunRequest(
         run_key=f"{trigger}-{evidence}",
         tags={
+            **(tags or {}),
             keys.TAG_TRIGGER: trigger,
             keys.TAG_REASON: reason[:1000],
             keys.TAG_MODE: mode,

@@ -3,40 +3,54 @@
 import json
 from dataclasses import asdict
 from pathlib import Path
+from typing import Literal
 
 import dagster as dg
 import polars as pl
 
 from ct_assets import keys
 from ct_assets.data.dataset import DatasetInfo
-from ct_assets.defs.lineage import require_metadata
+from ct_assets.defs.lineage import latest_metadata, require_metadata
 from ct_assets.defs.resources import DatasetStoreResource, RegistryResource, TrainingConfigResource
 from ct_assets.registry import (
     CHAMPION,
+    TAG_CANDIDATE_WINDOW,
+    TAG_CANDIDATES,
     TAG_DAGSTER_RUN_ID,
     TAG_INIT_VERSION,
     TAG_LOG_POSITION,
     TAG_NEW_AFTER_OFFSET,
     TAG_TRAIN_PARAMS,
     TAG_TRIGGER,
+    TAG_WINDOW_START,
+)
+from ct_assets.training.candidates import (
+    CandidateWindow,
+    candidates_markdown,
+    plan_windows,
+    train_candidates,
 )
 from ct_assets.training.checkpoint import Checkpoint
-from ct_assets.training.train import Mode, TrainParams, train_model
+from ct_assets.training.train import TrainParams
 
 TRAINING_CODE_VERSION = "lightgbm-v2"
 
 
 class CandidateConfig(dg.Config):
-    """``mode``: full | incremental. Empty means the run's ``ct/mode`` tag, else full."""
+    """``mode``: full | incremental | auto. Empty means the run's ``ct/mode`` tag, else
+    full."""
 
     mode: str = ""
 
 
-def training_mode(config_mode: str, run_tags: dict[str, str]) -> Mode:
+RequestedMode = Literal["full", "incremental", "auto"]
+
+
+def training_mode(config_mode: str, run_tags: dict[str, str]) -> RequestedMode:
     mode = config_mode or run_tags.get(keys.TAG_MODE, "") or "full"
-    if mode not in ("full", "incremental"):
-        raise dg.Failure(f"unknown training mode {mode!r}: use full or incremental")
-    return "full" if mode == "full" else "incremental"
+    if mode not in ("full", "incremental", "auto"):
+        raise dg.Failure(f"unknown training mode {mode!r}: use full, incremental or auto")
+    return mode  # type: ignore[return-value]
 
 
 @dg.asset(
@@ -46,10 +60,13 @@ def training_mode(config_mode: str, run_tags: dict[str, str]) -> Mode:
     kinds={"lightgbm", "mlflow"},
     code_version=TRAINING_CODE_VERSION,
     description=(
-        "A LightGBM model trained on training_dataset's train split (full, or incremental: "
-        "continued from the champion on new rows only), logged as an MLflow run and "
-        "registered as a new version with alias `challenger`. Checkpointed every "
-        "CT_CHECKPOINT_EVERY rounds under CT_HOME/checkpoints: a killed run's rerun resumes."
+        "LightGBM candidates trained on training_dataset's train split, one per window "
+        "(CT_CANDIDATE_WINDOWS: every train row; the newest half; the champion continued "
+        "on new rows, unless a change was detected), each scored on the holdout; the best "
+        "is logged as an MLflow run and registered as a new version (the table of "
+        "candidates is in its metadata). Mode full | incremental | auto from the run's "
+        "ct/mode tag. Checkpointed every CT_CHECKPOINT_EVERY rounds under "
+        "CT_HOME/checkpoints: a killed run's rerun resumes."
     ),
 )
 def candidate_model(
@@ -59,6 +76,7 @@ def candidate_model(
     registry: RegistryResource,
     training_config: TrainingConfigResource,
 ) -> dg.MaterializeResult:  # type: ignore[type-arg]
+    dataset_meta = latest_metadata(context.instance, keys.TRAINING_DATASET) or {}
     version = str(
         require_metadata(context.instance, keys.TRAINING_DATASET, keys.META_DATASET_VERSION)
     )
@@ -68,12 +86,13 @@ def candidate_model(
     info = DatasetInfo.from_json(manifest.read_text())
     frame = pl.read_parquet(Path(info.path))
     run_tags = dict(context.run.tags)
+    window_start = str(dataset_meta.get(keys.META_WINDOW_START) or "")
     mode = training_mode(config.mode, run_tags)
     reg = registry.registry()
     champion_model = None
     champion_version = ""
     new_after: int | None = None
-    if mode == "incremental":
+    if mode != "full":
         champion = reg.alias(CHAMPION)
         if champion is not None:
             champion_version = champion.version
@@ -87,30 +106,42 @@ def candidate_model(
         early_stopping_min_rows=training_config.early_stopping_min_rows,
         balance_classes=training_config.balance_classes,
     )
-    checkpoint = None
-    if training_config.checkpoint_every > 0:
-        # a killed run's rerun (same dataset, mode, parameters, champion) resumes from here
-        checkpoint = Checkpoint.for_job(
+    windows = plan_windows(
+        frame,
+        requested=mode,
+        allowed=[w.strip() for w in training_config.candidate_windows.split(",") if w.strip()],
+        champion_cutoff=new_after,
+        change_detected=bool(run_tags.get(keys.TAG_WINDOW_START)),
+    )
+
+    def checkpoint_for(window: CandidateWindow) -> Checkpoint | None:
+        if training_config.checkpoint_every <= 0:
+            return None
+        # a killed run's rerun (same dataset, window, parameters, champion) resumes here
+        return Checkpoint.for_job(
             dataset_store.checkpoints,
             dataset=info.version,
-            mode=mode,
+            mode=window.mode,
             params=params.lightgbm_params(len(info.classes)),
             num_boost_round=params.num_boost_round,
-            init_model=champion_version or None,
+            init_model=champion_version if window.mode == "incremental" else None,
+            extra={"window": window.name, "after_offset": window.after_offset},
         )
-    result = train_model(
+
+    trained = train_candidates(
         frame,
         params,
-        mode,
+        windows,
         champion_model,
-        new_after,
-        checkpoint=checkpoint,
+        checkpoint_for=checkpoint_for,
         checkpoint_every=max(1, training_config.checkpoint_every),
-        score_holdout=False,  # validation_report scores the holdout, against the champion
     )
+    chosen = trained[0]
+    result = chosen.result
     for note in result.notes:
         context.log.info(note)
     holdout = frame.filter(pl.col("split") == "holdout")
+    summaries = [t.summary(chosen=i == 0) for i, t in enumerate(trained)]
     registered = reg.log_candidate(
         result,
         info,
@@ -119,6 +150,9 @@ def candidate_model(
             TAG_TRIGGER: run_tags.get(keys.TAG_TRIGGER, "manual"),
             "ct.asset_key": keys.CANDIDATE_MODEL,
             TAG_TRAIN_PARAMS: json.dumps(asdict(params), sort_keys=True),
+            TAG_CANDIDATE_WINDOW: chosen.window.name,
+            TAG_CANDIDATES: json.dumps(summaries, default=str)[:4000],
+            **({TAG_WINDOW_START: window_start} if window_start else {}),
             **(
                 {TAG_INIT_VERSION: champion_version, TAG_NEW_AFTER_OFFSET: str(new_after)}
                 if result.mode == "incremental" and champion_version
@@ -135,11 +169,14 @@ def candidate_model(
             keys.META_DATASET_VERSION: info.version,
             keys.META_MODE: result.mode,
             keys.META_TRIGGER: run_tags.get(keys.TAG_TRIGGER, "manual"),
+            keys.META_WINDOW_START: window_start,
             **{f"validation_{k}": float(v) for k, v in validation.items()},
+            "candidate_window": chosen.window.name,
+            "candidates": dg.MetadataValue.md(candidates_markdown(summaries)),
             "best_iteration": result.best_iteration,
             "early_stopped": result.early_stopped,
             "train_rows": result.train_rows,
-            "train_seconds": round(result.seconds, 3),
+            "train_seconds": round(sum(t.result.seconds for t in trained), 3),
             "notes": "; ".join(result.notes) or "-",
             "resumed_from_iteration": result.resumed_from or 0,
         },

@@ -14,7 +14,14 @@ from ct_assets.data.dataset import META_COLUMNS
 from ct_assets.data.tables import write_bytes_atomically
 from ct_assets.defs.lineage import require_metadata
 from ct_assets.defs.resources import DatasetStoreResource, RegistryResource, TrainingConfigResource
-from ct_assets.registry import CHAMPION, TAG_DECISION, TAG_DEPLOYMENT_STATUS, TAG_REPORT
+from ct_assets.registry import (
+    CHAMPION,
+    TAG_CANDIDATES,
+    TAG_DECISION,
+    TAG_DEPLOYMENT_STATUS,
+    TAG_REPORT,
+)
+from ct_assets.training.candidates import candidates_markdown, recorded_candidates
 from ct_assets.training.evaluation import GateConfig, evaluate_gate
 from ct_assets.training.model import TrainedModel
 from ct_assets.training.plots import calibration_png, importance_png, png_markdown, roc_png
@@ -126,6 +133,7 @@ def validation_report(
     history = history_frames(dataset, champion_dataset)
     columns = slice_columns(training_config.slice_columns, dataset)
     gate = evaluate_gate(candidate, champion, holdout, history, columns, config)
+    candidates = recorded_candidates(candidate_info.tags.get(TAG_CANDIDATES, ""))
     decision = gate.decision
     assert decision is not None
     plots = _plots(candidate, champion, holdout)
@@ -136,6 +144,7 @@ def validation_report(
         else None,
         "dataset_version": dataset_version,
         "holdout_rows": holdout.height,
+        "candidates": candidates,
         **gate.to_dict(),
         "decision": decision.label,
         "reasons": decision.reasons,
@@ -167,7 +176,8 @@ def validation_report(
             "ece": gate.candidate.get("ece", float("nan")),
             "failed_criteria": len(decision.failed),
             "report": dg.MetadataValue.md(
-                f"**{decision.label}** v{candidate_version}\n\n{gate.markdown()}\n\n{images}"
+                f"**{decision.label}** v{candidate_version}\n\n"
+                f"{_candidates_section(candidates)}{gate.markdown()}\n\n{images}"
             ),
             "report_path": dg.MetadataValue.path(str(path)),
             "mlflow_artifact": artifact_uri,
@@ -185,6 +195,13 @@ def validation_report(
             )
         ],
     )
+
+
+def _candidates_section(candidates: list[dict[str, Any]]) -> str:
+    if not candidates:
+        return ""
+    table = candidates_markdown(candidates)
+    return f"Candidate windows on the same holdout (the best became this version):\n\n{table}\n\n"
 
 
 def _plots(

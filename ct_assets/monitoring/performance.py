@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -193,10 +194,26 @@ def check_performance(
     )
 
 
-def champion_outcomes(
+@dataclass(frozen=True)
+class Outcomes:
+    """The champion on labeled examples, oldest first: label indices, its class
+    probabilities and each example's time."""
+
+    y: NDArray[np.int64]
+    proba: NDArray[np.float64]
+    timestamps: list[datetime]
+
+    @property
+    def errors(self) -> NDArray[np.int64]:
+        """1 where the champion's most probable class was wrong: its live error stream."""
+        wrong: NDArray[np.int64] = (self.proba.argmax(axis=1) != self.y).astype(np.int64)
+        return wrong
+
+
+def outcome_stream(
     examples: pl.DataFrame, model: TrainedModel, last: int | None = None
-) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
-    """Label indices and the champion's probabilities for attributed examples
+) -> Outcomes:
+    """The champion's outcomes on attributed examples
     (:func:`~ct_assets.data.attribution.attribute_feedback` output, time-ordered): the last
     ``last`` of those whose label is one of the model's classes."""
     from ct_assets.monitoring.drift import feature_frame
@@ -206,4 +223,13 @@ def champion_outcomes(
         known = known.tail(last)
     frame = feature_frame(known, model.spec.feature_names)
     y = model.spec.label_indices(known["label"]).astype(np.int64)
-    return y, np.asarray(model.predict_proba(frame), dtype=np.float64)
+    proba = np.asarray(model.predict_proba(frame), dtype=np.float64)
+    return Outcomes(y, proba, known["timestamp"].to_list())
+
+
+def champion_outcomes(
+    examples: pl.DataFrame, model: TrainedModel, last: int | None = None
+) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+    """Label indices and the champion's probabilities (see :func:`outcome_stream`)."""
+    outcomes = outcome_stream(examples, model, last)
+    return outcomes.y, outcomes.proba

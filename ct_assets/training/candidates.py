@@ -1,0 +1,177 @@
+"""Several training windows in one retrain, all scored on the same holdout.
+
+A retrain trains one candidate per window over the dataset's train split:
+
+* ``window``: every train row (the configured window, or the rows since a detected change
+  when the dataset starts at one);
+* ``recent``: the newest half of them, when that half has at least ``min_rows`` rows (a
+  concept that moves gradually is best learned from its latest state);
+* ``incremental``: the champion, continued on the train rows after its own dataset's
+  cutoff; only when no change was detected (after one, the champion's trees describe a
+  concept that no longer holds) and the champion's inputs match the dataset's.
+
+Each is scored on the dataset's holdout, which none of them trained on, by the gate's
+primary metric; the best becomes the candidate the gate then compares with the champion
+on the same holdout (ties go to the earlier window of the list above). Choosing among a
+few candidates on the holdout the gate reads flatters the winner a little; with at most
+three candidates that is small next to the gate's tolerance.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import polars as pl
+
+from ct_assets.data.dataset import SPLIT
+from ct_assets.training.checkpoint import Checkpoint
+from ct_assets.training.metrics import PRIMARY_METRIC
+from ct_assets.training.model import TrainedModel
+from ct_assets.training.train import Mode, TrainParams, TrainResult, evaluate, train_model
+
+WindowName = Literal["window", "recent", "incremental"]
+WINDOWS: tuple[WindowName, ...] = ("window", "recent", "incremental")
+
+
+@dataclass(frozen=True)
+class CandidateWindow:
+    name: WindowName
+    mode: Mode
+    #: Only train rows with a larger log offset (None: every train row).
+    after_offset: int | None = None
+
+    def describe(self) -> str:
+        if self.name == "incremental":
+            return f"champion continued on train rows after log offset {self.after_offset}"
+        if self.after_offset is None:
+            return "every train row of the dataset"
+        return f"train rows after log offset {self.after_offset} (the newest half)"
+
+
+@dataclass
+class TrainedCandidate:
+    window: CandidateWindow
+    result: TrainResult
+    #: The candidate's metrics on the dataset's holdout.
+    holdout: dict[str, float]
+
+    @property
+    def score(self) -> float:
+        value = self.holdout.get(PRIMARY_METRIC, math.nan)
+        return value if not math.isnan(value) else -math.inf
+
+    def summary(self, chosen: bool) -> dict[str, Any]:
+        return {
+            "window": self.window.name,
+            "mode": self.result.mode,
+            "rows": self.result.train_rows,
+            "trees": self.result.model.booster.current_iteration(),
+            PRIMARY_METRIC: self.holdout.get(PRIMARY_METRIC),
+            "accuracy": self.holdout.get("accuracy"),
+            "chosen": chosen,
+            "notes": "; ".join(self.result.notes),
+        }
+
+
+def plan_windows(
+    dataset: pl.DataFrame,
+    *,
+    requested: Mode | Literal["auto"],
+    allowed: Sequence[str] = WINDOWS,
+    champion_cutoff: int | None,
+    change_detected: bool,
+    min_rows: int = 500,
+) -> list[CandidateWindow]:
+    """The windows to train. ``requested`` ``full`` never continues the champion,
+    ``incremental`` only continues it (as asked), ``auto`` lets the windows compete.
+    ``champion_cutoff``: the last log offset the champion's dataset held (None without a
+    champion)."""
+    unknown = sorted(set(allowed) - set(WINDOWS))
+    if unknown:
+        raise ValueError(f"unknown candidate windows {unknown}: use {', '.join(WINDOWS)}")
+    if requested == "incremental":
+        return [CandidateWindow("incremental", "incremental", champion_cutoff)]
+    plan = [CandidateWindow("window", "full")]
+    train = dataset.filter(pl.col(SPLIT) == "train")["log_offset"].sort()
+    if "recent" in allowed and train.len() >= 2 * min_rows:
+        plan.append(CandidateWindow("recent", "full", int(train[train.len() // 2 - 1])))
+    if (
+        requested == "auto"
+        and "incremental" in allowed
+        and champion_cutoff is not None
+        and not change_detected
+    ):
+        plan.append(CandidateWindow("incremental", "incremental", champion_cutoff))
+    return plan
+
+
+def train_candidates(
+    dataset: pl.DataFrame,
+    params: TrainParams,
+    windows: Sequence[CandidateWindow],
+    champion: TrainedModel | None,
+    *,
+    checkpoint_for: Callable[[CandidateWindow], Checkpoint | None] = lambda _: None,
+    checkpoint_every: int = 25,
+) -> list[TrainedCandidate]:
+    """Train every window and score each on the holdout; best first."""
+    holdout = dataset.filter(pl.col(SPLIT) == "holdout")
+    trained = []
+    for window in windows:
+        frame = dataset
+        if window.mode == "full" and window.after_offset is not None:
+            frame = dataset.filter(
+                (pl.col(SPLIT) != "train") | (pl.col("log_offset") > window.after_offset)
+            )
+        result = train_model(
+            frame,
+            params,
+            window.mode,
+            champion if window.mode == "incremental" else None,
+            window.after_offset if window.mode == "incremental" else None,
+            checkpoint=checkpoint_for(window),
+            checkpoint_every=checkpoint_every,
+            score_holdout=False,
+        )
+        if window.mode == "incremental" and result.mode == "full" and len(windows) > 1:
+            continue  # it fell back to a full retrain: the window candidate already is one
+        trained.append(TrainedCandidate(window, result, evaluate(result.model, holdout)))
+    # stable: ties keep the plan's order
+    return sorted(trained, key=lambda t: -t.score)
+
+
+def candidates_markdown(summaries: Sequence[Mapping[str, Any]]) -> str:
+    """A table of the candidates (:meth:`TrainedCandidate.summary` of each, as recorded on
+    the version), the chosen one marked; empty without candidates."""
+    if not summaries:
+        return ""
+    lines = [
+        f"| window | mode | train rows | trees | holdout {PRIMARY_METRIC} | accuracy | chosen |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for s in summaries:
+        lines.append(
+            f"| {s.get('window')} | {s.get('mode')} | {s.get('rows')} | {s.get('trees')} | "
+            f"{_fmt(s.get(PRIMARY_METRIC))} | {_fmt(s.get('accuracy'))} | "
+            f"{'yes' if s.get('chosen') else ''} |"
+        )
+    return "\n".join(lines)
+
+
+def recorded_candidates(text: str) -> list[dict[str, Any]]:
+    """The summaries recorded as JSON on a version; empty when absent or unreadable."""
+    try:
+        value = json.loads(text) if text else []
+    except json.JSONDecodeError:
+        return []
+    return [c for c in value if isinstance(c, dict)] if isinstance(value, list) else []
+
+
+def _fmt(value: Any) -> str:
+    if not isinstance(value, int | float) or math.isnan(value):
+        return "-"
+    return f"{value:.4f}"

@@ -1,0 +1,130 @@
+"""Candidate windows of one retrain, scored on the same holdout."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import polars as pl
+import pytest
+
+from ct_assets.training.candidates import (
+    CandidateWindow,
+    candidates_markdown,
+    plan_windows,
+    recorded_candidates,
+    train_candidates,
+)
+from ct_assets.training.train import TrainParams, train_model
+
+START = datetime(2024, 1, 1, tzinfo=UTC)
+PARAMS = TrainParams(num_threads=1)
+
+
+def dataset(rows: int, change_at: int | None = None, seed: int = 0) -> pl.DataFrame:
+    """Time-ordered rows whose concept flips sign at ``change_at``; the newest 20% held out."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, 4))
+    sign = np.ones(rows)
+    if change_at is not None:
+        sign[change_at:] = -1.0
+    y = (sign * (x[:, 0] + 0.5 * x[:, 1]) + rng.normal(scale=0.3, size=rows) > 0).astype(int)
+    holdout = rows // 5
+    return pl.DataFrame(
+        {
+            "event_id": [f"e{i}" for i in range(rows)],
+            "log_offset": np.arange(rows),
+            "timestamp": [START + timedelta(minutes=i) for i in range(rows)],
+            "label": y.astype(str),
+            "split": ["train"] * (rows - holdout) + ["holdout"] * holdout,
+            **{f"x{j}": x[:, j] for j in range(4)},
+        }
+    )
+
+
+def names(windows: list[CandidateWindow]) -> list[str]:
+    return [w.name for w in windows]
+
+
+def test_plans_follow_the_mode_and_the_evidence() -> None:
+    frame = dataset(3000)
+    plan = plan_windows(frame, requested="auto", champion_cutoff=1200, change_detected=False)
+    assert names(plan) == ["window", "recent", "incremental"]
+    # the newest half of the 2,400 train rows
+    assert plan[1].after_offset == 1199
+    assert plan[2].mode == "incremental" and plan[2].after_offset == 1200
+    after_change = plan_windows(frame, requested="auto", champion_cutoff=1200, change_detected=True)
+    assert names(after_change) == ["window", "recent"]
+    assert names(
+        plan_windows(frame, requested="full", champion_cutoff=1200, change_detected=False)
+    ) == ["window", "recent"]
+    assert names(
+        plan_windows(frame, requested="incremental", champion_cutoff=1200, change_detected=True)
+    ) == ["incremental"]
+    # no champion: nothing to continue; too few rows: no recent half
+    small = dataset(900)
+    assert names(
+        plan_windows(small, requested="auto", champion_cutoff=None, change_detected=False)
+    ) == ["window"]
+    only = plan_windows(
+        frame, requested="auto", allowed=["window"], champion_cutoff=1, change_detected=False
+    )
+    assert names(only) == ["window"]
+    with pytest.raises(ValueError, match=r"unknown candidate windows \['longest'\]"):
+        plan_windows(
+            frame,
+            requested="auto",
+            allowed=["longest"],
+            champion_cutoff=None,
+            change_detected=False,
+        )
+
+
+def test_after_a_change_the_recent_half_wins() -> None:
+    # the concept flips at row 1,800: the holdout (rows 2,400..2,999) and most of the newest
+    # half of the train rows (1,200..2,399) follow the new one
+    frame = dataset(3000, change_at=1800)
+    plan = plan_windows(frame, requested="full", champion_cutoff=None, change_detected=False)
+    trained = train_candidates(frame, PARAMS, plan, None)
+    assert [t.window.name for t in trained] == ["recent", "window"]
+    assert trained[0].score > trained[1].score + 0.05
+    assert trained[0].result.train_rows == 1200 and trained[1].result.train_rows == 2400
+    table = candidates_markdown([t.summary(chosen=i == 0) for i, t in enumerate(trained)])
+    assert table.splitlines()[2].startswith("| recent | full | 1200 | 100 |")
+    assert table.splitlines()[2].endswith("| yes |")
+
+
+def test_the_champion_continued_competes_and_is_its_own_model() -> None:
+    frame = dataset(3000)
+    old = frame.filter(pl.col("log_offset") < 1500).with_columns(
+        split=pl.when(pl.col("log_offset") < 1200)
+        .then(pl.lit("train"))
+        .otherwise(pl.lit("holdout"))
+    )
+    champion = train_model(old, PARAMS).model
+    plan = plan_windows(frame, requested="auto", champion_cutoff=1499, change_detected=False)
+    trained = train_candidates(frame, PARAMS, plan, champion)
+    assert sorted(t.window.name for t in trained) == ["incremental", "recent", "window"]
+    scores = [t.score for t in trained]
+    assert scores == sorted(scores, reverse=True)
+    incremental = next(t for t in trained if t.window.name == "incremental")
+    assert incremental.result.mode == "incremental"
+    assert incremental.result.train_rows == 900  # train rows after offset 1,499
+    trees = incremental.result.model.booster.current_iteration()
+    assert trees == champion.booster.current_iteration() + PARAMS.num_boost_round
+
+
+def test_an_incremental_candidate_that_falls_back_to_full_is_not_trained_twice() -> None:
+    frame = dataset(3000)
+    plan = plan_windows(frame, requested="auto", champion_cutoff=1499, change_detected=False)
+    # no champion model given: the incremental window falls back to a full retrain
+    trained = train_candidates(frame, PARAMS, plan, None)
+    assert sorted(t.window.name for t in trained) == ["recent", "window"]
+
+
+def test_recorded_candidates_are_read_back() -> None:
+    assert recorded_candidates('[{"window": "recent", "chosen": true}]') == [
+        {"window": "recent", "chosen": True}
+    ]
+    assert recorded_candidates("") == [] and recorded_candidates("not json") == []
+    assert candidates_markdown([]) == ""
