@@ -138,7 +138,8 @@ def candidate_model(
     )
     chosen = trained[0]
     result = chosen.result
-    for note in result.notes:
+    notes = [f"{t.window.name}: {note}" for t in trained for note in t.result.notes]
+    for note in notes:
         context.log.info(note)
     holdout = frame.filter(pl.col("split") == "holdout")
     summaries = [t.summary(chosen=i == 0) for i, t in enumerate(trained)]
@@ -177,8 +178,9 @@ def candidate_model(
             "early_stopped": result.early_stopped,
             "train_rows": result.train_rows,
             "train_seconds": round(sum(t.result.seconds for t in trained), 3),
-            "notes": "; ".join(result.notes) or "-",
-            "resumed_from_iteration": result.resumed_from or 0,
+            "notes": "; ".join(notes) or "-",
+            # any candidate's: a killed run's rerun resumes each window from its checkpoint
+            "resumed_from_iteration": max(t.result.resumed_from or 0 for t in trained),
         },
         data_version=dg.DataVersion(f"v{registered.version}"),
     )

@@ -69,6 +69,7 @@ class TrainedCandidate:
             "window": self.window.name,
             "mode": self.result.mode,
             "rows": self.result.train_rows,
+            "after_offset": self.window.after_offset,
             "trees": self.result.model.booster.current_iteration(),
             PRIMARY_METRIC: self.holdout.get(PRIMARY_METRIC),
             "accuracy": self.holdout.get("accuracy"),
