@@ -2,7 +2,9 @@
 
 Both train on the same dataset file (``--rows`` x 20 numeric features, binary label,
 the pipeline's dataset layout) with the same LightGBM parameters, the same
-time-ordered early-stopping split and the same number of rounds:
+time-ordered early-stopping split, the same number of rounds and the same refit of the
+kept rounds on every train row; the pipeline trains one candidate window
+(``CT_CANDIDATE_WINDOWS=window``), as the bare side does:
 
 * ``bare``: read the Parquet file, build the matrices, ``lightgbm.train``;
 * ``ct_assets``: materialize ``candidate_model`` on a real Dagster instance: it reads
@@ -101,13 +103,22 @@ def bare_train(path: Path, num_boost_round: int) -> float:
     valid_set = lightgbm.Dataset(
         matrix(valid), label=valid["label"].cast(pl.Int64).to_numpy(), reference=fit_set
     )
-    lightgbm.train(
-        params.lightgbm_params(2),
+    lgb_params = params.lightgbm_params(2)
+    stopped = lightgbm.train(
+        lgb_params,
         fit_set,
         num_boost_round=params.num_boost_round,
         valid_sets=[valid_set],
-        callbacks=[lightgbm.early_stopping(params.early_stopping_rounds, verbose=False)],
+        callbacks=[
+            lightgbm.early_stopping(
+                params.early_stopping_rounds, first_metric_only=True, verbose=False
+            )
+        ],
     )
+    all_set = lightgbm.Dataset(
+        matrix(train), label=train["label"].cast(pl.Int64).to_numpy(), feature_name=features
+    )
+    lightgbm.train(lgb_params, all_set, num_boost_round=stopped.best_iteration)
     return time.perf_counter() - started
 
 
@@ -147,6 +158,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="ct-bench-train-") as tmp:
         home = Path(tmp) / "ct"
         os.environ["CT_HOME"] = str(home)
+        os.environ["CT_CANDIDATE_WINDOWS"] = "window"
         os.environ["DAGSTER_HOME"] = str(Path(tmp) / "dagster")
         Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True)
         datasets = home / "datasets"
