@@ -389,15 +389,18 @@ def run_backtest(
     base: Settings,
     environ: dict[str, str],
     progress: Callable[[int], None] | None = None,
+    home: Path | None = None,
 ) -> dict[str, Any]:
-    """Replay the stream; write ``report.json`` and ``accuracy.png`` to ``spec.out``."""
+    """Replay the stream; write ``report.json`` and ``accuracy.png`` to ``spec.out``.
+    ``home``: keep the replay's CT_HOME (event log, datasets, registry) there instead of
+    in a temporary folder, for inspection."""
     import dagster as dg
 
     started = time.perf_counter()
     stream = load_stream(spec)
     spec.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="ct-backtest-") as tmp:
-        settings = backtest_settings(base, Path(tmp) / "ct", environ)
+        settings = backtest_settings(base, home or Path(tmp) / "ct", environ)
         dagster_home = Path(tmp) / "dagster"
         dagster_home.mkdir()
         quiet = {"telemetry": {"enabled": False}}
