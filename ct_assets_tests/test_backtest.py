@@ -88,3 +88,45 @@ def test_backtest_replays_a_multiclass_stream_without_a_time_column(
     assert report["features"] == ["a", "b", "color"]
     assert report["accuracy"] > 0.7 and report["static_accuracy"] > 0.7
     assert report["retrains"] >= 1
+
+
+def test_the_never_retrained_reference_is_plain_lightgbm_on_the_warm_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first champion, trained by the real retrain job on the warm-up's train split,
+    scores exactly as ``lightgbm.LGBMClassifier`` with the same parameters fitted plainly
+    on those rows: the reference the loop is compared with is a real model."""
+    import os
+
+    import lightgbm
+    import numpy as np
+
+    from ct_assets.backtest import BacktestSpec, load_stream, run_backtest
+    from ct_assets.registry import Registry
+    from ct_assets.settings import Settings
+
+    monkeypatch.setenv("CT_VOLUME_THRESHOLD", "100000")  # few retrains: the reference matters
+    rng = np.random.default_rng(8)
+    n = 3000
+    x = rng.normal(size=(n, 4))
+    noisy = (x[:, 0] - x[:, 1] + x[:, 2] * x[:, 3] > 0) ^ (rng.random(n) < 0.1)
+    data = tmp_path / "noisy.csv"
+    pl.DataFrame({**{f"x{j}": x[:, j] for j in range(4)}, "y": noisy.astype(int)}).write_csv(data)
+    spec = BacktestSpec(data=data, target="y", out=tmp_path / "out", batch_rows=100)
+    home = tmp_path / "home"
+    report = run_backtest(spec, Settings.from_env(), dict(os.environ), home=home)
+    settings = Settings.from_env().with_home(home)
+    registry = Registry.from_settings(settings)
+    first = registry.version("1")
+    model = registry.load_model("1")
+    dataset = pl.read_parquet(settings.datasets_dir / f"{first.dataset_version}.parquet")
+    train = dataset.filter(pl.col("split") == "train")
+    assert train.height == 1600 and model.booster.current_iteration() == 100
+    plain = lightgbm.LGBMClassifier(verbose=-1).fit(
+        model.spec.matrix(train), model.spec.label_indices(train["label"])
+    )
+    scored = load_stream(spec).frame.slice(2000)
+    truth = np.asarray(model.spec.label_indices(scored["label"]))
+    expected = float(np.mean(plain.predict(model.spec.matrix(scored)) == truth))
+    assert report["static_accuracy"] == pytest.approx(expected, abs=1e-12)
+    assert report["static_accuracy"] > 0.8
