@@ -11,10 +11,14 @@ A retrain trains one candidate per window over the dataset's train split:
   concept that no longer holds) and the champion's inputs match the dataset's.
 
 Each is scored on the dataset's holdout, which none of them trained on, by the gate's
-primary metric; the best becomes the candidate the gate then compares with the champion
-on the same holdout (ties go to the earlier window of the list above). Choosing among a
-few candidates on the holdout the gate reads flatters the winner a little; with at most
-three candidates that is small next to the gate's tolerance.
+primary metric. The first window (every row: the most data) is the default; a later one
+replaces it only when it is clearly better on the holdout: the lower bound of a paired
+bootstrap interval (``confidence``) of its metric minus the default's is above 0. A
+small holdout's noise therefore never trades data away for nothing (on a stationary
+stream the newest half wins by chance about as often as the older one would). The
+chosen candidate goes to the gate, which compares it with the champion on the same
+holdout; choosing on that holdout flatters the chosen one a little, only when it won
+clearly.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from typing import Any, Literal
 
 import polars as pl
 
-from ct_assets.data.dataset import SPLIT
+from ct_assets.data.dataset import LABEL, SPLIT
 from ct_assets.training.checkpoint import Checkpoint
 from ct_assets.training.metrics import PRIMARY_METRIC
 from ct_assets.training.model import TrainedModel
@@ -58,6 +62,9 @@ class TrainedCandidate:
     result: TrainResult
     #: The candidate's metrics on the dataset's holdout.
     holdout: dict[str, float]
+    #: Paired bootstrap interval of its metric minus the default window's (None for the
+    #: default itself).
+    versus_default: tuple[float, float] | None = None
 
     @property
     def score(self) -> float:
@@ -74,6 +81,7 @@ class TrainedCandidate:
             PRIMARY_METRIC: self.holdout.get(PRIMARY_METRIC),
             "accuracy": self.holdout.get("accuracy"),
             "chosen": chosen,
+            "versus_default": list(self.versus_default) if self.versus_default else None,
             "notes": "; ".join(self.result.notes),
         }
 
@@ -118,8 +126,12 @@ def train_candidates(
     *,
     checkpoint_for: Callable[[CandidateWindow], Checkpoint | None] = lambda _: None,
     checkpoint_every: int = 25,
+    confidence: float = 0.9,
+    resamples: int = 300,
+    seed: int = 0,
 ) -> list[TrainedCandidate]:
-    """Train every window and score each on the holdout; best first."""
+    """Train every window and score each on the holdout; the chosen one first (see the
+    module docstring), then the others by score."""
     holdout = dataset.filter(pl.col(SPLIT) == "holdout")
     trained = []
     for window in windows:
@@ -141,8 +153,46 @@ def train_candidates(
         if window.mode == "incremental" and result.mode == "full" and len(windows) > 1:
             continue  # it fell back to a full retrain: the window candidate already is one
         trained.append(TrainedCandidate(window, result, evaluate(result.model, holdout)))
-    # stable: ties keep the plan's order
-    return sorted(trained, key=lambda t: -t.score)
+    if not trained:
+        raise ValueError("no candidate window to train")
+    chosen = _choose(trained, holdout, confidence, resamples, seed)
+    others = sorted((t for t in trained if t is not chosen), key=lambda t: -t.score)
+    return [chosen, *others]
+
+
+def _choose(
+    trained: list[TrainedCandidate],
+    holdout: pl.DataFrame,
+    confidence: float,
+    resamples: int,
+    seed: int,
+) -> TrainedCandidate:
+    """The default (first) candidate, unless another is clearly better on the holdout."""
+    from ct_assets.training.evaluation import paired_bootstrap
+
+    default = trained[0]
+    known = holdout.filter(pl.col(LABEL).cast(pl.String).is_in(default.result.model.spec.classes))
+    if len(trained) == 1 or known.height == 0:
+        return default
+    y = default.result.model.spec.label_indices(known[LABEL])
+    base = default.result.model.predict_proba(known)
+    chosen, best_low = default, 0.0
+    for other in trained[1:]:
+        if other.result.model.spec.classes != default.result.model.spec.classes:
+            continue
+        interval = paired_bootstrap(
+            y,
+            other.result.model.predict_proba(known),
+            base,
+            PRIMARY_METRIC,
+            n_resamples=resamples,
+            confidence=confidence,
+            seed=seed,
+        )
+        other.versus_default = (interval.low, interval.high)
+        if interval.n_resamples and interval.low > best_low:
+            chosen, best_low = other, interval.low
+    return chosen
 
 
 def candidates_markdown(summaries: Sequence[Mapping[str, Any]]) -> str:
