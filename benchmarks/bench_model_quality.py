@@ -73,17 +73,27 @@ def plain_model(
     return model.fit(x, y, categorical_feature=categorical or "auto", init_model=init)
 
 
-def judge_versions(home: Path, stream: pl.DataFrame, eval_rows: int) -> list[dict[str, Any]]:
-    from ct_assets.registry import (
-        TAG_CANDIDATE_WINDOW,
-        TAG_CANDIDATES,
-        TAG_INIT_VERSION,
-        TAG_NEW_AFTER_OFFSET,
-        TAG_TRAIN_PARAMS,
-        Registry,
-    )
-    from ct_assets.settings import Settings
+def learned_rows(registry: Any, info: Any, dataset: pl.DataFrame) -> tuple[pl.DataFrame, Any]:
+    """The train rows a version learned from (its chosen candidate window), and the
+    booster it continued (None for a full training)."""
+    from ct_assets.registry import TAG_CANDIDATES, TAG_INIT_VERSION, TAG_NEW_AFTER_OFFSET
     from ct_assets.training.candidates import recorded_candidates
+
+    train = dataset.filter(pl.col("split") == "train").sort(["timestamp", "log_offset"])
+    if TAG_INIT_VERSION in info.tags:
+        offset = int(info.tags[TAG_NEW_AFTER_OFFSET])
+        init = registry.load_model(info.tags[TAG_INIT_VERSION]).booster
+        return train.filter(pl.col("log_offset") > offset), init
+    recorded = recorded_candidates(info.tags.get(TAG_CANDIDATES, ""))
+    chosen = [c for c in recorded if c.get("chosen")]
+    if chosen and chosen[0].get("after_offset") is not None:
+        train = train.filter(pl.col("log_offset") > int(chosen[0]["after_offset"]))
+    return train, None
+
+
+def judge_versions(home: Path, stream: pl.DataFrame, eval_rows: int) -> list[dict[str, Any]]:
+    from ct_assets.registry import TAG_CANDIDATE_WINDOW, TAG_TRAIN_PARAMS, Registry
+    from ct_assets.settings import Settings
 
     settings = Settings.from_env().with_home(home)
     registry = Registry.from_settings(settings)
@@ -99,17 +109,8 @@ def judge_versions(home: Path, stream: pl.DataFrame, eval_rows: int) -> list[dic
         info = registry.version(version)
         model = registry.load_model(version)
         dataset = pl.read_parquet(settings.datasets_dir / f"{info.dataset_version}.parquet")
-        train = dataset.filter(pl.col("split") == "train").sort(["timestamp", "log_offset"])
         window = info.tags.get(TAG_CANDIDATE_WINDOW, "window")
-        chosen = [
-            c for c in recorded_candidates(info.tags.get(TAG_CANDIDATES, "")) if c.get("chosen")
-        ]
-        init = None
-        if TAG_INIT_VERSION in info.tags:
-            train = train.filter(pl.col("log_offset") > int(info.tags[TAG_NEW_AFTER_OFFSET]))
-            init = registry.load_model(info.tags[TAG_INIT_VERSION]).booster
-        elif chosen and chosen[0].get("after_offset") is not None:
-            train = train.filter(pl.col("log_offset") > int(chosen[0]["after_offset"]))
+        train, init = learned_rows(registry, info, dataset)
         last = max(stream_row(e) for e in dataset["event_id"].to_list())
         after = stream.filter(pl.col("row") > last).head(eval_rows)
         if after.height == 0:
@@ -148,7 +149,7 @@ def static_check(
     first = registry.version("1")
     spec = registry.load_model("1").spec
     dataset = pl.read_parquet(settings.datasets_dir / f"{first.dataset_version}.parquet")
-    train = dataset.filter(pl.col("split") == "train").sort(["timestamp", "log_offset"])
+    train, _ = learned_rows(registry, first, dataset)
     params = json.loads(first.tags[TAG_TRAIN_PARAMS])
     plain = plain_model(
         params,
