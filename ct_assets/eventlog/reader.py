@@ -150,7 +150,7 @@ class Entries:
 
 @dataclass(frozen=True)
 class _Piece:
-    """The lines of one committed frame that a read takes: the first ``count`` of them,
+    """The lines of one committed frame that a read takes: those from ``skip`` to ``count``,
     log offsets from ``base``, committed at ``received_us``."""
 
     segment: str
@@ -158,10 +158,15 @@ class _Piece:
     base: int
     count: int
     received_us: int
+    skip: int = 0
 
 
 def _pieces(
-    root: Path, kind: EventKind, limit: int | None, dates: Collection[str] | None
+    root: Path,
+    kind: EventKind,
+    limit: int | None,
+    dates: Collection[str] | None,
+    since: int = 0,
 ) -> list[_Piece]:
     """The checked frames of ``kind`` a read takes, in commit order (see :func:`read_entries`)."""
     out: list[_Piece] = []
@@ -174,7 +179,9 @@ def _pieces(
             wanted = part.n_prediction if kind == "prediction" else part.n_feedback
             if wanted == 0:
                 continue
-            if dates is not None and key_date(part.segment) not in dates:
+            if base + wanted <= since or (
+                dates is not None and key_date(part.segment) not in dates
+            ):
                 base += wanted
                 continue
             frame = segments.frame(part)
@@ -184,7 +191,10 @@ def _pieces(
                     f"{_line_count(frame)} lines, its commit says {wanted} {kind} events"
                 )
             count = wanted if limit is None else min(wanted, limit - base)
-            out.append(_Piece(part.segment, frame, base, count, commit.committed_at_us))
+            skip = max(0, since - base)
+            if skip >= count:
+                return out  # ``limit`` ends before ``since``
+            out.append(_Piece(part.segment, frame, base, count, commit.committed_at_us, skip))
             base += wanted
     return out
 
@@ -205,10 +215,10 @@ def read_entries(
 def _entries(pieces: Sequence[_Piece]) -> Entries:
     out = Entries([], [], [])
     for piece in pieces:
-        lines = piece.frame.lines()[: piece.count]
-        out.offsets.extend(range(piece.base, piece.base + piece.count))
+        lines = piece.frame.lines()[piece.skip : piece.count]
+        out.offsets.extend(range(piece.base + piece.skip, piece.base + piece.count))
         out.lines.extend(lines)
-        out.received_us.extend([piece.received_us] * piece.count)
+        out.received_us.extend([piece.received_us] * len(lines))
     return out
 
 
@@ -220,9 +230,15 @@ def read_lines(
 
 
 def read_events(
-    root: Path, kind: EventKind, limit: int | None = None, dates: Collection[str] | None = None
+    root: Path,
+    kind: EventKind,
+    limit: int | None = None,
+    dates: Collection[str] | None = None,
+    since: int = 0,
 ) -> pl.DataFrame:
     """Events of ``kind`` as a frame, one row each, with ``log_offset`` = position among its kind.
+    Only events on ``dates`` if given, offsets below ``limit`` if given, and offsets at or
+    after ``since`` (frames wholly before it are not read).
 
     ``features`` (and ``scores``) are structs; labels and predictions are strings,
     so one column can hold any label type without guessing.
@@ -235,7 +251,7 @@ def read_events(
     """
     import polars as pl
 
-    pieces = _pieces(root, kind, limit, dates)
+    pieces = _pieces(root, kind, limit, dates, since)
     if not pieces:
         return _decode(Entries([], [], []), kind)
     key = str(root.resolve())
@@ -244,7 +260,8 @@ def read_events(
     if any(frame.schema != schema for frame in frames[1:]):
         return _decode(_entries(pieces), kind)
     frames = [
-        f if p.count == f.height else f.head(p.count) for f, p in zip(frames, pieces, strict=True)
+        f if p.skip == 0 and p.count == f.height else f.slice(p.skip, p.count - p.skip)
+        for f, p in zip(frames, pieces, strict=True)
     ]
     if len(frames) == 1:
         return frames[0]
