@@ -423,7 +423,9 @@ def run_backtest(
         dagster_home = Path(tmp) / "dagster"
         dagster_home.mkdir()
         quiet = {"telemetry": {"enabled": False}}
-        with dg.DagsterInstance.local_temp(tempdir=str(dagster_home), overrides=quiet) as instance:
+        # the replay's Dagster instance lives as long as the replay: runs and events in
+        # memory (Dagster's in-memory SQLite storages), not fsynced to files thrown away
+        with dg.DagsterInstance.ephemeral(tempdir=str(dagster_home), settings=quiet) as instance:
             replay = Replay(settings, stream, instance)
             try:
                 replay.warm_up(stream.frame.head(spec.warmup_rows))
