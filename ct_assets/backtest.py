@@ -56,6 +56,9 @@ BACKTEST_DEFAULTS: dict[str, Any] = {
     "num_boost_round": 100,
     "gate_bootstrap_resamples": 200,
     "checkpoint_every": 0,
+    # the gate's PNGs are for people reading one report; a replay's decisions never use
+    # them (its own accuracy.png is drawn regardless)
+    "report_plots": False,
 }
 ROLLING_ROWS = 500
 

@@ -128,7 +128,7 @@ def validation_report(
     gate = evaluate_gate(candidate, champion, holdout, history, columns, config)
     decision = gate.decision
     assert decision is not None
-    plots = _plots(candidate, champion, holdout)
+    plots = _plots(candidate, champion, holdout) if training_config.report_plots else {}
     report: dict[str, Any] = {
         "candidate_version": candidate_version,
         "champion_version": champion_info.version
