@@ -301,7 +301,6 @@ class Replay:
                     "source": "backtest",
                 }
             )
-        self.ingest(predictions)
         truth = batch["label"].to_list()
         hits = [int(a == b) for a, b in zip(predicted, truth, strict=True)]
         static_hits = [int(a == b) for a, b in zip(static, truth, strict=True)]
@@ -310,7 +309,9 @@ class Replay:
         self.outcome.rows_scored += len(hits)
         self.outcome.correct += sum(hits)
         self.outcome.static_correct += sum(static_hits)
-        self.ingest(feedback)
+        # one durable commit per batch: its predictions and then the labels attributed to
+        # them (a commit is atomic, so the feedback never reaches the log without them)
+        self.ingest(predictions + feedback)
 
     def periodic(self, at_row: int, every: int, first: int) -> None:
         """The fixed-period policy: a full retrain each time ``every`` more rows were scored."""
