@@ -30,6 +30,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -55,6 +56,9 @@ BACKTEST_DEFAULTS: dict[str, Any] = {
     "num_boost_round": 100,
     "gate_bootstrap_resamples": 200,
     "checkpoint_every": 0,
+    # the gate's PNGs are for people reading one report; a replay's decisions never use
+    # them (its own accuracy.png is drawn regardless)
+    "report_plots": False,
 }
 ROLLING_ROWS = 500
 
@@ -197,11 +201,32 @@ class Replay:
             and any(j.name == keys.RETRAIN_JOB for j in s.jobs)
         ]
         self.cursors: dict[str, str | None] = {s.name: None for s in self.sensors}
+        self._resources = ExitStack()
+        self.sensor_resources = self._sensor_resources(instance)
         self.models: dict[str, TrainedModel] = {}
         self.static: TrainedModel | None = None
         self.outcome = Outcome()
         self.last_batch = 0
         self.champion_version: str | None = None
+
+    def _sensor_resources(self, instance: dg.DagsterInstance) -> dict[str, dict[str, Any]]:
+        """Per sensor, the resources it requires, initialized once for the whole replay (as
+        resources without state they are the same objects at every tick); each tick then
+        only hands them over instead of validating and initializing every resource again."""
+        import dagster as dg
+
+        wanted = sorted({key for s in self.sensors for key in s.required_resource_keys})
+        defined = self.defs.resources or {}
+        built = self._resources.enter_context(
+            dg.build_resources({key: defined[key] for key in wanted}, instance=instance)
+        )
+        ready = {
+            key: dg.ResourceDefinition.hardcoded_resource(getattr(built, key)) for key in wanted
+        }
+        return {s.name: {key: ready[key] for key in s.required_resource_keys} for s in self.sensors}
+
+    def close(self) -> None:
+        self._resources.close()
 
     def ingest(self, events: list[dict[str, Any]]) -> None:
         from ct_assets.schema import convert_record, validate_events
@@ -276,7 +301,6 @@ class Replay:
                     "source": "backtest",
                 }
             )
-        self.ingest(predictions)
         truth = batch["label"].to_list()
         hits = [int(a == b) for a, b in zip(predicted, truth, strict=True)]
         static_hits = [int(a == b) for a, b in zip(static, truth, strict=True)]
@@ -285,7 +309,9 @@ class Replay:
         self.outcome.rows_scored += len(hits)
         self.outcome.correct += sum(hits)
         self.outcome.static_correct += sum(static_hits)
-        self.ingest(feedback)
+        # one durable commit per batch: its predictions and then the labels attributed to
+        # them (a commit is atomic, so the feedback never reaches the log without them)
+        self.ingest(predictions + feedback)
 
     def periodic(self, at_row: int, every: int, first: int) -> None:
         """The fixed-period policy: a full retrain each time ``every`` more rows were scored."""
@@ -302,7 +328,7 @@ class Replay:
         for sensor in self.sensors:
             with dg.build_sensor_context(
                 instance=self.instance,
-                resources=self.defs.resources,
+                resources=self.sensor_resources[sensor.name],
                 cursor=self.cursors[sensor.name],
             ) as context:
                 data = sensor.evaluate_tick(context)
@@ -404,18 +430,23 @@ def run_backtest(
         dagster_home = Path(tmp) / "dagster"
         dagster_home.mkdir()
         quiet = {"telemetry": {"enabled": False}}
-        with dg.DagsterInstance.local_temp(tempdir=str(dagster_home), overrides=quiet) as instance:
+        # the replay's Dagster instance lives as long as the replay: runs and events in
+        # memory (Dagster's in-memory SQLite storages), not fsynced to files thrown away
+        with dg.DagsterInstance.ephemeral(tempdir=str(dagster_home), settings=quiet) as instance:
             replay = Replay(settings, stream, instance)
-            replay.warm_up(stream.frame.head(spec.warmup_rows))
-            for start, batch in batches(stream, spec):
-                replay.score(batch)
-                replay.last_batch = batch.height
-                if spec.retrain_every is None:
-                    replay.tick(at_row=start + batch.height)
-                else:
-                    replay.periodic(start + batch.height, spec.retrain_every, spec.warmup_rows)
-                if progress is not None:
-                    progress(batch.height)
+            try:
+                replay.warm_up(stream.frame.head(spec.warmup_rows))
+                for start, batch in batches(stream, spec):
+                    replay.score(batch)
+                    replay.last_batch = batch.height
+                    if spec.retrain_every is None:
+                        replay.tick(at_row=start + batch.height)
+                    else:
+                        replay.periodic(start + batch.height, spec.retrain_every, spec.warmup_rows)
+                    if progress is not None:
+                        progress(batch.height)
+            finally:
+                replay.close()
     outcome = replay.outcome
     report = build_report(outcome, stream, spec, settings, time.perf_counter() - started)
     (spec.out / "report.json").write_text(json.dumps(report, indent=2, default=str))

@@ -70,6 +70,9 @@ class Settings:
     # Columns whose segments the gate compares (comma-separated; empty: categorical
     # features and the serving arm).
     slice_columns: str = ""
+    # The gate's report renders ROC, calibration and importance PNGs (for people only:
+    # the decision never reads them).
+    report_plots: bool = True
     # The drift trigger: alibi-detect on the champion's latest logged predictions.
     drift_detector: str = "tabular"
     drift_p_value: float = 0.05
@@ -368,6 +371,7 @@ _ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "gate_max_ece": ("CT_GATE_MAX_ECE", _fraction),
     "gate_bootstrap_resamples": ("CT_GATE_BOOTSTRAP_RESAMPLES", _non_negative_int),
     "slice_columns": ("CT_SLICE_COLUMNS", str),
+    "report_plots": ("CT_REPORT_PLOTS", _flag),
     "checkpoint_every": ("CT_CHECKPOINT_EVERY", _non_negative_int),
     "retrain_cron": ("CT_RETRAIN_CRON", str),
     "canary_min_samples": ("CT_CANARY_MIN_SAMPLES", _non_negative_int),

@@ -77,6 +77,7 @@ class TrainingConfigResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     gate_bootstrap_resamples: int
     slice_columns: str
     checkpoint_every: int
+    report_plots: bool = True
 
 
 class CurationResource(dg.ConfigurableResource):  # type: ignore[type-arg]
@@ -173,6 +174,7 @@ def resources_from_settings(settings: Settings) -> dict[str, dg.ConfigurableReso
             gate_bootstrap_resamples=settings.gate_bootstrap_resamples,
             slice_columns=settings.slice_columns,
             checkpoint_every=settings.checkpoint_every,
+            report_plots=settings.report_plots,
         ),
         "curation": CurationResource(
             tables_dir=str(settings.tables_dir),

@@ -5,7 +5,6 @@ import json
 from datetime import date, timedelta
 
 import dagster as dg
-import polars as pl
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_END_TAG,
@@ -53,8 +52,7 @@ def labeled_since(log: EventLog, offset: int, policy: LabelPolicy) -> int:
     labels, and implicit signals it maps): the examples a retrain would gain. Reads only
     the newest event dates that can hold them."""
     new = log.counts().feedback - offset
-    feedback = log.read("feedback", dates=newest_dates(log, new, "feedback"))
-    recent = feedback.filter(pl.col("log_offset") >= offset)
+    recent = log.read("feedback", dates=newest_dates(log, new, "feedback"), since=offset)
     return labeled_feedback(recent, policy).height if recent.height else 0
 
 

@@ -136,7 +136,7 @@ def validation_report(
     candidates = recorded_candidates(candidate_info.tags.get(TAG_CANDIDATES, ""))
     decision = gate.decision
     assert decision is not None
-    plots = _plots(candidate, champion, holdout)
+    plots = _plots(candidate, champion, holdout) if training_config.report_plots else {}
     report: dict[str, Any] = {
         "candidate_version": candidate_version,
         "champion_version": champion_info.version

@@ -66,9 +66,14 @@ class EventLog:
         return partition_fingerprints(self.root)
 
     def read(
-        self, kind: EventKind, limit: int | None = None, dates: Collection[str] | None = None
+        self,
+        kind: EventKind,
+        limit: int | None = None,
+        dates: Collection[str] | None = None,
+        since: int = 0,
     ) -> pl.DataFrame:
-        return read_events(self.root, kind, limit, dates)
+        """Events of ``kind``: on ``dates`` if given, at log offsets in [since, limit)."""
+        return read_events(self.root, kind, limit, dates, since)
 
     def export(self, kind: EventKind, out: Path) -> int:
         """Every durable event of ``kind`` to a Parquet file, one row each; returns the count."""

@@ -7,6 +7,9 @@ partial one. Reading the events of some dates opens only those dates' segments.
 
 from __future__ import annotations
 
+import threading
+import zlib
+from collections import OrderedDict
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -145,13 +148,28 @@ class Entries:
     received_us: list[int]
 
 
-def read_entries(
-    root: Path, kind: EventKind, limit: int | None = None, dates: Collection[str] | None = None
-) -> Entries:
-    """JSON lines of ``kind`` in commit order with their log offsets (position among all
-    committed events of that kind). Only events on ``dates`` if given; only offsets below
-    ``limit`` if given (without ``dates``: the first ``limit`` events)."""
-    out = Entries([], [], [])
+@dataclass(frozen=True)
+class _Piece:
+    """The lines of one committed frame that a read takes: those from ``skip`` to ``count``,
+    log offsets from ``base``, committed at ``received_us``."""
+
+    segment: str
+    frame: Frame
+    base: int
+    count: int
+    received_us: int
+    skip: int = 0
+
+
+def _pieces(
+    root: Path,
+    kind: EventKind,
+    limit: int | None,
+    dates: Collection[str] | None,
+    since: int = 0,
+) -> list[_Piece]:
+    """The checked frames of ``kind`` a read takes, in commit order (see :func:`read_entries`)."""
+    out: list[_Piece] = []
     base = 0
     segments = _SegmentCache(root)
     for commit in committed(root):
@@ -161,21 +179,46 @@ def read_entries(
             wanted = part.n_prediction if kind == "prediction" else part.n_feedback
             if wanted == 0:
                 continue
-            if dates is not None and key_date(part.segment) not in dates:
+            if base + wanted <= since or (
+                dates is not None and key_date(part.segment) not in dates
+            ):
                 base += wanted
                 continue
-            lines = segments.frame(part).lines()
-            if len(lines) != wanted or part.n_prediction + part.n_feedback != wanted:
+            frame = segments.frame(part)
+            if part.n_prediction + part.n_feedback != wanted or _line_count(frame) != wanted:
                 raise CorruptLogError(
                     f"{segment_file(root, part.segment)}: frame at byte {part.offset} holds "
-                    f"{len(lines)} lines, its commit says {wanted} {kind} events"
+                    f"{_line_count(frame)} lines, its commit says {wanted} {kind} events"
                 )
-            if limit is not None and base + len(lines) > limit:
-                lines = lines[: limit - base]
-            out.offsets.extend(range(base, base + len(lines)))
-            out.lines.extend(lines)
-            out.received_us.extend([commit.committed_at_us] * len(lines))
+            count = wanted if limit is None else min(wanted, limit - base)
+            skip = max(0, since - base)
+            if skip >= count:
+                return out  # ``limit`` ends before ``since``
+            out.append(_Piece(part.segment, frame, base, count, commit.committed_at_us, skip))
             base += wanted
+    return out
+
+
+def _line_count(frame: Frame) -> int:
+    return frame.payload.count(b"\n")
+
+
+def read_entries(
+    root: Path, kind: EventKind, limit: int | None = None, dates: Collection[str] | None = None
+) -> Entries:
+    """JSON lines of ``kind`` in commit order with their log offsets (position among all
+    committed events of that kind). Only events on ``dates`` if given; only offsets below
+    ``limit`` if given (without ``dates``: the first ``limit`` events)."""
+    return _entries(_pieces(root, kind, limit, dates))
+
+
+def _entries(pieces: Sequence[_Piece]) -> Entries:
+    out = Entries([], [], [])
+    for piece in pieces:
+        lines = piece.frame.lines()[piece.skip : piece.count]
+        out.offsets.extend(range(piece.base + piece.skip, piece.base + piece.count))
+        out.lines.extend(lines)
+        out.received_us.extend([piece.received_us] * len(lines))
     return out
 
 
@@ -187,14 +230,45 @@ def read_lines(
 
 
 def read_events(
-    root: Path, kind: EventKind, limit: int | None = None, dates: Collection[str] | None = None
+    root: Path,
+    kind: EventKind,
+    limit: int | None = None,
+    dates: Collection[str] | None = None,
+    since: int = 0,
 ) -> pl.DataFrame:
     """Events of ``kind`` as a frame, one row each, with ``log_offset`` = position among its kind.
+    Only events on ``dates`` if given, offsets below ``limit`` if given, and offsets at or
+    after ``since`` (frames wholly before it are not read).
 
     ``features`` (and ``scores``) are structs; labels and predictions are strings,
     so one column can hold any label type without guessing.
+
+    Every frame read is checked against its checksum, as always; a committed frame never
+    changes, so its decoded rows are kept in process (:class:`_DecodedFrames`) and a
+    later read of the same frame only concatenates them. When the frames' schemas differ
+    (a feature added, a column null in one of them) the whole result is built at once,
+    as it would be without the cache.
     """
-    entries = read_entries(root, kind, limit, dates)
+    import polars as pl
+
+    pieces = _pieces(root, kind, limit, dates, since)
+    if not pieces:
+        return _decode(Entries([], [], []), kind)
+    key = str(root.resolve())
+    frames = [_DECODED.get(key, piece, kind) for piece in pieces]
+    schema = frames[0].schema
+    if any(frame.schema != schema for frame in frames[1:]):
+        return _decode(_entries(pieces), kind)
+    frames = [
+        f if p.skip == 0 and p.count == f.height else f.slice(p.skip, p.count - p.skip)
+        for f, p in zip(frames, pieces, strict=True)
+    ]
+    if len(frames) == 1:
+        return frames[0]
+    return pl.concat(frames, how="vertical", rechunk=True)
+
+
+def _decode(entries: Entries, kind: EventKind) -> pl.DataFrame:
     event_type: Any = EVENT_TYPES[kind]
     events = msgspec.json.Decoder(list[event_type]).decode(b"[" + b",".join(entries.lines) + b"]")
     received = [received_time(us) for us in entries.received_us]
@@ -203,6 +277,64 @@ def read_events(
         for event, at in zip(events, received, strict=True)
     ]
     return events_to_frame(events, kind, entries.offsets)
+
+
+class _DecodedFrames:
+    """Decoded committed frames, newest used kept, up to ``max_rows`` rows in all.
+
+    A frame's rows are a function of its bytes, its kind, its first log offset and its
+    commit time, which is what the key holds (the bytes through their length and CRC)."""
+
+    def __init__(self, max_rows: int) -> None:
+        self.max_rows = max_rows
+        self.rows = 0
+        self._frames: OrderedDict[tuple[Any, ...], pl.DataFrame] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, root: str, piece: _Piece, kind: EventKind) -> pl.DataFrame:
+        frame = piece.frame
+        key = (
+            root,
+            kind,
+            piece.segment,
+            frame.offset,
+            len(frame.payload),
+            zlib.crc32(frame.payload),
+            piece.base,
+            piece.received_us,
+        )
+        with self._lock:
+            cached = self._frames.get(key)
+            if cached is not None:
+                self._frames.move_to_end(key)
+                return cached
+        lines = frame.lines()
+        decoded = _decode(
+            Entries(
+                list(range(piece.base, piece.base + len(lines))),
+                lines,
+                [piece.received_us] * len(lines),
+            ),
+            kind,
+        )
+        with self._lock:
+            if key not in self._frames and decoded.height <= self.max_rows:
+                self._frames[key] = decoded
+                self.rows += decoded.height
+                while self.rows > self.max_rows:
+                    _, evicted = self._frames.popitem(last=False)
+                    self.rows -= evicted.height
+        return decoded
+
+    def clear(self) -> None:
+        with self._lock:
+            self._frames.clear()
+            self.rows = 0
+
+
+#: Rows of decoded frames kept per process (a few hundred bytes each).
+DECODED_CACHE_ROWS = 250_000
+_DECODED = _DecodedFrames(DECODED_CACHE_ROWS)
 
 
 def events_to_frame(
