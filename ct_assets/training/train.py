@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     import lightgbm
 
 Mode = Literal["full", "incremental"]
+#: With num_threads 0 (all cores), smaller trainings use one thread.
+ONE_THREAD_BELOW_ROWS = 50_000
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ class TrainParams:
     early_stopping_min_rows: int = 20_000
     #: Early stopping never keeps fewer rounds than this (capped by num_boost_round).
     min_boost_round: int = 20
+    #: 0: all cores, or one below ONE_THREAD_BELOW_ROWS training rows.
     num_threads: int = 0
     # Class imbalance, off by default (plain LightGBM maximises accuracy at the observed
     # class rates): binary uses LightGBM's is_unbalance, multiclass per-row weights
@@ -176,6 +179,10 @@ def train_model(
                 notes.append(f"only {train.height} new rows: full retrain")
                 mode, init, train = "full", None, full_train
     lgb_params = params.lightgbm_params(len(spec.classes))
+    if params.num_threads == 0 and train.height < ONE_THREAD_BELOW_ROWS:
+        # on a small matrix threads cost more than they give (a 2,000-row model: 0.07 s
+        # on one thread, 1-2 s on all of a busy machine's); the model is the same
+        lgb_params["num_threads"] = 1
     spec = FeatureSpec(spec.feature_names, spec.categories, spec.classes, lgb_params)
     early = params.stops_early(train.height)
     n_valid = max(1, int(train.height * params.validation_fraction)) if early else 0
