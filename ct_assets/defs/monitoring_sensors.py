@@ -262,10 +262,12 @@ def build_performance_sensor(
         change = detect_change(outcomes.errors, change_config)
         reason = decision.reason()
         tags: dict[str, str] = {}
-        if change.found:
-            start = outcomes.timestamps[len(outcomes.timestamps) - change.rows_since]
+        start = outcomes.timestamps[-change.rows_since] if change.found else None
+        if start is not None:
             tags[keys.TAG_WINDOW_START] = start.isoformat()
             reason = f"change point at {start.isoformat()}: {change.reason()}; {reason}"
+        elif change.found:
+            reason = f"{change.reason()}; {reason}"
         event = dg.AssetMaterialization(
             asset_key=keys.PERFORMANCE_MONITOR,
             metadata={

@@ -197,11 +197,11 @@ def check_performance(
 @dataclass(frozen=True)
 class Outcomes:
     """The champion on labeled examples, oldest first: label indices, its class
-    probabilities and each example's time."""
+    probabilities and each example's time (None where the examples carry none)."""
 
     y: NDArray[np.int64]
     proba: NDArray[np.float64]
-    timestamps: list[datetime]
+    timestamps: list[datetime | None]
 
     @property
     def errors(self) -> NDArray[np.int64]:
@@ -224,7 +224,8 @@ def outcome_stream(
     frame = feature_frame(known, model.spec.feature_names)
     y = model.spec.label_indices(known["label"]).astype(np.int64)
     proba = np.asarray(model.predict_proba(frame), dtype=np.float64)
-    return Outcomes(y, proba, known["timestamp"].to_list())
+    times = known["timestamp"].to_list() if "timestamp" in known.columns else [None] * len(y)
+    return Outcomes(y, proba, times)
 
 
 def champion_outcomes(
