@@ -586,3 +586,32 @@ def test_plots_are_small_pngs(data: pl.DataFrame, good: TrainedModel, weak: Trai
         assert 2_000 < len(png) < 60_000, (name, len(png))
     embedded = png_markdown(images["roc"], "ROC")
     assert embedded.startswith("![ROC](data:image/png;base64,") and len(embedded) < 80_000
+
+
+def test_older_data_before_a_change_point_is_not_held_against_the_candidate() -> None:
+    """history_frames: the champion's held-out rows before the candidate's window are
+    checked for forgetting, but only from a detected change point on."""
+    from datetime import UTC, datetime, timedelta
+
+    from ct_assets.defs.validation import history_frames
+
+    t0 = datetime(2024, 1, 1, tzinfo=UTC)
+
+    def frame(minutes: range, split: str) -> pl.DataFrame:
+        return pl.DataFrame(
+            {
+                "timestamp": [t0 + timedelta(minutes=m) for m in minutes],
+                "split": [split] * len(minutes),
+                "window_part": ["recent"] * len(minutes),
+                "label": ["1"] * len(minutes),
+            }
+        )
+
+    champion_dataset = frame(range(0, 100), "holdout")
+    dataset = frame(range(80, 200), "train")
+    older = history_frames(dataset, champion_dataset)["older_window"]
+    assert older.height == 80  # minutes 0..79, before the candidate's window
+    after_change = history_frames(dataset, champion_dataset, t0 + timedelta(minutes=60))
+    assert after_change["older_window"].height == 20  # minutes 60..79
+    at_window = history_frames(dataset, champion_dataset, t0 + timedelta(minutes=80))
+    assert "older_window" not in at_window

@@ -20,6 +20,7 @@ from ct_assets.registry import (
     TAG_DECISION,
     TAG_DEPLOYMENT_STATUS,
     TAG_REPORT,
+    TAG_WINDOW_START,
 )
 from ct_assets.training.candidates import candidates_markdown, recorded_candidates
 from ct_assets.training.evaluation import GateConfig, evaluate_gate
@@ -33,14 +34,18 @@ HISTORY_ROWS = 20_000  # newest rows of the champion's older held-out data the c
 
 
 def history_frames(
-    dataset: pl.DataFrame, champion_dataset: pl.DataFrame | None
+    dataset: pl.DataFrame,
+    champion_dataset: pl.DataFrame | None,
+    change_at: datetime | None = None,
 ) -> dict[str, pl.DataFrame]:
     """The older data a candidate must not forget.
 
     * ``reservoir``: the dataset's sample of older examples, kept in the window on purpose;
     * ``older_window``: the champion's held-out examples from before the candidate's
       window: data neither model trained on, so both are judged out of sample (the
-      champion's training rows would flatter it).
+      champion's training rows would flatter it). Only from ``change_at`` on when the
+      candidate's window starts at a detected change: older examples follow the concept
+      that changed, and forgetting it is the point of the retrain.
     """
     history: dict[str, pl.DataFrame] = {}
     parts = dataset["window_part"] if "window_part" in dataset.columns else None
@@ -56,7 +61,11 @@ def history_frames(
         if start is not None:
             older = champion_dataset.filter(
                 (pl.col("split") == "holdout") & (pl.col("timestamp") < start)
-            ).tail(HISTORY_ROWS)
+            )
+            if change_at is not None:
+                moment = pl.lit(change_at).cast(older.schema["timestamp"])
+                older = older.filter(pl.col("timestamp") >= moment)
+            older = older.tail(HISTORY_ROWS)
             if older.height:
                 history["older_window"] = older
     return history
@@ -130,9 +139,17 @@ def validation_report(
         max_ece=training_config.gate_max_ece,
         seed=training_config.seed,
     )
-    history = history_frames(dataset, champion_dataset)
+    change_at = candidate_info.tags.get(TAG_WINDOW_START)
+    since = datetime.fromisoformat(change_at) if change_at else None
+    history = history_frames(dataset, champion_dataset, since)
     columns = slice_columns(training_config.slice_columns, dataset)
     gate = evaluate_gate(candidate, champion, holdout, history, columns, config)
+    if since is not None and champion_dataset is not None:
+        assert gate.decision is not None
+        gate.decision.reasons.append(
+            f"older data before the change point at {change_at} not held against the "
+            "candidate: the concept changed there (its dataset starts at the change)"
+        )
     candidates = recorded_candidates(candidate_info.tags.get(TAG_CANDIDATES, ""))
     decision = gate.decision
     assert decision is not None
