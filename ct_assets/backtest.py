@@ -287,7 +287,9 @@ class Replay:
                     "arm": "champion",
                     "features": _features(r, names),
                     "prediction": label,
-                    "scores": {c: round(float(v), 6) for c, v in zip(classes, p, strict=True)},
+                    # unrounded, as the API logs them: the drift check compares their
+                    # distribution with unrounded reference scores
+                    "scores": {c: float(v) for c, v in zip(classes, p, strict=True)},
                 }
             )
             feedback.append(
