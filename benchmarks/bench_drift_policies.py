@@ -17,9 +17,11 @@ On every stream, all scored on the same rows (everything after the first 2,000):
 
 Prints a table and a summary (the streams where the sensors reach the best fixed
 period's accuracy with no more retrains; their mean gap to ARF), writes every number
-as JSON with ``--out DIR``, and with ``--readme`` rewrites the table in README.md.
-Needs the ``bench`` extra (river). Usage: python benchmarks/bench_drift_policies.py
-[--rows N] [--streams a,b] [--skip-sensors] [--out DIR] [--readme]
+as JSON with ``--out DIR``, and with ``--readme`` rewrites the table in README.md;
+``--from-json`` tabulates earlier runs' JSON instead of measuring (the baselines are
+seeded and deterministic, so runs of different subsets combine). Needs the ``bench``
+extra (river). Usage: python benchmarks/bench_drift_policies.py [--rows N]
+[--streams a,b] [--skip-sensors] [--out DIR] [--readme] [--from-json FILE ...]
 """
 
 from __future__ import annotations
@@ -363,6 +365,13 @@ def markdown_table(rows: list[tuple[str, ...]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 
+def best_within(fixed: dict[str, Any], retrains: int) -> float:
+    """The best accuracy of the fixed-period cells (and the never-retrained model) that
+    retrain at most ``retrains`` times."""
+    cells = [c["accuracy"] for c in fixed["grid"] if c["retrains"] <= retrains]
+    return max([fixed["never"]["accuracy"], *cells])
+
+
 def summary(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Where the sensors reach the best fixed period with no more retrains; gaps to ARF."""
     ran = {name: r for name, r in results.items() if "sensors" in r}
@@ -378,6 +387,11 @@ def summary(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
         if r["sensors"]["accuracy"] >= r["fixed"]["best"]["accuracy"] - 0.02
         and r["sensors"]["retrains"] <= r["fixed"]["best"]["retrains"]
     ]
+    same_budget = [
+        name
+        for name, r in ran.items()
+        if r["sensors"]["accuracy"] >= best_within(r["fixed"], r["sensors"]["retrains"])
+    ]
     gaps = [r["sensors"]["accuracy"] - r["arf"]["accuracy"] for r in ran.values()]
     fixed_gaps = [r["fixed"]["best"]["accuracy"] - r["arf"]["accuracy"] for r in results.values()]
     return {
@@ -385,6 +399,7 @@ def summary(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "sensor_streams": len(ran),
         "sensors_reach_best_fixed": reach,
         "sensors_within_2_points_of_best_fixed": within_2,
+        "sensors_reach_best_fixed_with_no_more_retrains_than_them": same_budget,
         "mean_gap_sensors_minus_arf": sum(gaps) / len(gaps) if gaps else None,
         "mean_gap_best_fixed_minus_arf": sum(fixed_gaps) / len(fixed_gaps),
     }
@@ -397,7 +412,9 @@ def summary_line(s: dict[str, Any]) -> str:
     return (
         f"sensors reach the best fixed period's accuracy with no more retrains on "
         f"{len(s['sensors_reach_best_fixed'])} of {s['sensor_streams']} streams "
-        f"({len(s['sensors_within_2_points_of_best_fixed'])} within 2 points); mean gap, "
+        f"({len(s['sensors_within_2_points_of_best_fixed'])} within 2 points), and the best "
+        f"cell retraining no more often than they do on "
+        f"{len(s['sensors_reach_best_fixed_with_no_more_retrains_than_them'])}; mean gap, "
         f"sensors minus ARF: {s['mean_gap_sensors_minus_arf'] * 100:+.1f} points, {fixed}"
     )
 
@@ -421,6 +438,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--skip-sensors", action="store_true", help="baselines only")
     parser.add_argument("--out", type=Path, help="write results.json (every number) here")
     parser.add_argument("--readme", action="store_true", help="rewrite the table in README.md")
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        action="append",
+        help="measure nothing: tabulate results.json files of earlier runs (repeatable; "
+        "a stream measured with sensors wins over one without)",
+    )
     args = parser.parse_args()
     if args.rows <= WARMUP_ROWS + BATCH_ROWS:
         parser.error(f"--rows must be more than {WARMUP_ROWS + BATCH_ROWS}")
@@ -433,8 +457,23 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def main() -> int:
-    args = parse_args()
+def load_results(paths: list[Path], chosen: list[str]) -> tuple[int, dict[str, dict[str, Any]]]:
+    """Streams of earlier runs' results.json, in this benchmark's order; and their rows."""
+    found: dict[str, dict[str, Any]] = {}
+    rows = set()
+    for path in paths:
+        payload = json.loads(path.read_text())
+        rows.add(payload["rows"])
+        for name, result in payload["streams"].items():
+            if name not in found or "sensors" in result:
+                found[name] = result
+    if len(rows) != 1:
+        raise SystemExit(f"the results were measured on different --rows: {sorted(rows)}")
+    ordered = {s.name: found[s.name] for s in STREAMS if s.name in found and s.name in chosen}
+    return rows.pop(), ordered
+
+
+def measure_all(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="ct-bench-drift-") as tmp:
         reports = None if args.skip_sensors else (args.out or Path(tmp))
@@ -442,6 +481,15 @@ def main() -> int:
             started = time.perf_counter()
             results[stream.name] = measure(stream, args.rows, Path(tmp), reports)
             print(f"  {stream.name}: {time.perf_counter() - started:.0f} s", flush=True)
+    return results
+
+
+def main() -> int:
+    args = parse_args()
+    if args.from_json:
+        args.rows, results = load_results(args.from_json, args.chosen)
+    else:
+        results = measure_all(args)
     rows = table_rows(results)
     table, stats = text_table(rows), summary(results)
     print(table)
