@@ -223,8 +223,9 @@ STREAMS = [
 
 
 def run_sensors(csv: Path, time_col: str | None, out: Path) -> dict[str, Any]:
-    """(a) the real pipeline's sensors on the stream."""
-    from ct_assets.backtest import BacktestSpec, run_backtest
+    """(a) the real pipeline's sensors on the stream; ``error`` when it cannot replay it
+    (e.g. the gate rejected the warm-up model, so there is no first champion)."""
+    from ct_assets.backtest import BacktestError, BacktestSpec, run_backtest
     from ct_assets.settings import Settings
 
     spec = BacktestSpec(
@@ -235,7 +236,10 @@ def run_sensors(csv: Path, time_col: str | None, out: Path) -> dict[str, Any]:
         batch_rows=BATCH_ROWS,
         warmup_rows=WARMUP_ROWS,
     )
-    report = run_backtest(spec, Settings.from_env(), dict(os.environ))
+    try:
+        report = run_backtest(spec, Settings.from_env(), dict(os.environ))
+    except BacktestError as error:
+        return {"error": str(error)}
     keep = ("accuracy", "static_accuracy", "retrains", "promotions", "rejections")
     return {
         **{k: report[k] for k in keep},
@@ -337,7 +341,9 @@ def table_rows(results: dict[str, dict[str, Any]]) -> list[tuple[str, ...]]:
         best = r["fixed"]["best"]
         sensors = r.get("sensors")
         cell = "skipped"
-        if sensors is not None:
+        if sensors is not None and "error" in sensors:
+            cell = "failed"
+        elif sensors is not None:
             drift = sensors["triggers"].get("drift", 0)
             cell = f"{sensors['accuracy']:.3f} ({sensors['retrains']}, {drift})"
         rows.append(
@@ -374,7 +380,7 @@ def best_within(fixed: dict[str, Any], retrains: int) -> float:
 
 def summary(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Where the sensors reach the best fixed period with no more retrains; gaps to ARF."""
-    ran = {name: r for name, r in results.items() if "sensors" in r}
+    ran = {name: r for name, r in results.items() if "accuracy" in r.get("sensors", {})}
     reach = [
         name
         for name, r in ran.items()
@@ -397,6 +403,7 @@ def summary(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {
         "streams": len(results),
         "sensor_streams": len(ran),
+        "sensors_failed": [n for n, r in results.items() if "error" in r.get("sensors", {})],
         "sensors_reach_best_fixed": reach,
         "sensors_within_2_points_of_best_fixed": within_2,
         "sensors_reach_best_fixed_with_no_more_retrains_than_them": same_budget,
@@ -407,15 +414,18 @@ def summary(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 def summary_line(s: dict[str, Any]) -> str:
     fixed = f"best fixed period minus ARF: {s['mean_gap_best_fixed_minus_arf'] * 100:+.1f} points"
+    failed = (
+        f"; the sensors failed on {', '.join(s['sensors_failed'])}" if s["sensors_failed"] else ""
+    )
     if not s["sensor_streams"]:
-        return f"sensors skipped; mean gap, {fixed}"
+        return f"sensors skipped; mean gap, {fixed}{failed}"
     return (
         f"sensors reach the best fixed period's accuracy with no more retrains on "
         f"{len(s['sensors_reach_best_fixed'])} of {s['sensor_streams']} streams "
         f"({len(s['sensors_within_2_points_of_best_fixed'])} within 2 points), and the best "
         f"cell retraining no more often than they do on "
         f"{len(s['sensors_reach_best_fixed_with_no_more_retrains_than_them'])}; mean gap, "
-        f"sensors minus ARF: {s['mean_gap_sensors_minus_arf'] * 100:+.1f} points, {fixed}"
+        f"sensors minus ARF: {s['mean_gap_sensors_minus_arf'] * 100:+.1f} points, {fixed}{failed}"
     )
 
 
