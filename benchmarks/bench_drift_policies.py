@@ -413,7 +413,10 @@ def summary(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 def summary_line(s: dict[str, Any]) -> str:
-    fixed = f"best fixed period minus ARF: {s['mean_gap_best_fixed_minus_arf'] * 100:+.1f} points"
+    fixed = (
+        f"best fixed period minus ARF: {s['mean_gap_best_fixed_minus_arf'] * 100:+.1f} points "
+        f"over all {s['streams']} streams"
+    )
     failed = (
         f"; the sensors failed on {', '.join(s['sensors_failed'])}" if s["sensors_failed"] else ""
     )
@@ -425,7 +428,8 @@ def summary_line(s: dict[str, Any]) -> str:
         f"({len(s['sensors_within_2_points_of_best_fixed'])} within 2 points), and the best "
         f"cell retraining no more often than they do on "
         f"{len(s['sensors_reach_best_fixed_with_no_more_retrains_than_them'])}; mean gap, "
-        f"sensors minus ARF: {s['mean_gap_sensors_minus_arf'] * 100:+.1f} points, {fixed}{failed}"
+        f"sensors minus ARF: {s['mean_gap_sensors_minus_arf'] * 100:+.1f} points over those "
+        f"{s['sensor_streams']}, {fixed}{failed}"
     )
 
 
