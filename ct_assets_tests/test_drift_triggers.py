@@ -514,3 +514,17 @@ def test_multiclass_scores_and_an_empty_window() -> None:
     empty = check_drift(ref, frame.clear(), np.empty((0, 3)))
     assert not empty.fire and empty.window_size == 0 and empty.score_p_value is None
     json.dumps(empty.to_dict(), allow_nan=False)
+
+
+def test_no_labeled_outcomes_of_the_champion_yet(champion: TrainedModel) -> None:
+    """Right after a promotion the champion has served nothing labeled: no errors, no
+    change, no crash."""
+    from ct_assets.monitoring.change import detect_change
+    from ct_assets.monitoring.performance import outcome_stream
+
+    empty = pl.DataFrame(
+        {"features": [{"x0": 0.0}], "label": ["not a class"], "timestamp": [None]}
+    ).clear()
+    outcomes = outcome_stream(empty, champion)
+    assert outcomes.errors.shape == (0,) and outcomes.proba.shape == (0, 2)
+    assert not detect_change(outcomes.errors).found

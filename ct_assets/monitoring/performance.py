@@ -206,6 +206,8 @@ class Outcomes:
     @property
     def errors(self) -> NDArray[np.int64]:
         """1 where the champion's most probable class was wrong: its live error stream."""
+        if self.y.size == 0:
+            return np.zeros(0, dtype=np.int64)
         wrong: NDArray[np.int64] = (self.proba.argmax(axis=1) != self.y).astype(np.int64)
         return wrong
 
@@ -223,6 +225,9 @@ def outcome_stream(
         known = known.tail(last)
     frame = feature_frame(known, model.spec.feature_names)
     y = model.spec.label_indices(known["label"]).astype(np.int64)
+    if known.height == 0:  # nothing labeled yet (e.g. just promoted)
+        empty = np.zeros((0, len(model.spec.classes)), dtype=np.float64)
+        return Outcomes(np.zeros(0, dtype=np.int64), empty, [])
     proba = np.asarray(model.predict_proba(frame), dtype=np.float64)
     times = known["timestamp"].to_list() if "timestamp" in known.columns else [None] * len(y)
     return Outcomes(y, proba, times)
