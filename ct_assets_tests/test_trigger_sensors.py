@@ -205,6 +205,25 @@ def test_a_change_point_starts_the_retrains_dataset_there(trained: Settings) -> 
         assert version.tags[TAG_WINDOW_START] == tags[keys.TAG_WINDOW_START]
 
 
+def test_a_champion_bad_all_its_life_retrains_on_what_it_served(trained: Settings) -> None:
+    """The concept changed before the champion served anything: no cut in its outcomes,
+    but the decay test fires, and the dataset starts at its first served outcome."""
+    settings = trained
+    defs = build_definitions(settings)
+    with dg.instance_for_test() as instance:
+        assert defs.resolve_job_def(keys.RETRAIN_JOB).execute_in_process(instance=instance).success
+        served = datetime.now(UTC)
+        _serve(settings, "sudden", 400, seed=41, start=0, minutes_ago=10)
+        fired = _tick(defs, instance, keys.PERFORMANCE_SENSOR, None)
+        assert len(fired.run_requests) == 1, fired.skip_message
+        tags = dict(fired.run_requests[0].tags)
+        assert "no change point within its 400 outcomes" in tags[keys.TAG_REASON]
+        first = datetime.fromisoformat(tags[keys.TAG_WINDOW_START])
+        # the first of the 400 rows served one a second up to 10 minutes ago
+        expected = served - timedelta(minutes=10, seconds=400)
+        assert abs((first - expected).total_seconds()) < 60
+
+
 def test_volume_sensor_counts_only_feedback_the_label_policy_labels(trained: Settings) -> None:
     settings = trained
     defs = build_definitions(settings)

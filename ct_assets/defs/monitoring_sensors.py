@@ -268,6 +268,15 @@ def build_performance_sensor(
             reason = f"change point at {start.isoformat()}: {change.reason()}; {reason}"
         elif change.found:
             reason = f"{change.reason()}; {reason}"
+        elif decision.fire and outcomes.timestamps and outcomes.timestamps[0] is not None:
+            # below its baseline with no cut in its outcomes: the concept changed before
+            # (or as) this champion began serving; learn from what it has served
+            first = outcomes.timestamps[0]
+            tags[keys.TAG_WINDOW_START] = first.isoformat()
+            reason = (
+                f"no change point within its {len(outcomes.timestamps)} outcomes: the window "
+                f"starts at its first, {first.isoformat()}; {reason}"
+            )
         event = dg.AssetMaterialization(
             asset_key=keys.PERFORMANCE_MONITOR,
             metadata={
