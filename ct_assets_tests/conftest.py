@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,3 +41,26 @@ def simulated_events(rows: int, seed: int = 1, drift_at: float = 0.5) -> list[di
 def ingest(settings: Settings, events: list[dict[str, object]]) -> int:
     valid = validate_events([convert_record(e, i) for i, e in enumerate(events)])
     return EventLog.from_settings(settings).append(valid).accepted
+
+
+def dataset_frame(x: Any, y: Any, holdout: int) -> Any:
+    """A dataset frame as compile_dataset makes them, from a feature matrix and labels in
+    time order (one row a minute): meta columns, then features ``x0``...; the newest
+    ``holdout`` rows held out."""
+    from datetime import UTC, datetime, timedelta
+
+    import numpy as np
+    import polars as pl
+
+    rows = len(y)
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    return pl.DataFrame(
+        {
+            "event_id": [f"e{i}" for i in range(rows)],
+            "log_offset": np.arange(rows),
+            "timestamp": [start + timedelta(minutes=i) for i in range(rows)],
+            "label": np.asarray(y).astype(str),
+            "split": ["train"] * (rows - holdout) + ["holdout"] * holdout,
+            **{f"x{j}": x[:, j] for j in range(x.shape[1])},
+        }
+    )

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-
 import numpy as np
 import polars as pl
 import pytest
@@ -17,7 +15,8 @@ from ct_assets.training.candidates import (
 )
 from ct_assets.training.train import TrainParams, train_model
 
-START = datetime(2024, 1, 1, tzinfo=UTC)
+from .conftest import dataset_frame
+
 PARAMS = TrainParams(num_threads=1)
 
 
@@ -29,17 +28,7 @@ def dataset(rows: int, change_at: int | None = None, seed: int = 0) -> pl.DataFr
     if change_at is not None:
         sign[change_at:] = -1.0
     y = (sign * (x[:, 0] + 0.5 * x[:, 1]) + rng.normal(scale=0.3, size=rows) > 0).astype(int)
-    holdout = rows // 5
-    return pl.DataFrame(
-        {
-            "event_id": [f"e{i}" for i in range(rows)],
-            "log_offset": np.arange(rows),
-            "timestamp": [START + timedelta(minutes=i) for i in range(rows)],
-            "label": y.astype(str),
-            "split": ["train"] * (rows - holdout) + ["holdout"] * holdout,
-            **{f"x{j}": x[:, j] for j in range(4)},
-        }
-    )
+    return dataset_frame(x, y, holdout=rows // 5)
 
 
 def names(windows: list[CandidateWindow]) -> list[str]:

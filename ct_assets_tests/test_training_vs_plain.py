@@ -9,7 +9,6 @@ are refitted on every row.
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -19,7 +18,8 @@ from numpy.typing import NDArray
 
 from ct_assets.training.train import TrainParams, train_model
 
-START = datetime(2024, 1, 1, tzinfo=UTC)
+from .conftest import dataset_frame
+
 PARAMS = TrainParams(num_threads=1)
 
 
@@ -34,17 +34,8 @@ def noisy_stream(rows: int, seed: int, flip: float = 0.1) -> tuple[NDArray[Any],
 
 
 def as_dataset(x: NDArray[Any], y: NDArray[Any], holdout: int) -> pl.DataFrame:
-    rows = len(y)
-    return pl.DataFrame(
-        {
-            "event_id": [f"e{i}" for i in range(rows)],
-            "log_offset": np.arange(rows),
-            "timestamp": [START + timedelta(minutes=i) for i in range(rows)],
-            "label": y.astype(str),
-            "split": ["train"] * (rows - holdout) + ["holdout"] * holdout,
-            **{f"x{j}": x[:, j] for j in range(x.shape[1])},
-        }
-    )
+    frame: pl.DataFrame = dataset_frame(x, y, holdout)
+    return frame
 
 
 def plain(params: TrainParams, x: NDArray[Any], y: NDArray[Any]) -> Any:
