@@ -28,8 +28,8 @@ from ct_assets.training.checkpoint import (
     checkpoint_key,
     checkpoints_root,
 )
+from ct_assets.training.early_stopping import EarlyStopping
 from ct_assets.training.train import (
-    EarlyStopping,
     TrainParams,
     TrainResult,
     class_weights,

@@ -19,9 +19,14 @@ def latest_metadata(instance: dg.DagsterInstance, asset: str) -> dict[str, Any] 
 
 
 def require_metadata(instance: dg.DagsterInstance, asset: str, key: str) -> Any:
+    return required_metadata(instance, asset, key)[key]
+
+
+def required_metadata(instance: dg.DagsterInstance, asset: str, key: str) -> dict[str, Any]:
+    """All metadata of the asset's latest materialization, which must hold ``key``."""
     metadata = latest_metadata(instance, asset)
     if metadata is None:
         raise dg.Failure(f"{asset} has never been materialized; materialize it first")
     if key not in metadata:
         raise dg.Failure(f"the latest {asset} materialization has no {key!r} metadata")
-    return metadata[key]
+    return metadata

@@ -3,14 +3,13 @@
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import Literal
 
 import dagster as dg
 import polars as pl
 
 from ct_assets import keys
 from ct_assets.data.dataset import DatasetInfo
-from ct_assets.defs.lineage import latest_metadata, require_metadata
+from ct_assets.defs.lineage import required_metadata
 from ct_assets.defs.resources import DatasetStoreResource, RegistryResource, TrainingConfigResource
 from ct_assets.registry import (
     CHAMPION,
@@ -26,6 +25,7 @@ from ct_assets.registry import (
 )
 from ct_assets.training.candidates import (
     CandidateWindow,
+    RequestedMode,
     candidates_markdown,
     plan_windows,
     train_candidates,
@@ -41,9 +41,6 @@ class CandidateConfig(dg.Config):
     full."""
 
     mode: str = ""
-
-
-RequestedMode = Literal["full", "incremental", "auto"]
 
 
 def training_mode(config_mode: str, run_tags: dict[str, str]) -> RequestedMode:
@@ -76,10 +73,11 @@ def candidate_model(
     registry: RegistryResource,
     training_config: TrainingConfigResource,
 ) -> dg.MaterializeResult:  # type: ignore[type-arg]
-    dataset_meta = latest_metadata(context.instance, keys.TRAINING_DATASET) or {}
-    version = str(
-        require_metadata(context.instance, keys.TRAINING_DATASET, keys.META_DATASET_VERSION)
+    # one read of the dataset's materialization: its version and its window start
+    dataset_meta = required_metadata(
+        context.instance, keys.TRAINING_DATASET, keys.META_DATASET_VERSION
     )
+    version = str(dataset_meta[keys.META_DATASET_VERSION])
     manifest = dataset_store.datasets / f"{version}.json"
     if not manifest.exists():
         raise dg.Failure(f"dataset {version} is recorded but {manifest} is missing")
@@ -152,7 +150,9 @@ def candidate_model(
             "ct.asset_key": keys.CANDIDATE_MODEL,
             TAG_TRAIN_PARAMS: json.dumps(asdict(params), sort_keys=True),
             TAG_CANDIDATE_WINDOW: chosen.window.name,
-            TAG_CANDIDATES: json.dumps(summaries, default=str)[:4000],
+            TAG_CANDIDATES: json.dumps(
+                [{k: v for k, v in s.items() if k != "notes"} for s in summaries], default=str
+            ),
             **({TAG_WINDOW_START: window_start} if window_start else {}),
             **(
                 {TAG_INIT_VERSION: champion_version, TAG_NEW_AFTER_OFFSET: str(new_after)}

@@ -38,6 +38,8 @@ from ct_assets.training.model import TrainedModel
 from ct_assets.training.train import Mode, TrainParams, TrainResult, evaluate, train_model
 
 WindowName = Literal["window", "recent", "incremental"]
+#: What a retrain asks for: full, incremental, or auto (both compete as candidates).
+RequestedMode = Literal["full", "incremental", "auto"]
 WINDOWS: tuple[WindowName, ...] = ("window", "recent", "incremental")
 
 
@@ -89,7 +91,7 @@ class TrainedCandidate:
 def plan_windows(
     dataset: pl.DataFrame,
     *,
-    requested: Mode | Literal["auto"],
+    requested: RequestedMode,
     allowed: Sequence[str] = WINDOWS,
     champion_cutoff: int | None,
     change_detected: bool,
