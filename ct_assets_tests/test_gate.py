@@ -508,7 +508,11 @@ def test_decide_calibration() -> None:
     config = GateConfig(max_ece=0.15, min_metric=0.5)
     candidate = {"auc": 0.8, "ece": 0.30}
     alone = decide(report_of(candidate, None), config)
-    assert not alone.promote and alone.failed[0].startswith("poorly calibrated")
+    assert alone.promote, alone.reasons
+    assert "candidate ece 0.3000 > max 0.1500: not held against a first model" in (alone.reasons[1])
+    no_champion_ece = decide(report_of(candidate, {"auc": 0.8}), config)
+    assert not no_champion_ece.promote
+    assert no_champion_ece.failed[0].startswith("poorly calibrated")
     worse = decide(report_of(candidate, {"auc": 0.8, "ece": 0.25}), config)
     assert not worse.promote
     assert worse.failed == [

@@ -529,15 +529,15 @@ def decide(report: GateReport, config: GateConfig | None = None) -> GateDecision
 
     Rejects when: the candidate has no primary metric; it is below ``min_metric``; it drops
     more than ``tolerance`` below the champion, or the bootstrap interval of the difference
-    lies entirely below ``-tolerance``; its ECE is above ``max_ece`` and (with a champion)
-    worse than the champion's by more than ``ece_margin``; it is more than
+    lies entirely below ``-tolerance``; its ECE is above ``max_ece`` and worse than the
+    champion's by more than ``ece_margin`` (a first model is only told); it is more than
     ``forgetting_tolerance`` below the champion on a historical frame, or more than
     ``slice_tolerance`` below it on a slice (each with at least ``min_slice_rows`` rows).
-    Without a champion only the floor and calibration apply. When the bootstrap shows the
-    candidate clearly better on the current holdout (interval above 0), older data other
-    than the reservoir is reported but not held against it: the concept it follows has
-    changed (concept drift), and forgetting it is the point of retraining. The reservoir,
-    kept in the window on purpose, is always checked.
+    Without a champion only the floor applies (calibration is reported). When the
+    bootstrap shows the candidate clearly better on the current holdout (interval above
+    0), older data other than the reservoir is reported but not held against it: the
+    concept it follows has changed (concept drift), and forgetting it is the point of
+    retraining. The reservoir, kept in the window on purpose, is always checked.
     """
     config = config or report.config
     m = report.primary_metric
@@ -550,7 +550,7 @@ def decide(report: GateReport, config: GateConfig | None = None) -> GateDecision
     check_floor(checks, value, config.min_metric, m)
     _check_calibration(checks, report, config)
     if report.champion is None:
-        checks.note("no champion yet: floor and calibration only")
+        checks.note("no champion yet: floor only")
         return checks.decision()
     base = report.champion.get(m)
     if base is None or math.isnan(base):
@@ -595,8 +595,17 @@ def _check_calibration(checks: Checks, report: GateReport, config: GateConfig) -
     if ece <= config.max_ece + 1e-12:
         checks.add(True, f"candidate ece {ece:.4f} <= max {config.max_ece:.4f}")
         return
-    base = (report.champion or {}).get("ece")
-    if report.champion is None or base is None or math.isnan(base):
+    if report.champion is None:
+        # Rejecting the first model would leave nothing to serve: a model that is worse
+        # calibrated than the ceiling is still better than no model, and a later candidate
+        # is held to it against this one.
+        checks.note(
+            f"candidate ece {ece:.4f} > max {config.max_ece:.4f}: not held against a first "
+            "model (no champion to keep instead)"
+        )
+        return
+    base = report.champion.get("ece")
+    if base is None or math.isnan(base):
         checks.add(False, f"poorly calibrated: candidate ece {ece:.4f} > max {config.max_ece:.4f}")
         return
     worse = ece > base + config.ece_margin + 1e-12
