@@ -74,12 +74,23 @@ def plain_model(
 
 
 def learned_rows(registry: Any, info: Any, dataset: pl.DataFrame) -> tuple[pl.DataFrame, Any]:
-    """The train rows a version learned from (its chosen candidate window), and the
-    booster it continued (None for a full training)."""
-    from ct_assets.registry import TAG_CANDIDATES, TAG_INIT_VERSION, TAG_NEW_AFTER_OFFSET
+    """The rows a version learned from (its chosen candidate window: the train rows, and
+    the holdout too when it was refit with it), and the booster it continued (None for a
+    full training)."""
+    from ct_assets.registry import (
+        TAG_CANDIDATES,
+        TAG_INIT_VERSION,
+        TAG_NEW_AFTER_OFFSET,
+        TAG_VALIDATED_MODEL,
+    )
     from ct_assets.training.candidates import recorded_candidates
 
-    train = dataset.filter(pl.col("split") == "train").sort(["timestamp", "log_offset"])
+    learned = (
+        dataset
+        if info.tags.get(TAG_VALIDATED_MODEL)
+        else dataset.filter(pl.col("split") == "train")
+    )
+    train = learned.with_columns(pl.lit("train").alias("split")).sort(["timestamp", "log_offset"])
     if TAG_INIT_VERSION in info.tags:
         offset = int(info.tags[TAG_NEW_AFTER_OFFSET])
         init = registry.load_model(info.tags[TAG_INIT_VERSION]).booster

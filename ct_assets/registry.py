@@ -54,6 +54,10 @@ TAG_WINDOW_START = "ct.window_start"
 #: Which candidate window won the retrain, and every candidate's holdout figures (JSON).
 TAG_CANDIDATE_WINDOW = "ct.candidate_window"
 TAG_CANDIDATES = "ct.candidates"
+#: Set when the registered model was refit with the holdout: the artifact path of the
+#: model the gate validated (trained without it).
+TAG_VALIDATED_MODEL = "ct.validated_model"
+VALIDATED_MODEL_PATH = "validated_model"
 TAG_ENVIRONMENT = "ct.environment_digest"
 #: Where a version stands: candidate (registered, not yet judged by the gate), challenger
 #: (passed the gate, meets live traffic), champion, retired (replaced by a newer champion),
@@ -216,8 +220,12 @@ class Registry:
         dataset: DatasetInfo,
         tags: dict[str, str],
         example: pl.DataFrame,
+        validated: TrainedModel | None = None,
     ) -> VersionInfo:
-        """One MLflow run (params, metrics, dataset input, model), registered as ``challenger``."""
+        """One MLflow run (params, metrics, dataset input, model), registered as ``challenger``.
+
+        ``validated``: the model the gate is to judge when ``result`` is that model's recipe
+        refit on more rows (kept as the run's ``validated_model`` artifact)."""
         from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 
         client = self.client
@@ -228,6 +236,7 @@ class Registry:
             TAG_LOG_POSITION: str(dataset.log_position),
             TAG_MODE: result.mode,
             TAG_CODE_VERSION: code_version(),
+            **({TAG_VALIDATED_MODEL: VALIDATED_MODEL_PATH} if validated is not None else {}),
             **tags,
         }
         run = client.create_run(self.experiment_id(), tags=run_tags)
@@ -281,6 +290,9 @@ class Registry:
         with tempfile.TemporaryDirectory() as tmp:
             model_dir = self._save_mlflow_model(result.model, example, Path(tmp) / "model")
             client.log_artifacts(run_id, str(model_dir), "model")
+            if validated is not None:
+                local = validated.save(Path(tmp) / VALIDATED_MODEL_PATH)
+                client.log_artifacts(run_id, str(local), VALIDATED_MODEL_PATH)
             environment = Path(tmp) / "requirements.txt"
             environment.write_text(requirements)
             client.log_artifact(run_id, str(environment), "environment")
@@ -503,6 +515,17 @@ class Registry:
         info = self.client.get_model_version(self.model_name, version)
         with tempfile.TemporaryDirectory() as tmp:
             local = self.client.download_artifacts(str(info.run_id), "model/ct_model", tmp)
+            return TrainedModel.load(Path(local))
+
+    def load_validated_model(self, version: str) -> TrainedModel:
+        """The model the gate judges for ``version``: the one trained without the holdout
+        when the registered model was refit with it, else the registered model."""
+        info = self.client.get_model_version(self.model_name, version)
+        path = dict(info.tags or {}).get(TAG_VALIDATED_MODEL)
+        if not path:
+            return self.load_model(version)
+        with tempfile.TemporaryDirectory() as tmp:
+            local = self.client.download_artifacts(str(info.run_id), path, tmp)
             return TrainedModel.load(Path(local))
 
     def _info(self, mv: ModelVersion) -> VersionInfo:

@@ -124,6 +124,9 @@ class Settings:
     seed: int = 7
     early_stopping_min_rows: int = 20_000
     balance_classes: bool = False
+    # The registered model is the chosen candidate's recipe trained again with the holdout
+    # (the gate judges the candidate trained without it).
+    refit_on_holdout: bool = True
     # Event log
     segment_max_bytes: int = 64 * 1024 * 1024
     max_event_bytes: int = 32 * 1024
@@ -407,6 +410,7 @@ _ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "seed": ("CT_SEED", int),
     "early_stopping_min_rows": ("CT_EARLY_STOPPING_MIN_ROWS", _non_negative_int),
     "balance_classes": ("CT_BALANCE_CLASSES", _flag),
+    "refit_on_holdout": ("CT_REFIT_ON_HOLDOUT", _flag),
     "segment_max_bytes": ("CT_SEGMENT_MAX_BYTES", _non_negative_int),
     "max_event_bytes": ("CT_MAX_EVENT_BYTES", _non_negative_int),
     "window_mode": ("CT_WINDOW_MODE", str),

@@ -5,12 +5,15 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
+from sklearn.metrics import log_loss
 
 from ct_assets.training.candidates import (
     CandidateWindow,
     candidates_markdown,
     plan_windows,
     recorded_candidates,
+    recorded_window,
+    refit,
     train_candidates,
 )
 from ct_assets.training.train import TrainParams, train_model
@@ -132,3 +135,75 @@ def test_recorded_candidates_are_read_back() -> None:
     ]
     assert recorded_candidates("") == [] and recorded_candidates("not json") == []
     assert candidates_markdown([]) == ""
+
+
+def plain_lightgbm(frame: pl.DataFrame, rounds: int) -> np.ndarray:  # type: ignore[type-arg]
+    """``LGBMClassifier`` with the same parameters, fitted plainly on every row of
+    ``frame``; its probabilities of the positive class on the same rows."""
+    import lightgbm
+
+    x = frame.select([c for c in frame.columns if c.startswith("x")]).to_numpy()
+    y = frame["label"].cast(pl.Int64).to_numpy()
+    model = lightgbm.LGBMClassifier(
+        n_estimators=rounds,
+        learning_rate=0.1,
+        num_leaves=31,
+        random_state=PARAMS.seed,
+        deterministic=True,
+        force_row_wise=True,
+        n_jobs=1,
+        verbose=-1,
+    ).fit(x, y)
+    return np.asarray(model.predict_proba(x)[:, 1])
+
+
+@pytest.mark.parametrize("change_at", [None, 1800])
+def test_the_refit_is_the_chosen_recipe_on_every_row_of_its_window(change_at: int | None) -> None:
+    frame = dataset(3000, change_at=change_at)
+    allowed = ["window"] if change_at is None else ["window", "recent"]
+    plan = plan_windows(
+        frame, requested="full", allowed=allowed, champion_cutoff=None, change_detected=False
+    )
+    chosen = train_candidates(frame, PARAMS, plan, None)[0]
+    assert chosen.window.name == ("window" if change_at is None else "recent")
+    result = refit(frame, PARAMS, chosen, None)
+    # the window's train rows and the 600 holdout rows, for the rounds the candidate kept
+    assert result.train_rows == chosen.result.train_rows + 600
+    assert result.model.booster.current_iteration() == chosen.result.best_iteration
+    rows = (
+        frame
+        if chosen.window.after_offset is None
+        else frame.filter(pl.col("log_offset") > chosen.window.after_offset)
+    )
+    ours = result.model.predict_proba(rows)[:, 1]
+    np.testing.assert_allclose(ours, plain_lightgbm(rows, chosen.result.best_iteration), atol=1e-9)
+    # the validated candidate did not learn the holdout; the refit did
+    holdout = frame.filter(pl.col("split") == "holdout")
+    y = holdout["label"].cast(pl.Int64).to_numpy()
+    validated_log_loss = log_loss(y, chosen.result.model.predict_proba(holdout)[:, 1])
+    refit_log_loss = log_loss(y, result.model.predict_proba(holdout)[:, 1])
+    assert refit_log_loss < validated_log_loss
+    assert any("refit on" in note for note in result.notes)
+
+
+def test_an_incremental_refit_continues_the_champion_on_the_new_rows_and_the_holdout() -> None:
+    frame = dataset(3000)
+    old = frame.filter(pl.col("log_offset") < 1500).with_columns(split=pl.lit("train"))
+    champion = train_model(old, PARAMS).model
+    plan = plan_windows(frame, requested="incremental", champion_cutoff=1499, change_detected=False)
+    chosen = train_candidates(frame, PARAMS, plan, champion)[0]
+    result = refit(frame, PARAMS, chosen, champion)
+    assert result.mode == "incremental"
+    assert result.train_rows == 1500  # 900 new train rows and the 600 holdout rows
+    trees = result.model.booster.current_iteration()
+    assert trees == champion.booster.current_iteration() + PARAMS.num_boost_round
+
+
+def test_the_recorded_window_is_read_back_for_reproduction() -> None:
+    recorded = [
+        {"window": "window", "chosen": False, "after_offset": None},
+        {"window": "recent", "chosen": True, "after_offset": 1199},
+    ]
+    assert recorded_window(recorded, "full") == CandidateWindow("recent", "full", 1199)
+    assert recorded_window([], "full") == CandidateWindow("window", "full")
+    assert recorded_window([], "incremental") == CandidateWindow("incremental", "incremental")

@@ -18,9 +18,11 @@ from ct_assets.registry import (
     TAG_ENVIRONMENT,
     TAG_INIT_VERSION,
     TAG_TRAIN_PARAMS,
+    TAG_VALIDATED_MODEL,
     Registry,
 )
 from ct_assets.settings import Settings
+from ct_assets.training.train import evaluate
 
 from .conftest import ingest, simulated_events
 
@@ -119,6 +121,19 @@ def test_reproduce_trains_full_and_incremental_versions_to_identical_predictions
         result = json.loads(capsys.readouterr().out)
         assert result["identical"] is True and result["max_abs_difference"] == 0.0
         assert result["mode"] == mode and result["holdout_rows"] > 100
+        assert "trained again with the holdout, as the registered model was" in result["notes"]
+
+    # the registered model learned the holdout; the gate judged the one that did not
+    for version in (first, second):
+        info = registry.version(version)
+        assert info.tags[TAG_VALIDATED_MODEL] == "validated_model"
+        manifest = json.loads((settings.datasets_dir / f"{info.dataset_version}.json").read_text())
+        holdout = pl.read_parquet(manifest["path"]).filter(pl.col("split") == "holdout")
+        validated = evaluate(registry.load_validated_model(version), holdout)
+        served = evaluate(registry.load_model(version), holdout)
+        gate = registry.client.get_run(info.run_id).data.metrics
+        assert gate["holdout_log_loss"] == pytest.approx(validated["log_loss"], abs=1e-9)
+        assert served["log_loss"] < validated["log_loss"]
 
     # a model that is not what its version says is caught: replace v1's dataset rows
     dataset = settings.datasets_dir / f"{registry.version(first).dataset_version}.json"

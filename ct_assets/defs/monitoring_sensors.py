@@ -142,7 +142,8 @@ def build_drift_sensor(
         def build() -> Any:
             reg = registry.registry()
             dataset = pl.read_parquet(dataset_store.datasets / f"{dataset_version}.parquet")
-            return build_reference(version, dataset, reg.load_model(version))
+            # the model that did not fit the holdout: its scores there are out of sample
+            return build_reference(version, dataset, reg.load_validated_model(version))
 
         reference = get_or_build(drift_root, version, build)
         recent = log.read("prediction", dates=newest_dates(log, 4 * config.max_window))

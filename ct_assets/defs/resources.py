@@ -69,6 +69,7 @@ class TrainingConfigResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     early_stopping_min_rows: int
     balance_classes: bool
     candidate_windows: str
+    refit_on_holdout: bool = True
     gate_tolerance: float
     gate_min_auc: float
     gate_forgetting_tolerance: float
@@ -166,6 +167,7 @@ def resources_from_settings(settings: Settings) -> dict[str, dg.ConfigurableReso
             early_stopping_min_rows=settings.early_stopping_min_rows,
             balance_classes=settings.balance_classes,
             candidate_windows=settings.candidate_windows,
+            refit_on_holdout=settings.refit_on_holdout,
             gate_tolerance=settings.gate_tolerance,
             gate_min_auc=settings.gate_min_auc,
             gate_forgetting_tolerance=settings.gate_forgetting_tolerance,

@@ -28,12 +28,13 @@ from ct_assets.training.candidates import (
     RequestedMode,
     candidates_markdown,
     plan_windows,
+    refit,
     train_candidates,
 )
 from ct_assets.training.checkpoint import Checkpoint
 from ct_assets.training.train import TrainParams
 
-TRAINING_CODE_VERSION = "lightgbm-v2"
+TRAINING_CODE_VERSION = "lightgbm-v3"
 
 
 class CandidateConfig(dg.Config):
@@ -60,9 +61,10 @@ def training_mode(config_mode: str, run_tags: dict[str, str]) -> RequestedMode:
         "LightGBM candidates trained on training_dataset's train split, one per window "
         "(CT_CANDIDATE_WINDOWS: every train row; the newest half; the champion continued "
         "on new rows, unless a change was detected), each scored on the holdout; the best "
-        "is logged as an MLflow run and registered as a new version (the table of "
-        "candidates is in its metadata). Mode full | incremental | auto from the run's "
-        "ct/mode tag. Checkpointed every CT_CHECKPOINT_EVERY rounds under "
+        "is trained again with the holdout rows (CT_REFIT_ON_HOLDOUT; the gate judges the "
+        "one trained without them), logged as an MLflow run and registered as a new "
+        "version (the table of candidates is in its metadata). Mode full | incremental | "
+        "auto from the run's ct/mode tag. Checkpointed every CT_CHECKPOINT_EVERY rounds under "
         "CT_HOME/checkpoints: a killed run's rerun resumes."
     ),
 )
@@ -112,7 +114,7 @@ def candidate_model(
         change_detected=bool(run_tags.get(keys.TAG_WINDOW_START)),
     )
 
-    def checkpoint_for(window: CandidateWindow) -> Checkpoint | None:
+    def checkpoint_for(window: CandidateWindow, refit: bool = False) -> Checkpoint | None:
         if training_config.checkpoint_every <= 0:
             return None
         # a killed run's rerun (same dataset, window, parameters, champion) resumes here
@@ -123,7 +125,7 @@ def candidate_model(
             params=params.lightgbm_params(len(info.classes)),
             num_boost_round=params.num_boost_round,
             init_model=champion_version if window.mode == "incremental" else None,
-            extra={"window": window.name, "after_offset": window.after_offset},
+            extra={"window": window.name, "after_offset": window.after_offset, "refit": refit},
         )
 
     trained = train_candidates(
@@ -136,7 +138,18 @@ def candidate_model(
     )
     chosen = trained[0]
     result = chosen.result
+    if training_config.refit_on_holdout:
+        result = refit(
+            frame,
+            params,
+            chosen,
+            champion_model,
+            checkpoint=checkpoint_for(chosen.window, refit=True),
+            checkpoint_every=max(1, training_config.checkpoint_every),
+        )
     notes = [f"{t.window.name}: {note}" for t in trained for note in t.result.notes]
+    if result is not chosen.result:
+        notes += result.notes
     for note in notes:
         context.log.info(note)
     holdout = frame.filter(pl.col("split") == "holdout")
@@ -161,6 +174,7 @@ def candidate_model(
             ),
         },
         example=holdout.head(5),
+        validated=chosen.result.model if result is not chosen.result else None,
     )
     validation = result.validation_metrics
     return dg.MaterializeResult(
@@ -177,7 +191,12 @@ def candidate_model(
             "best_iteration": result.best_iteration,
             "early_stopped": result.early_stopped,
             "train_rows": result.train_rows,
-            "train_seconds": round(sum(t.result.seconds for t in trained), 3),
+            "validated_train_rows": chosen.result.train_rows,
+            "train_seconds": round(
+                sum(t.result.seconds for t in trained)
+                + (result.seconds if result is not chosen.result else 0.0),
+                3,
+            ),
             "notes": "; ".join(notes) or "-",
             # any candidate's: a killed run's rerun resumes each window from its checkpoint
             "resumed_from_iteration": max(t.result.resumed_from or 0 for t in trained),

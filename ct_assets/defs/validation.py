@@ -121,7 +121,8 @@ def validation_report(
         raise dg.Failure(f"candidate v{candidate_version}'s dataset {dataset_path} is missing")
     dataset = pl.read_parquet(dataset_path)
     holdout = dataset.filter(pl.col("split") == "holdout")
-    candidate = reg.load_model(candidate_version)
+    # trained without the holdout (the registered model may be its recipe refit with it)
+    candidate = reg.load_validated_model(candidate_version)
     champion_info = reg.alias(CHAMPION)
     champion = None
     champion_dataset = None

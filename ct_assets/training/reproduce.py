@@ -1,7 +1,8 @@
 """Reproducing a registered model: train it again from what its version records.
 
 A candidate's registered version carries the dataset version it was trained on, the
-training parameters, the mode (and for an incremental model the champion version it
+training parameters, the chosen candidate window (and whether the model was refit with
+the holdout), the mode (and for an incremental model the champion version it
 continued from and the log offset after which rows were new) and the code version.
 :func:`reproduce` trains again from those, in this process, and compares the new
 model's predictions with the registered model's on the dataset's holdout.
@@ -10,7 +11,7 @@ model's predictions with the registered model's on the dataset's holdout.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,16 +20,25 @@ import polars as pl
 
 from ct_assets.data.dataset import SPLIT, DatasetInfo
 from ct_assets.registry import (
+    TAG_CANDIDATES,
     TAG_CODE_VERSION,
     TAG_DATASET_VERSION,
     TAG_INIT_VERSION,
     TAG_MODE,
     TAG_NEW_AFTER_OFFSET,
     TAG_TRAIN_PARAMS,
+    TAG_VALIDATED_MODEL,
     Registry,
     code_version,
 )
-from ct_assets.training.train import Mode, TrainParams, train_model
+from ct_assets.training.candidates import (
+    TrainedCandidate,
+    recorded_candidates,
+    recorded_window,
+    refit,
+    train_window,
+)
+from ct_assets.training.train import Mode, TrainParams
 
 
 class ReproduceError(RuntimeError):
@@ -81,7 +91,14 @@ def reproduce(registry: Registry, version: str, datasets_dir: Path) -> Reproduce
     current_code = code_version()
     if recorded_code != current_code:
         notes.append(f"trained by code {recorded_code}, reproduced with {current_code}")
-    result = train_model(frame, params, mode, champion, new_after)
+    window = recorded_window(recorded_candidates(tags.get(TAG_CANDIDATES, "")), mode)
+    if mode == "incremental":
+        window = replace(window, after_offset=new_after)
+    result = train_window(frame, params, window, champion)
+    if tags.get(TAG_VALIDATED_MODEL):
+        chosen = TrainedCandidate(window, result, {})
+        result = refit(frame, params, chosen, champion)
+        notes.append("trained again with the holdout, as the registered model was")
     original = registry.load_model(version)
     holdout = frame.filter(pl.col(SPLIT) == "holdout")
     if holdout.height == 0:
