@@ -134,6 +134,15 @@ def test_reproduce_trains_full_and_incremental_versions_to_identical_predictions
         gate = registry.client.get_run(info.run_id).data.metrics
         assert gate["holdout_log_loss"] == pytest.approx(validated["log_loss"], abs=1e-9)
         assert served["log_loss"] < validated["log_loss"]
+    # v2's gate judged v1 as validated too, not v1's refit
+    report = json.loads((settings.reports_dir / f"validation-v{second}.json").read_text())
+    manifest = json.loads(
+        (settings.datasets_dir / f"{registry.version(second).dataset_version}.json").read_text()
+    )
+    holdout = pl.read_parquet(manifest["path"]).filter(pl.col("split") == "holdout")
+    champion = evaluate(registry.load_validated_model(first), holdout)
+    assert report["champion_version"] == first
+    assert report["champion"]["log_loss"] == pytest.approx(champion["log_loss"], abs=1e-9)
 
     # a model that is not what its version says is caught: replace v1's dataset rows
     dataset = settings.datasets_dir / f"{registry.version(first).dataset_version}.json"

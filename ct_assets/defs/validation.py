@@ -121,13 +121,15 @@ def validation_report(
         raise dg.Failure(f"candidate v{candidate_version}'s dataset {dataset_path} is missing")
     dataset = pl.read_parquet(dataset_path)
     holdout = dataset.filter(pl.col("split") == "holdout")
-    # trained without the holdout (the registered model may be its recipe refit with it)
+    # Both models as validated, trained without their own holdout (a registered model may
+    # be its recipe refit with it): the champion's refit may have learned rows of this
+    # holdout or of the older frames, and would be judged on rows it saw.
     candidate = reg.load_validated_model(candidate_version)
     champion_info = reg.alias(CHAMPION)
     champion = None
     champion_dataset = None
     if champion_info is not None and champion_info.version != candidate_version:
-        champion = reg.load_model(champion_info.version)
+        champion = reg.load_validated_model(champion_info.version)
         older = dataset_store.datasets / f"{champion_info.dataset_version}.parquet"
         if champion_info.dataset_version != dataset_version and older.exists():
             champion_dataset = pl.read_parquet(older)
