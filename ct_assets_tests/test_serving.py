@@ -366,7 +366,8 @@ def test_canary_and_ab_are_sticky_per_user(
         second = predict(client, body).json()["predictions"]
         assert [i["arm"] for i in first] == [i["arm"] for i in second]  # sticky
         for user, item in zip(users, first, strict=True):
-            to_challenger = route(mode, fraction, routing_key(user, None)).challenger_serves
+            key = routing_key(user, None)
+            to_challenger = route(mode, fraction, key, salt=deployed.v2).challenger_serves
             assert item["arm"] == (arms[0] if to_challenger else arms[1])
             assert item["model_version"] == (deployed.v2 if to_challenger else deployed.v1)
         share = sum(i["arm"] == arms[0] for i in first) / len(first)

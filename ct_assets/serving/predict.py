@@ -309,6 +309,7 @@ def serve(
             snapshot.fraction,
             routing_key(i.user_id, i.entity_id),
             has_challenger=challenger is not None,
+            salt=challenger.version if challenger is not None else "",
             draw=draw,
         )
         for i in instances
