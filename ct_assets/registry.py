@@ -71,6 +71,10 @@ AUDIT_PREFIX = "ct.audit."
 #: Registered-model tags holding how the challenger meets live traffic (``ct-assets deploy``).
 TAG_DEPLOY_MODE = "ct.deployment.mode"
 TAG_DEPLOY_FRACTION = "ct.deployment.fraction"
+#: When the current deployment began meeting traffic (UTC, ISO 8601): set whenever the
+#: mode/fraction changes or a new challenger gets the alias. The canary analysis compares
+#: only outcomes of predictions served from then on, so both arms come from one period.
+TAG_DEPLOY_STARTED = "ct.deployment.started_at"
 DEPLOY_MODES = ("off", "shadow", "canary", "ab")
 
 
@@ -82,9 +86,13 @@ class Deployment:
 
     mode: str = "off"
     fraction: float = 0.0
+    started_at: str = ""  # when this mode and challenger began meeting traffic; "" unknown
 
     def as_status(self) -> dict[str, Any]:
-        return {"mode": self.mode, "fraction": self.fraction}
+        status: dict[str, Any] = {"mode": self.mode, "fraction": self.fraction}
+        if self.started_at:
+            status["started_at"] = self.started_at
+        return status
 
 
 def check_deployment(mode: str, fraction: float | None) -> Deployment:
@@ -415,12 +423,17 @@ class Registry:
         except MlflowException:
             return Deployment()
         mode = tags.get(TAG_DEPLOY_MODE, "off")
-        return Deployment(mode, float(tags.get(TAG_DEPLOY_FRACTION, "0") or 0))
+        return Deployment(
+            mode,
+            float(tags.get(TAG_DEPLOY_FRACTION, "0") or 0),
+            tags.get(TAG_DEPLOY_STARTED, ""),
+        )
 
     def set_deployment(self, deployment: Deployment, by: str, reason: str) -> AuditRecord:
         """Store the deployment mode (visible to every API worker) and audit the change."""
         before = self.deployment()
         self._ensure_registered_model()
+        self._mark_start()
         self.client.set_registered_model_tag(self.model_name, TAG_DEPLOY_MODE, deployment.mode)
         self.client.set_registered_model_tag(
             self.model_name, TAG_DEPLOY_FRACTION, str(deployment.fraction)
@@ -442,6 +455,7 @@ class Registry:
         """Point ``challenger`` at ``version`` (a candidate that passed the gate) so it meets
         live traffic in ``mode``; a previous challenger still waiting is ``superseded``."""
         previous = self.alias(CHALLENGER)
+        self._mark_start()
         self.client.set_registered_model_alias(self.model_name, CHALLENGER, version)
         self.set_version_tag(version, TAG_DEPLOYMENT_STATUS, f"challenger in {mode}")
         if previous is not None and previous.version != version:
@@ -455,6 +469,13 @@ class Registry:
                 reason,
                 datetime.now(UTC).isoformat(),
             )
+        )
+
+    def _mark_start(self) -> None:
+        """Record now as the start of the deployment (before the change it starts, so every
+        prediction the new arrangement serves is at or after it)."""
+        self.client.set_registered_model_tag(
+            self.model_name, TAG_DEPLOY_STARTED, datetime.now(UTC).isoformat()
         )
 
     def audit(self, record: AuditRecord) -> None:

@@ -63,6 +63,8 @@ class ReasonCode(StrEnum):
     WRONG_KIND = "wrong_kind"
     EMPTY_BATCH = "empty_batch"
     OUT_OF_RANGE = "out_of_range"
+    #: POST /v1/predict: a client-given prediction_id another request already used (409)
+    DUPLICATE_PREDICTION_ID = "duplicate_prediction_id"
 
 
 # gc=False: events hold only scalars and dicts of scalars (no reference cycles), so the

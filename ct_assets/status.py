@@ -116,8 +116,9 @@ def _dagster_state(settings: Settings) -> dict[str, Any]:
 
 
 def _feedback_states(settings: Settings) -> dict[str, int]:
-    """Feedback per state (accepted, quarantined, pending, expired) over every curated date,
-    as of each date's last materialization of validated_feedback."""
+    """Feedback per state (accepted, quarantined, pending; expired only in tables of
+    earlier versions) over every curated date, as of each date's last materialization of
+    validated_feedback."""
     import polars as pl
 
     folder = settings.tables_dir / keys.VALIDATED_FEEDBACK

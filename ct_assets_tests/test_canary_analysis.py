@@ -14,16 +14,27 @@ import pytest
 from ct_assets import keys
 from ct_assets.cli import main
 from ct_assets.defs import build_definitions
+from ct_assets.eventlog import EventLog
+from ct_assets.monitoring.canary import arm_outcomes, canary_decision
 from ct_assets.registry import CHALLENGER, CHAMPION, TAG_DEPLOYMENT_STATUS, Registry
 from ct_assets.settings import Settings
 
 from .conftest import ingest, simulated_events
 
 
-def _traffic(settings: Settings, arm: str, version: str, accuracy: float, n: int, tag: str) -> None:
-    """Served predictions of one arm and the labels users gave them."""
+def _traffic(
+    settings: Settings,
+    arm: str,
+    version: str,
+    accuracy: float,
+    n: int,
+    tag: str,
+    served_at: datetime | None = None,
+) -> None:
+    """Served predictions of one arm (served now, or at ``served_at``) and the labels users
+    gave them."""
     rng = np.random.default_rng(len(tag) + n)
-    at = (datetime.now(UTC) - timedelta(minutes=3)).isoformat()
+    at = (served_at or datetime.now(UTC)).isoformat()
     events: list[dict[str, Any]] = []
     for i in range(n):
         label = int(rng.integers(0, 2))
@@ -72,9 +83,9 @@ def test_canary_rolls_a_worse_challenger_back_and_promotes_a_better_one(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CT_HOME", str(settings.home))
-    lenient = replace(
-        settings, gate_tolerance=0.2, gate_forgetting_tolerance=0.3, canary_min_samples=200
-    )
+    # the gate's tolerances are lenient so that the later candidates reach the canary; the
+    # canary's own settings are the defaults
+    lenient = replace(settings, gate_tolerance=0.2, gate_forgetting_tolerance=0.3)
     events = simulated_events(4000, drift_at=1.0)
     registry = Registry.from_settings(settings)
     defs = build_definitions(lenient)
@@ -114,17 +125,76 @@ def test_canary_rolls_a_worse_challenger_back_and_promotes_a_better_one(
         assert retrain.execute_in_process(instance=instance).success
         better = registry.alias(CHALLENGER)
         assert better is not None and better.version != worse.version
+        # a new canary: the champion's traffic of the last one is not compared with it
+        _traffic(settings, "champion", champion.version, 0.85, 600, "c2")
         _traffic(settings, "canary", better.version, 0.95, 100, "b1")
         early = _analyse(defs, instance)
         assert early["action"] == "continue", early["reason"]
         _traffic(settings, "canary", better.version, 0.95, 400, "b2")
         meta = _analyse(defs, instance)
         assert meta["action"] == "promote", meta["reason"]
+        assert (meta["champion_labeled"], meta["challenger_labeled"]) == (600, 500)
         promoted = registry.alias(CHAMPION)
         assert promoted is not None and promoted.version == better.version
     actions = [(r.action, r.by) for r in registry.audit_trail()]
     assert ("rollback", "canary_analysis") in actions
     assert actions[-1] == ("promote", "canary_analysis")
+
+
+def test_champion_traffic_from_before_the_deployment_started_is_not_compared(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An A/B deployment (the same stop rule as a canary): arm ``a`` served poorly before
+    the challenger existed; since then both arms are close. Read without a lower bound
+    (as the analysis once did) the old traffic makes the challenger look better and it
+    would be promoted; bounded by the deployment's start, only the same period counts and
+    the experiment keeps running, until the challenger's own traffic shows it is worse."""
+    monkeypatch.setenv("CT_HOME", str(settings.home))
+    lenient = replace(settings, gate_tolerance=0.2, gate_forgetting_tolerance=0.3)
+    events = simulated_events(3000, drift_at=1.0)
+    registry = Registry.from_settings(settings)
+    defs = build_definitions(lenient)
+    retrain = defs.resolve_job_def(keys.RETRAIN_JOB)
+    with dg.instance_for_test() as instance:
+        ingest(settings, events[:2000])
+        assert retrain.execute_in_process(instance=instance).success
+        champion = registry.alias(CHAMPION)
+        assert champion is not None
+        assert main(["deploy", "--mode", "ab", "--fraction", "0.4"]) == 0
+        ingest(settings, events[2000:])
+        assert retrain.execute_in_process(instance=instance).success
+        challenger = registry.alias(CHALLENGER)
+        assert challenger is not None
+        started = datetime.fromisoformat(registry.deployment().started_at)
+        assert started >= datetime.fromisoformat(challenger.created_at)
+
+        before = started - timedelta(minutes=10)
+        _traffic(settings, "a", champion.version, 0.60, 3000, "old", served_at=before)
+        _traffic(settings, "a", champion.version, 0.85, 600, "a1")
+        _traffic(settings, "b", challenger.version, 0.80, 400, "b1")
+        meta = _analyse(defs, instance)
+        assert meta["mode"] == "ab" and meta["since"] == started.isoformat()
+        assert meta["action"] == "continue", meta["reason"]
+        assert (meta["champion_labeled"], meta["challenger_labeled"]) == (600, 400)
+        assert registry.alias(CHALLENGER) == challenger and registry.alias(CHAMPION) == champion
+
+        # what the unbounded read saw: the old traffic of arm a as well; it promotes
+        log = EventLog.from_settings(settings)
+        everything = arm_outcomes(
+            log.read("feedback"),
+            log.read("prediction"),
+            champion=champion.version,
+            challenger=challenger.version,
+            since=None,
+            arms=("a", "b"),
+        )
+        assert len(everything[0]) == 3600
+        assert canary_decision(*everything).action == "promote"
+
+        _traffic(settings, "b", challenger.version, 0.55, 300, "b2")
+        meta = _analyse(defs, instance)
+        assert meta["action"] == "rollback", meta["reason"]
+        assert registry.alias(CHALLENGER) is None and registry.alias(CHAMPION) == champion
 
 
 def test_shadow_evaluation_compares_both_models_on_the_same_requests(

@@ -304,3 +304,43 @@ def test_daily_checks_report_each_run_dates_against_the_thresholds(settings: Set
     assert not failed.passed
     assert failed.severity == dg.AssetCheckSeverity.WARN
     assert rate["worst_date"].value in failed.metadata["dates_over"].value
+
+
+def test_feedback_citing_a_prediction_never_served_is_quarantined_with_its_reason(
+    settings: Settings,
+) -> None:
+    """Feedback for prediction ids no prediction ever carried (made up, or mistyped) waits
+    while its prediction could still arrive, then lands in the quarantine as
+    ``unknown_prediction`` and never becomes an example."""
+    events = _stream(600)
+    first = min(datetime.fromisoformat(e["timestamp"]) for e in events)
+    forged = [
+        {
+            "kind": "feedback",
+            "event_id": f"forged-{i}",
+            "timestamp": (first + timedelta(hours=1, minutes=i)).isoformat(),
+            "feedback_type": "explicit",
+            "prediction_id": f"never-served-{i}",
+            "label": 1,
+            "user_id": "user-forger",
+            "source": "simulator",
+        }
+        for i in range(3)
+    ]
+    _ingest(settings, events + forged)
+    days = list(EventLog.from_settings(settings).counts_by_date())
+    forged_day = first.date().isoformat()
+    defs = build_definitions(settings)
+    with dg.instance_for_test() as instance:
+        figures = _materialize_days(defs, instance, days)
+    validated = figures[(keys.VALIDATED_FEEDBACK, forged_day)]
+    assert validated["reason/unknown_prediction"] == 3, validated
+    store_root = settings.tables_dir
+    quarantine = pl.read_parquet(
+        store_root / keys.FEEDBACK_QUARANTINE / f"date={forged_day}.parquet"
+    ).filter(pl.col("event_id").str.starts_with("forged-"))
+    assert quarantine.height == 3
+    assert set(quarantine["reason"].to_list()) == {"unknown_prediction"}
+    assert all("was never served" in d for d in quarantine["reason_detail"].to_list())
+    examples = pl.read_parquet(store_root / keys.ATTRIBUTED_EXAMPLES / f"date={forged_day}.parquet")
+    assert not examples.filter(pl.col("event_id").str.starts_with("forged-")).height

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from datetime import datetime
 
 import dagster as dg
 import pytest
@@ -60,7 +61,11 @@ def test_with_a_canary_on_a_passing_candidate_stays_challenger_until_it_is_off(
         assert meta["challenger"] == challenger.version
         assert main(["status", "--json"]) == 0
         status = json.loads(capsys.readouterr().out)
-        assert status["deployment"] == {"mode": "canary", "fraction": 0.2}
+        deployment = status["deployment"]
+        assert (deployment["mode"], deployment["fraction"]) == ("canary", 0.2)
+        # the canary began when the challenger got its alias, after it was registered
+        started = datetime.fromisoformat(deployment["started_at"])
+        assert started >= datetime.fromisoformat(challenger.created_at)
         deploys = [r for r in registry.audit_trail() if r.action == "deploy"]
         assert deploys[-1].by == "bob" and deploys[-1].reason == "off 0 -> canary 0.2"
 

@@ -141,6 +141,26 @@ def test_canary_share_is_the_fraction_and_sticky_per_user() -> None:
     assert small < large
 
 
+def test_each_challenger_version_draws_its_own_users_and_keeps_them() -> None:
+    """The hash is salted with the challenger's version: two canaries at the same fraction
+    route different sets of users (no more overlap than chance), and within one canary a
+    user keeps their arm."""
+    keys = [routing_key(u, None) for u in USERS]
+    first = {k for k in keys if route("canary", 0.1, k, salt="7").challenger_serves}
+    second = {k for k in keys if route("canary", 0.1, k, salt="8").challenger_serves}
+    assert abs(len(first) / len(keys) - 0.1) < 0.02 and abs(len(second) / len(keys) - 0.1) < 0.02
+    # independent draws share about 0.1 * 0.1 of the users (sd ~0.001 at 10,000): not 0.1
+    overlap = len(first & second) / len(keys)
+    assert overlap < 0.02, f"{overlap:.3f} of users on both canaries"
+    for _ in range(3):  # sticky within a canary
+        assert {k for k in keys if route("canary", 0.1, k, salt="7").challenger_serves} == first
+    # and raising the fraction of the same canary still only adds users
+    assert first < {k for k in keys if route("canary", 0.3, k, salt="7").challenger_serves}
+    # a long version string is a valid salt too (hashed to BLAKE2b's 16 bytes)
+    assert 0.0 <= bucket("user:x", "v" * 100) < 1.0
+    assert bucket("user:x", "v" * 100) != bucket("user:x", "v" * 99)
+
+
 def test_ab_split_is_deterministic_across_processes() -> None:
     keys = [routing_key(u, None) for u in USERS[:500]]
     arms = [route("ab", 0.5, k).arm_served for k in keys]
@@ -259,13 +279,24 @@ def test_canary_serves_the_challengers_scores(models: tuple[ServedModel, ServedM
     result = serve(snapshot, instances, model_name="m", now=datetime.now(UTC))
     by_champion, by_challenger = champion.score(rows), challenger.score(rows)
     for k, prediction in enumerate(result.predictions):
-        canary = route("canary", 0.3, f"user:u{k}").challenger_serves
+        canary = route("canary", 0.3, f"user:u{k}", salt="2").challenger_serves
         assert prediction["arm"] == (ARM_CANARY if canary else ARM_CHAMPION)
         assert prediction["model_version"] == ("2" if canary else "1")
         scores = (by_challenger if canary else by_champion)[k]
         assert prediction["scores"] == {"0": scores[0], "1": scores[1]}
     arms = Counter(p["arm"] for p in result.predictions)
     assert 60 < arms[ARM_CANARY] < 180
+    # the next challenger (another version, same fraction) meets other users
+    following = ServedModel.of("3", challenger.model)
+    later = serve(
+        Snapshot(champion, following, "canary", 0.3),
+        instances,
+        model_name="m",
+        now=datetime.now(UTC),
+    )
+    before = {k for k, p in enumerate(result.predictions) if p["arm"] == ARM_CANARY}
+    after = {k for k, p in enumerate(later.predictions) if p["arm"] == ARM_CANARY}
+    assert before != after and len(before & after) < 0.6 * min(len(before), len(after))
 
 
 def test_features_are_checked_against_the_served_models(

@@ -237,6 +237,64 @@ def test_single_prediction(server: ApiServer, client: httpx.Client, deployed: De
     assert 'route="/v1/predict"' in httpx.get(server.url("/metrics")).text
 
 
+def test_prediction_ids_are_issued_and_a_reused_one_is_refused(
+    server: ApiServer, client: httpx.Client, deployed: Deployed
+) -> None:
+    """The server issues the id when the client gives none; a client-given id that another
+    request already used is refused with 409 (before or after it is durable, in this
+    worker or another one on the same log), and nothing of the refused request is logged."""
+    row = instance_rows(1, seed=11)[0]
+    issued = predict(client, {"features": row}).json()["predictions"][0]["prediction_id"]
+    assert len(issued) == 32
+    refused = predict(client, {"features": row, "prediction_id": issued})
+    assert refused.status_code == 409, refused.text
+    assert refused.json() == {
+        "errors": [
+            {
+                "index": 0,
+                "field": "prediction_id",
+                "message": refused.json()["errors"][0]["message"],
+                "reason": "duplicate_prediction_id",
+            }
+        ],
+        "error_count": 1,
+    }
+    assert "already used" in refused.json()["errors"][0]["message"]
+
+    own = "own-" + secrets.token_hex(6)
+    assert predict(client, {"features": row, "prediction_id": own}).status_code == 200
+    again = predict(client, {"features": row, "prediction_id": own})  # maybe not durable yet
+    assert again.status_code == 409, again.text
+    twice = {
+        "instances": [
+            {"features": row, "prediction_id": own + "-b"},
+            {"features": row, "prediction_id": own + "-b"},
+        ]
+    }
+    in_one = predict(client, twice)
+    assert in_one.status_code == 409
+    assert [(e["index"], e["reason"]) for e in in_one.json()["errors"]] == [
+        (1, "duplicate_prediction_id")
+    ]
+    barrier(client, deployed.home)
+    events = logged(deployed.home, {issued, own})
+    assert sorted(e["prediction_id"] for e in events) == sorted([issued, own])  # once each
+    assert own + "-b" not in all_logged_ids(deployed.home)
+
+    # another server process on the same log learns the ids this one committed
+    other = start_api(deployed.home, TOKEN, env=POLL)
+    try:
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        with httpx.Client(base_url=other.base_url, headers=headers, timeout=30.0) as http:
+            assert predict(http, {"features": row, "prediction_id": own}).status_code == 409
+            late = "late-" + secrets.token_hex(6)
+            assert predict(http, {"features": row, "prediction_id": late}).status_code == 200
+            logged(deployed.home, {late})
+        assert predict(client, {"features": row, "prediction_id": late}).status_code == 409
+    finally:
+        other.stop()
+
+
 def test_batch_predictions(client: httpx.Client, deployed: Deployed) -> None:
     rows = instance_rows(25, seed=9)
     batch = predict(client, {"instances": [{"features": r} for r in rows]})
@@ -366,7 +424,8 @@ def test_canary_and_ab_are_sticky_per_user(
         second = predict(client, body).json()["predictions"]
         assert [i["arm"] for i in first] == [i["arm"] for i in second]  # sticky
         for user, item in zip(users, first, strict=True):
-            to_challenger = route(mode, fraction, routing_key(user, None)).challenger_serves
+            key = routing_key(user, None)
+            to_challenger = route(mode, fraction, key, salt=deployed.v2).challenger_serves
             assert item["arm"] == (arms[0] if to_challenger else arms[1])
             assert item["model_version"] == (deployed.v2 if to_challenger else deployed.v1)
         share = sum(i["arm"] == arms[0] for i in first) / len(first)

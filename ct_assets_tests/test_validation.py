@@ -402,10 +402,10 @@ def test_unknown_label() -> None:
     assert reasons(validate([pred("p")], feedback, free)) == {"a": None, "b": None, "c": None}
 
 
-# --- pending and expired ------------------------------------------------------------------
+# --- pending, then served or never served -------------------------------------------------
 
 
-def test_late_prediction_pending_then_accepted_or_expired() -> None:
+def test_late_prediction_pending_then_accepted_or_quarantined_as_never_served() -> None:
     given = at(0)
     feedback = [fb("a", given, "p1", user="u"), own("b", given, pid="p2")]
     expiry = RULES.pending_expiry
@@ -414,8 +414,8 @@ def test_late_prediction_pending_then_accepted_or_expired() -> None:
     arrived = validate([pred("p1", given - timedelta(seconds=5))], feedback, as_of=given)
     assert outcome(arrived) == {"a": ACCEPTED, "b": ACCEPTED}
     expired = validate([], feedback, as_of=given + expiry)
-    assert outcome(expired) == {"a": ("expired", "prediction_never_arrived"), "b": ACCEPTED}
-    assert "p1" in expired["reason_detail"][0]
+    assert outcome(expired) == {"a": quarantined(FeedbackReason.UNKNOWN_PREDICTION), "b": ACCEPTED}
+    assert "prediction_id p1 was never served" in expired["reason_detail"][0]
     late_but_arrived = validate([pred("p1", given)], feedback, as_of=given + 10 * expiry)
     assert outcome(late_but_arrived)["a"] == ACCEPTED
 
@@ -668,7 +668,7 @@ def test_mixed_frame_conserves_rows_and_summarises() -> None:
     assert got["label"] == quarantined(FeedbackReason.UNKNOWN_LABEL)
     assert got["f-0"] == quarantined(FeedbackReason.LABEL_FLIPPING)
     assert got["waiting"] == ("pending", "awaiting_prediction")
-    assert got["gone"] == ("expired", "prediction_never_arrived")
+    assert got["gone"] == quarantined(FeedbackReason.UNKNOWN_PREDICTION)
     assert got["own"] == got["click"] == got["h0-0"] == ACCEPTED
     assert result.filter(pl.col("reason").is_not_null())["reason_detail"].null_count() == 0
     assert result.filter(pl.col("reason").is_null())["reason_detail"].null_count() == (
@@ -678,8 +678,10 @@ def test_mixed_frame_conserves_rows_and_summarises() -> None:
     summary = validation_summary(result)
     statuses = [summary[f"status.{s.value}"] for s in FeedbackStatus]
     assert sum(statuses) == summary["rows"] == len(feedback)
-    assert summary["status.pending"] == summary["status.expired"] == 1
-    assert summary["status.quarantined"] == 5 + 6  # five rules plus six flipped labels
+    assert summary["status.pending"] == summary["reason.unknown_prediction"] == 1
+    assert summary["status.expired"] == 0
+    # five rules, six flipped labels and the never-served prediction id
+    assert summary["status.quarantined"] == 5 + 6 + 1
     assert summary["reason.label_flipping"] == 6
     assert summary["reason.rate_abuse"] == 0
     assert (
@@ -715,9 +717,10 @@ def test_simulated_stream_conserves_rows() -> None:
     summary = validation_summary(result)
     assert result.height == feedback.height
     assert sum(summary[f"status.{s.value}"] for s in FeedbackStatus) == feedback.height
-    assert summary["status.expired"] > 0  # the early ones whose prediction is missing
+    never = summary["reason.unknown_prediction"]
+    assert never > 0  # the early ones whose prediction is missing
     assert summary["status.pending"] > 0  # the last day's
-    assert summary["status.expired"] + summary["status.pending"] == feedback.height - sum(
+    assert never + summary["status.pending"] == feedback.height - sum(
         1 for offset in range(feedback.height) if offset % 7 != 0
     )
 

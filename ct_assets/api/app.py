@@ -45,12 +45,14 @@ from ct_assets.serving import ServingConfig
 from ct_assets.serving.inference_log import InferenceLog, InferenceLogClosedError, LogFullError
 from ct_assets.serving.models import ModelHolder
 from ct_assets.serving.predict import (
+    DUPLICATE,
     LOG_FULL,
     NO_MODEL,
     SHUTTING_DOWN,
     PredictError,
     check_features,
     parse_request,
+    reused_ids,
     serve,
 )
 from ct_assets.settings import Settings
@@ -250,8 +252,14 @@ def create_app(config: ApiConfig) -> Starlette:
             instances = parse_request(body, serving.max_instances)
             state = holder["state"]
             log = state.inference_log
+            own_ids = log is not None and any(i.prediction_id is not None for i in instances)
+            if own_ids:
+                # learn the ids other workers committed (the log's index of event ids, read
+                # from the journal's new records only; never waits for the log's lock)
+                await asyncio.to_thread(state.writer.learn_committed)
             # From here to the queue there is no await: requests take their snapshot and
-            # queue their records in the same order, so the log shows a swap at one point.
+            # queue their records in the same order, so the log shows a swap at one point;
+            # and no other request of this worker can queue a reused id in between.
             snapshot = state.models.snapshot()
             if snapshot.champion is None:
                 raise PredictError.request(
@@ -263,6 +271,11 @@ def create_app(config: ApiConfig) -> Starlette:
             errors = check_features(instances, snapshot)
             if errors:
                 raise PredictError(422, errors, "invalid")
+            if own_ids and log is not None:
+                writer = state.writer
+                reused = reused_ids(instances, lambda e: log.holds(e) or writer.knows(e))
+                if reused:
+                    raise PredictError(409, reused, DUPLICATE)
             served = serve(
                 snapshot,
                 instances,

@@ -76,7 +76,9 @@ _PREDICTION_SCHEMA: dict[str, Any] = {
     "properties": {
         "prediction_id": {
             "type": "string",
-            "description": "the instance's prediction_id, or a new one; send it with feedback",
+            "description": (
+                "the instance's prediction_id, or one the server issued; send it with feedback"
+            ),
         },
         "prediction": {"type": "string", "description": "the most probable class"},
         "scores": {
@@ -104,8 +106,13 @@ deployment mode (`ct-assets deploy`, registered-model tags `ct.deployment.mode` 
 * `ab`: a `fraction` goes to the challenger (arm `b`), the rest to the champion (arm `a`).
 
 Canary and A/B assignment is sticky per `user_id` (else `entity_id`): a stable BLAKE2b
-hash of the key picks the arm, the same in every worker and across restarts. An instance
+hash of the key, salted with the challenger's version, picks the arm, the same in every
+worker and across restarts; each new challenger draws its own users. An instance
 without either gets a random draw per request.
+
+`prediction_id`: the server issues one for every instance that brings none. A
+client-given id must be new: one that another request already used (or that appears
+twice in the body) is refused with 409 `duplicate_prediction_id` and nothing is served.
 
 The body is one instance, `{"instances": [...]}`, or a JSON array of instances (at most
 {max_instances} per request). The response is always `{"predictions": [...]}`, one item
@@ -171,6 +178,14 @@ def _predict_operation(max_instances: int) -> dict[str, Any]:
             },
             "400": {"description": "the body is not JSON", **error},
             "401": {"description": "missing or wrong bearer token", **error},
+            "409": {
+                "description": (
+                    "duplicate_prediction_id: an instance brings a prediction_id another "
+                    "request already used (or that appears twice in this one); nothing was "
+                    "served. Send a new id, or none to get one issued"
+                ),
+                **error,
+            },
             "413": {"description": "the body is over the configured limit", **error},
             "415": {"description": "content type is not application/json", **error},
             "422": {

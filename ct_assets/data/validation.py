@@ -21,7 +21,9 @@ decides the reason when several apply:
 
 Feedback whose prediction has not arrived (and that has no features of its own) is
 ``pending`` (``awaiting_prediction``) until ``pending_expiry`` has passed since it was
-given, then ``expired`` (``prediction_never_arrived``). Everything is relative to the
+given; then it cites an id that was never served and is quarantined with its own reason,
+``unknown_prediction`` (feedback for made-up or mistyped ids is counted and reviewed
+like any other quarantined feedback, and never attributed). Everything is relative to the
 ``as_of`` argument, never the wall clock, and computed in log order with vectorised
 Polars expressions, so the same inputs always give the same output.
 """
@@ -43,7 +45,7 @@ class FeedbackStatus(StrEnum):
     ACCEPTED = "accepted"
     QUARANTINED = "quarantined"
     PENDING = "pending"
-    EXPIRED = "expired"
+    EXPIRED = "expired"  # given by earlier versions; now quarantined as unknown_prediction
 
 
 class FeedbackReason(StrEnum):
@@ -59,6 +61,10 @@ class FeedbackReason(StrEnum):
     UNKNOWN_CATEGORY = "unknown_category"
     LABEL_FLIPPING = "label_flipping"
     AWAITING_PREDICTION = "awaiting_prediction"
+    #: the cited prediction_id was never served: no prediction with it was logged within
+    #: ``pending_expiry`` of the feedback (quarantined)
+    UNKNOWN_PREDICTION = "unknown_prediction"
+    #: the status ``expired`` of earlier versions; no longer given (now unknown_prediction)
     PREDICTION_NEVER_ARRIVED = "prediction_never_arrived"
 
 
@@ -184,7 +190,7 @@ def validate_feedback(
     log offset) of a prediction_id is the one feedback refers to. ``reference`` None skips
     the label and feature checks. ``as_of`` is the time the validation is made for (e.g.
     the newest event time in the log): feedback still waiting for its prediction
-    ``rules.pending_expiry`` after it was given has expired.
+    ``rules.pending_expiry`` after it was given is quarantined as ``unknown_prediction``.
 
     Rows judged by population statistics (rates, shares, consensus) are judged within
     the frames given: validate the same span of the log to get the same answer.
@@ -684,21 +690,33 @@ def _decide(as_of: datetime, rules: ValidationRules) -> list[pl.Expr]:
         _hours(age),
         pl.lit(round(rules.pending_expiry / timedelta(hours=1), 2)),
     )
+    never = pl.format(
+        "prediction_id {} was never served: no prediction with it was logged {} h after "
+        "the feedback (pending_expiry {} h)",
+        pl.col("prediction_id"),
+        _hours(age),
+        pl.lit(round(rules.pending_expiry / timedelta(hours=1), 2)),
+    )
     status = (
-        pl.when(quarantined)
+        pl.when(quarantined | expired)
         .then(pl.lit(FeedbackStatus.QUARANTINED.value))
-        .when(expired)
-        .then(pl.lit(FeedbackStatus.EXPIRED.value))
         .when(pl.col(_WAITING))
         .then(pl.lit(FeedbackStatus.PENDING.value))
         .otherwise(pl.lit(FeedbackStatus.ACCEPTED.value))
     )
     reason = (
         reason.when(expired)
-        .then(pl.lit(FeedbackReason.PREDICTION_NEVER_ARRIVED.value))
+        .then(pl.lit(FeedbackReason.UNKNOWN_PREDICTION.value))
         .when(pl.col(_WAITING))
         .then(pl.lit(FeedbackReason.AWAITING_PREDICTION.value))
         .otherwise(pl.lit(None, dtype=pl.String))
     )
-    detail = pl.when(quarantined).then(pl.coalesce(columns)).when(pl.col(_WAITING)).then(waited)
+    detail = (
+        pl.when(quarantined)
+        .then(pl.coalesce(columns))
+        .when(expired)
+        .then(never)
+        .when(pl.col(_WAITING))
+        .then(waited)
+    )
     return [status.alias("status"), reason.alias("reason"), detail.alias("reason_detail")]

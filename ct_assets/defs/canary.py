@@ -1,6 +1,7 @@
 """Canary analysis: promote the challenger, or roll it back, from labeled live traffic."""
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
@@ -11,14 +12,23 @@ from ct_assets import keys
 from ct_assets.defs.resources import EventLogResource, RegistryResource
 from ct_assets.defs.sensors import newest_dates
 from ct_assets.eventlog import EventLog
-from ct_assets.monitoring.canary import CanaryConfig, CanaryDecision, canary_decision
+from ct_assets.monitoring.canary import (
+    TEST_NAME,
+    CanaryConfig,
+    CanaryDecision,
+    arm_outcomes,
+    canary_decision,
+)
 from ct_assets.registry import (
     CHALLENGER,
     CHAMPION,
     TAG_DEPLOYMENT_STATUS,
     AuditRecord,
+    Deployment,
     Registry,
+    VersionInfo,
 )
+from ct_assets.serving.routing import ARM_A, ARM_B
 from ct_assets.settings import Settings
 
 CANARY_ARM = "canary"
@@ -27,24 +37,41 @@ SHADOW_ARM = "shadow"
 TRAFFIC_ROWS = 50_000  # newest predictions and feedback the analysis reads
 
 
-def arm_outcomes(log: EventLog, champion: str, challenger: str) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[type-arg]
-    """Hits (served prediction == the label given later) of the champion's arm and of the
-    canary arm, each restricted to the version that served it."""
-    from ct_assets.data.attribution import attribute_feedback
+#: The arms each mode compares: (the champion's, the challenger's).
+COMPARED_ARMS = {"canary": (CHAMPION_ARM, CANARY_ARM), "ab": (ARM_A, ARM_B)}
 
-    dates = newest_dates(log, TRAFFIC_ROWS)
-    examples = attribute_feedback(
-        log.read("feedback", dates=dates), log.read("prediction", dates=dates)
-    )
-    if not examples.height or "arm" not in examples.columns:
+
+def deployment_start(deployment: Deployment, challenger: VersionInfo) -> datetime:
+    """The start of the period both arms are read from: when the deployment (mode or
+    challenger) last changed, and never before the challenger was registered."""
+    created = datetime.fromisoformat(challenger.created_at)
+    if not deployment.started_at:
+        return created
+    return max(created, datetime.fromisoformat(deployment.started_at))
+
+
+def dates_since(log: EventLog, since: datetime) -> list[str]:
+    """The log's event dates from ``since``'s UTC date on."""
+    first = since.astimezone(UTC).date().isoformat()
+    return sorted(day for day in log.counts_by_date() if day >= first)
+
+
+def read_arm_outcomes(
+    log: EventLog, champion: str, challenger: str, since: datetime, mode: str = "canary"
+) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[type-arg]
+    """The hits of both arms of ``mode`` for predictions served since ``since`` (see
+    :func:`ct_assets.monitoring.canary.arm_outcomes`); reads only the dates from then on."""
+    dates = dates_since(log, since)
+    if not dates:
         return np.zeros(0, dtype=int), np.zeros(0, dtype=int)
-    hit = (pl.col("served_prediction").cast(pl.String) == pl.col("label")).cast(pl.Int64)
-
-    def outcomes(arm: str, version: str) -> np.ndarray:  # type: ignore[type-arg]
-        rows = examples.filter((pl.col("arm") == arm) & (pl.col("model_version") == version))
-        return rows.select(hit).to_series().to_numpy()
-
-    return outcomes(CHAMPION_ARM, champion), outcomes(CANARY_ARM, challenger)
+    return arm_outcomes(
+        log.read("feedback", dates=dates),
+        log.read("prediction", dates=dates),
+        champion=champion,
+        challenger=challenger,
+        since=since,
+        arms=COMPARED_ARMS[mode],
+    )
 
 
 def act(reg: Registry, decision: CanaryDecision, challenger: str) -> str:
@@ -84,12 +111,15 @@ def build_canary_analysis(settings: Settings) -> dg.AssetsDefinition:
         group_name=keys.DEPLOYMENT,
         kinds={"mlflow"},
         description=(
-            "Canary analysis, when the deployment mode is canary: the challenger's accuracy "
-            "on labeled requests it served (arm canary) against the champion's (arm "
-            f"champion). Promotes it once it is not worse by {config.margin} (one-sided z "
-            f"test at {config.alpha}, at least {config.min_samples} labeled requests per "
-            "arm); rolls it back as soon as it is clearly worse; otherwise keeps the canary "
-            "running. Every decision carries its statistics and is audited in the registry."
+            "Canary analysis, when the deployment mode is canary (or ab): the challenger's "
+            "accuracy on labeled requests it served (arm canary, or b) against the "
+            "champion's (arm champion, or a), both only from predictions served since the "
+            "deployment started. Two always-valid tests (mixture SPRT) decide at any look: "
+            f"promote once it is not worse by {config.margin}, roll back once it is worse; "
+            f"each false decision has probability at most {config.alpha} however often the "
+            f"analysis runs (at least {config.min_samples} labeled requests per arm before "
+            "a promotion). Otherwise the canary keeps running. Every decision carries its "
+            "statistics and is audited in the registry."
         ),
     )
     def canary_analysis(
@@ -100,7 +130,7 @@ def build_canary_analysis(settings: Settings) -> dg.AssetsDefinition:
         reg = registry.registry()
         champion, challenger = reg.alias(CHAMPION), reg.alias(CHALLENGER)
         deployment = reg.deployment()
-        if deployment.mode != "canary" or champion is None or challenger is None:
+        if deployment.mode not in COMPARED_ARMS or champion is None or challenger is None:
             return dg.MaterializeResult(
                 metadata={
                     "action": "none",
@@ -108,7 +138,10 @@ def build_canary_analysis(settings: Settings) -> dg.AssetsDefinition:
                     f"{challenger.version if challenger else 'none'}: nothing to analyse",
                 }
             )
-        champ_hits, chall_hits = arm_outcomes(event_log.log(), champion.version, challenger.version)
+        since = deployment_start(deployment, challenger)
+        champ_hits, chall_hits = read_arm_outcomes(
+            event_log.log(), champion.version, challenger.version, since, deployment.mode
+        )
         decision = canary_decision(champ_hits, chall_hits, config)
         done = act(reg, decision, challenger.version)
         context.log.info(f"{done}: {decision.reason()}")
@@ -116,6 +149,9 @@ def build_canary_analysis(settings: Settings) -> dg.AssetsDefinition:
             metadata={
                 "action": decision.action,
                 "done": done,
+                "mode": deployment.mode,
+                "since": since.isoformat(),
+                "test": TEST_NAME,
                 "champion_version": champion.version,
                 "challenger_version": challenger.version,
                 "champion_accuracy": decision.champion_accuracy,
@@ -124,6 +160,7 @@ def build_canary_analysis(settings: Settings) -> dg.AssetsDefinition:
                 "challenger_labeled": decision.challenger_n,
                 "p_not_worse": decision.p_not_worse,
                 "p_worse": decision.p_worse,
+                "alpha": decision.alpha,
                 "reason": decision.reason(),
                 "details": dg.MetadataValue.json(decision.to_dict()),
             }
@@ -228,7 +265,7 @@ def build_canary_sensor(settings: Settings, job: Any) -> dg.SensorDefinition:
         minimum_interval_seconds=settings.sensor_interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=(
-            "While the deployment mode is canary or shadow and a challenger exists, "
+            "While the deployment mode is canary, ab or shadow and a challenger exists, "
             f"launches the canary analysis and shadow evaluation each time {step} more "
             "feedback events arrived."
         ),
@@ -241,7 +278,7 @@ def build_canary_sensor(settings: Settings, job: Any) -> dg.SensorDefinition:
         reg = registry.registry()
         deployment = reg.deployment()
         challenger = reg.alias(CHALLENGER)
-        if deployment.mode not in ("canary", "shadow") or challenger is None:
+        if deployment.mode not in ("canary", "ab", "shadow") or challenger is None:
             return dg.SensorResult(
                 skip_reason=dg.SkipReason(
                     f"deployment {deployment.mode}, challenger "

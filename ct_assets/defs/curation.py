@@ -66,8 +66,9 @@ def _json(value: Any) -> dg.MetadataValue:  # type: ignore[type-arg]
 
 VALIDATED_DESCRIPTION = (
     "The feedback validation service, per event date: every raw feedback event ends in "
-    "exactly one of accepted, quarantined (with a reason code), pending (its prediction "
-    "has not arrived yet) or expired (it never did). Rules: duplicates, timestamps out of "
+    "exactly one of accepted, quarantined (with a reason code) or pending (its prediction "
+    "has not arrived yet; once it is overdue, the cited id was never served: quarantined "
+    "as unknown_prediction). Rules: duplicates, timestamps out of "
     "bounds, ranges and categories against the reference schema inferred from the latest "
     "training dataset, and abuse (rate floods, one user dominating a window, label "
     "flipping). Table: CT_HOME/tables/validated_feedback/date=<day>.parquet."

@@ -230,6 +230,35 @@ class EventLogWriter:
             self._catch_up()
             return event_id in self._known_ids
 
+    def learn_committed(self) -> None:
+        """Learn the event ids other writers committed since this one last looked, without
+        the log's lock (as readers do: only whole journal records, never a torn or damaged
+        tail, which the next commit deals with). Skipped while this writer is committing,
+        since that commit catches up itself."""
+        if not self._thread_lock.acquire(blocking=False):
+            return
+        try:
+            try:
+                size = os.stat(journal_path(self.root)).st_size
+            except FileNotFoundError:
+                return
+            if size <= self._journal_end:
+                return
+            scan = scan_journal(self.root, self._journal_end)
+            if scan.corrupt:
+                return
+            for commit in scan.commits:
+                self._learn(commit)
+            self._journal_end = scan.valid_end
+        finally:
+            self._thread_lock.release()
+
+    def knows(self, event_id: str) -> bool:
+        """Whether ``event_id`` was committed as far as this writer last looked (its own
+        commits and what :meth:`learn_committed` or its last commit learned): no lock, no
+        I/O."""
+        return event_id in self._known_ids
+
     @contextmanager
     def _exclusive(self) -> Iterator[None]:
         fd = os.open(self.root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)

@@ -107,6 +107,7 @@ class InferenceLog:
         self._items: deque[LogRecord] = deque()
         self._waiters: deque[_Waiter] = deque()
         self._held = 0  # queued + being committed: not yet durable
+        self._held_ids: set[str] = set()  # their event ids
         self._closing = False
         self.stats = LogStats()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -122,6 +123,14 @@ class InferenceLog:
     @property
     def alive(self) -> bool:
         return self._thread.is_alive() and not self._closing
+
+    def holds(self, event_id: str) -> bool:
+        """Whether a record with this event id is queued, waiting for room, or being
+        committed (not yet in the event log's index)."""
+        with self._lock:
+            return event_id in self._held_ids or any(
+                r.event_id == event_id for w in self._waiters for r in w.records
+            )
 
     def try_put(self, records: Sequence[LogRecord]) -> bool:
         """Queue the records now if there is room and nobody is waiting; else False."""
@@ -181,6 +190,7 @@ class InferenceLog:
     def _admit(self, records: Sequence[LogRecord]) -> None:
         """With the lock held: queue the records and wake the writer."""
         self._items.extend(records)
+        self._held_ids.update(r.event_id for r in records)
         self._held += len(records)
         self.stats.queued += len(records)
         self._ready.notify()
@@ -213,6 +223,8 @@ class InferenceLog:
                 batch = [self._items.popleft() for _ in range(take)]
             self._commit(batch)
             with self._lock:
+                # committed: the writer's index knows them now
+                self._held_ids.difference_update(r.event_id for r in batch)
                 self._held -= len(batch)
                 self.stats.written += len(batch)
                 self.stats.commits += 1

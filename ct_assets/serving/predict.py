@@ -8,10 +8,19 @@ one a ``schema`` error; a missing or null feature is allowed (LightGBM treats it
 missing, as an unseen category is). Errors name the instance (``index``, 0-based) and the
 field (``features.<name>``), in the shape of the ingestion errors; nothing is served or
 logged for a request with any error.
+
+Prediction ids: the server issues one (a UUID) for every instance that brings none. An
+instance may bring its own ``prediction_id`` only if no other request used it: the
+prediction event of a served instance has an event id derived from its prediction id
+(:func:`served_event_id`), so the log's own index of event ids (plus the records still
+queued for it) tells whether an id was already served, without scanning the history;
+a reused id is refused with 409 (``duplicate_prediction_id``, see :func:`reused_ids`)
+rather than letting feedback be attributed to a prediction its sender never saw.
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -36,6 +45,7 @@ from ct_assets.serving.models import ServedModel, Snapshot
 from ct_assets.serving.routing import ARM_SHADOW, Route, route, routing_key
 
 NO_MODEL = "no_model"
+DUPLICATE = ReasonCode.DUPLICATE_PREDICTION_ID.value
 LOG_FULL = "log_full"
 SHUTTING_DOWN = "shutting_down"
 _MAX_LISTED_NAMES = 20
@@ -274,6 +284,42 @@ def new_id() -> str:
     return uuid.uuid4().hex
 
 
+def served_event_id(prediction_id: str, shadow: bool = False) -> str:
+    """The event id of the prediction event /v1/predict logs for ``prediction_id`` (the
+    served one, or the challenger's shadow score): derived from it, so that whether an id
+    was served is a lookup in the log's index of event ids."""
+    person = b"ct-shadow" if shadow else b"ct-served"
+    digest = hashlib.blake2b(prediction_id.encode("utf-8"), digest_size=16, person=person)
+    return ("s-" if shadow else "p-") + digest.hexdigest()
+
+
+def reused_ids(
+    instances: Sequence[PredictInstance], served: Callable[[str], bool]
+) -> list[FieldError]:
+    """One error per instance whose client-given ``prediction_id`` was already served
+    (``served`` answers for an event id of :func:`served_event_id`) or appears earlier in
+    the same request."""
+    errors: list[FieldError] = []
+    seen: set[str] = set()
+    for index, instance in enumerate(instances):
+        given = instance.prediction_id
+        if given is None:
+            continue
+        if given in seen or served(served_event_id(given)):
+            errors.append(
+                FieldError(
+                    index,
+                    "prediction_id",
+                    f"prediction_id {given!r} was already used by another prediction; "
+                    "feedback citing it goes to that one. Send a new id, or none and use the "
+                    "one the server issues",
+                    DUPLICATE,
+                )
+            )
+        seen.add(given)
+    return errors
+
+
 def _scores(served: ServedModel, rows: list[dict[str, Any]]) -> list[tuple[str, dict[str, float]]]:
     """(predicted class, {class: probability}) per row."""
     if not rows:
@@ -309,6 +355,7 @@ def serve(
             snapshot.fraction,
             routing_key(i.user_id, i.entity_id),
             has_challenger=challenger is not None,
+            salt=challenger.version if challenger is not None else "",
             draw=draw,
         )
         for i in instances
@@ -350,7 +397,7 @@ def serve(
             logged.append((challenger.version, ARM_SHADOW, shadow_label, shadow_scores))
         for version, arm, value, probabilities in logged:
             event = PredictionEvent(
-                event_id=new_id(),
+                event_id=served_event_id(prediction_id, shadow=arm == ARM_SHADOW),
                 prediction_id=prediction_id,
                 timestamp=now,
                 features=instance.features,

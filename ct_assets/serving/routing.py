@@ -13,11 +13,14 @@ The deployment mode is stored on the registered model by ``ct-assets deploy`` as
   ``b``), the rest by the champion (arm ``a``).
 
 Canary and A/B assignment is sticky: a request's key (its ``user_id``, else its
-``entity_id``) is hashed with BLAKE2b to a point in [0, 1), and the request goes to the
-challenger when that point is below ``fraction``. The same key always gets the same arm
-for a given fraction (in every worker and after restarts), and raising the fraction only
-moves keys from the champion to the challenger, never back. A request without a key gets
-a fresh random draw, so its arm is not sticky.
+``entity_id``), salted with the challenger's version, is hashed with BLAKE2b to a point in
+[0, 1), and the request goes to the challenger when that point is below ``fraction``.
+Within one canary (one challenger version) the same key always gets the same arm for a
+given fraction (in every worker and after restarts), and raising the fraction only moves
+keys from the champion to the challenger, never back. The salt makes each challenger draw
+its own users: the next canary does not land on the same people again (nor does its
+comparison inherit whatever sets those users apart). A request without a key gets a
+fresh random draw, so its arm is not sticky.
 
 Without a challenger (none registered, the same version as the champion, or not loaded)
 every request is answered by the champion under the arm ``champion``, whatever the mode.
@@ -71,10 +74,19 @@ CHAMPION_ONLY: Final = Route(ARM_CHAMPION)
 _SHADOW: Final = Route(ARM_CHAMPION, shadow=True)
 
 
-def bucket(key: str) -> float:
-    """A stable point in [0, 1) for ``key``: the first 8 bytes of its BLAKE2b digest."""
-    digest = hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest()
+def bucket(key: str, salt: str = "") -> float:
+    """A stable point in [0, 1) for ``key`` under ``salt``: the first 8 bytes of the BLAKE2b
+    digest of the key (keyed by the salt, when there is one)."""
+    digest = hashlib.blake2b(key.encode("utf-8"), digest_size=8, salt=_salt_bytes(salt)).digest()
     return int.from_bytes(digest, "big") / _SCALE
+
+
+def _salt_bytes(salt: str) -> bytes:
+    """BLAKE2b's salt parameter takes at most 16 bytes: longer salts are hashed to 16."""
+    raw = salt.encode("utf-8")
+    if len(raw) <= hashlib.blake2b.SALT_SIZE:
+        return raw
+    return hashlib.blake2b(raw, digest_size=hashlib.blake2b.SALT_SIZE).digest()
 
 
 def routing_key(user_id: str | None, entity_id: str | None) -> str | None:
@@ -92,16 +104,18 @@ def route(
     key: str | None,
     *,
     has_challenger: bool = True,
+    salt: str = "",
     draw: Callable[[], float] = random.random,
 ) -> Route:
-    """The route of one request; ``draw`` gives the point of a request without a key."""
+    """The route of one request; ``salt`` is the challenger's version (each canary draws
+    its own users); ``draw`` gives the point of a request without a key."""
     if not has_challenger or mode == "off":
         return CHAMPION_ONLY
     if mode == "shadow":
         return _SHADOW
     if mode not in ("canary", "ab"):
         raise ValueError(f"unknown deployment mode {mode!r}: one of {', '.join(MODES)}")
-    point = bucket(key) if key is not None else draw()
+    point = bucket(key, salt) if key is not None else draw()
     to_challenger = point < fraction
     if mode == "canary":
         return Route(ARM_CANARY) if to_challenger else CHAMPION_ONLY
