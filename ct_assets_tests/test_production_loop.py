@@ -148,6 +148,7 @@ def loop_settings(settings: Settings) -> Settings:
         drift_min_window=1_000_000,
         performance_window=2000,
         performance_min_samples=800,
+        canary_min_samples=150,
     )
 
 
