@@ -54,6 +54,8 @@ TAG_WINDOW_START = "ct.window_start"
 #: Which candidate window won the retrain, and every candidate's holdout figures (JSON).
 TAG_CANDIDATE_WINDOW = "ct.candidate_window"
 TAG_CANDIDATES = "ct.candidates"
+#: The Launchpad run config fields a retrain was launched with (JSON; only those set).
+TAG_RUN_CONFIG = "ct.run_config"
 #: Set when the registered model was refit with the holdout: the artifact path of the
 #: model the gate validated (trained without it).
 TAG_VALIDATED_MODEL = "ct.validated_model"

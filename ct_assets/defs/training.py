@@ -3,9 +3,11 @@
 import json
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import polars as pl
+from pydantic import Field
 
 from ct_assets import keys
 from ct_assets.data.dataset import DatasetInfo
@@ -19,6 +21,7 @@ from ct_assets.registry import (
     TAG_INIT_VERSION,
     TAG_LOG_POSITION,
     TAG_NEW_AFTER_OFFSET,
+    TAG_RUN_CONFIG,
     TAG_TRAIN_PARAMS,
     TAG_TRIGGER,
     TAG_WINDOW_START,
@@ -38,10 +41,27 @@ TRAINING_CODE_VERSION = "lightgbm-v3"
 
 
 class CandidateConfig(dg.Config):
-    """``mode``: full | incremental | auto. Empty means the run's ``ct/mode`` tag, else
-    full."""
+    """What an ML engineer can shape from the Launchpad; every field left empty takes the
+    code location's setting. Recorded on the model version (``ct.run_config``)."""
 
-    mode: str = ""
+    mode: str = Field(
+        default="",
+        description="full | incremental | auto; empty: the run's ct/mode tag, else full",
+    )
+    num_boost_round: int | None = Field(
+        default=None, description="LightGBM boosting rounds; empty: CT_NUM_BOOST_ROUND"
+    )
+    learning_rate: float | None = Field(
+        default=None, description="LightGBM learning rate in (0, 1]; empty: CT_LEARNING_RATE"
+    )
+    num_leaves: int | None = Field(
+        default=None, description="LightGBM leaves per tree (>= 2); empty: CT_NUM_LEAVES"
+    )
+    reason: str = Field(default="", description="why this run was launched (kept on the version)")
+
+    def recorded(self) -> dict[str, Any]:
+        """The fields that were set, for the version's ``ct.run_config`` tag."""
+        return {k: v for k, v in self.model_dump().items() if v not in (None, "")}
 
 
 def training_mode(config_mode: str, run_tags: dict[str, str]) -> RequestedMode:
@@ -49,6 +69,26 @@ def training_mode(config_mode: str, run_tags: dict[str, str]) -> RequestedMode:
     if mode not in ("full", "incremental", "auto"):
         raise dg.Failure(f"unknown training mode {mode!r}: use full, incremental or auto")
     return mode  # type: ignore[return-value]
+
+
+def training_params(config: CandidateConfig, settings: TrainingConfigResource) -> TrainParams:
+    """The settings' LightGBM parameters with the run's overrides; a bad override fails the
+    run naming the field."""
+    try:
+        return TrainParams(
+            num_boost_round=_pick(config.num_boost_round, settings.num_boost_round),
+            learning_rate=_pick(config.learning_rate, settings.learning_rate),
+            num_leaves=_pick(config.num_leaves, settings.num_leaves),
+            seed=settings.seed,
+            early_stopping_min_rows=settings.early_stopping_min_rows,
+            balance_classes=settings.balance_classes,
+        )
+    except ValueError as error:
+        raise dg.Failure(f"run config of {keys.CANDIDATE_MODEL}: {error}") from error
+
+
+def _pick(override: Any, configured: Any) -> Any:
+    return configured if override is None else override
 
 
 @dg.asset(
@@ -98,14 +138,7 @@ def candidate_model(
             champion_version = champion.version
             champion_model = reg.load_model(champion.version)
             new_after = int(champion.tags.get(TAG_LOG_POSITION, "0")) - 1
-    params = TrainParams(
-        num_boost_round=training_config.num_boost_round,
-        learning_rate=training_config.learning_rate,
-        num_leaves=training_config.num_leaves,
-        seed=training_config.seed,
-        early_stopping_min_rows=training_config.early_stopping_min_rows,
-        balance_classes=training_config.balance_classes,
-    )
+    params = training_params(config, training_config)
     windows = plan_windows(
         frame,
         requested=mode,
@@ -163,6 +196,7 @@ def candidate_model(
             "ct.asset_key": keys.CANDIDATE_MODEL,
             TAG_TRAIN_PARAMS: json.dumps(asdict(params), sort_keys=True),
             TAG_CANDIDATE_WINDOW: chosen.window.name,
+            **({TAG_RUN_CONFIG: json.dumps(config.recorded())} if config.recorded() else {}),
             TAG_CANDIDATES: json.dumps(
                 [{k: v for k, v in s.items() if k != "notes"} for s in summaries], default=str
             ),
@@ -198,6 +232,7 @@ def candidate_model(
                 3,
             ),
             "notes": "; ".join(notes) or "-",
+            "run_config": dg.MetadataValue.json(config.recorded()),
             # any candidate's: a killed run's rerun resumes each window from its checkpoint
             "resumed_from_iteration": max(t.result.resumed_from or 0 for t in trained),
         },
