@@ -185,10 +185,11 @@ def test_a_change_point_starts_the_retrains_dataset_there(trained: Settings) -> 
         tags = dict(fired.run_requests[0].tags)
         assert "change point at" in tags[keys.TAG_REASON]
         change = datetime.fromisoformat(tags[keys.TAG_WINDOW_START])
-        # at the end of the stationary stream (served until 30 minutes ago, one row a
-        # second), within the cut test's stride of 16 rows; the sudden one began 15 min ago
-        ended = served - timedelta(minutes=30)
-        assert ended - timedelta(seconds=60) < change < ended + timedelta(seconds=60)
+        # at the boundary, within the cut test's stride of 16 rows (one row a second): the
+        # stationary stream was served until 30 minutes ago, the sudden one from 15 minutes
+        # ago on, and nothing in between
+        ended, began = served - timedelta(minutes=30), served - timedelta(minutes=15)
+        assert ended - timedelta(seconds=60) < change < began + timedelta(seconds=60)
         [event] = [e for e in fired.asset_events if e.asset_key.path == [keys.PERFORMANCE_MONITOR]]
         assert event.metadata["change_found"].value is True
         assert 400 <= event.metadata["change_rows_since"].value <= 700
