@@ -56,6 +56,8 @@ TAG_CANDIDATE_WINDOW = "ct.candidate_window"
 TAG_CANDIDATES = "ct.candidates"
 #: The Launchpad run config fields a retrain was launched with (JSON; only those set).
 TAG_RUN_CONFIG = "ct.run_config"
+#: Incremental versions in a row ending with this one (0 for a full training).
+TAG_INCREMENTAL_CHAIN = "ct.incremental_chain"
 #: Set when the registered model was refit with the holdout: the artifact path of the
 #: model the gate validated (trained without it).
 TAG_VALIDATED_MODEL = "ct.validated_model"

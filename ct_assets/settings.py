@@ -127,6 +127,9 @@ class Settings:
     # The registered model is the chosen candidate's recipe trained again with the holdout
     # (the gate judges the candidate trained without it).
     refit_on_holdout: bool = True
+    # After this many incremental versions in a row the next retrain is full (0: no limit):
+    # trees stacked without end cost prediction time and keep what the data no longer says.
+    max_incremental_chain: int = 10
     # Event log
     segment_max_bytes: int = 64 * 1024 * 1024
     max_event_bytes: int = 32 * 1024
@@ -411,6 +414,7 @@ _ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "early_stopping_min_rows": ("CT_EARLY_STOPPING_MIN_ROWS", _non_negative_int),
     "balance_classes": ("CT_BALANCE_CLASSES", _flag),
     "refit_on_holdout": ("CT_REFIT_ON_HOLDOUT", _flag),
+    "max_incremental_chain": ("CT_MAX_INCREMENTAL_CHAIN", _non_negative_int),
     "segment_max_bytes": ("CT_SEGMENT_MAX_BYTES", _non_negative_int),
     "max_event_bytes": ("CT_MAX_EVENT_BYTES", _non_negative_int),
     "window_mode": ("CT_WINDOW_MODE", str),

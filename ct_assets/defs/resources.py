@@ -70,6 +70,7 @@ class TrainingConfigResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     balance_classes: bool
     candidate_windows: str
     refit_on_holdout: bool = True
+    max_incremental_chain: int = 10
     gate_tolerance: float
     gate_min_auc: float
     gate_forgetting_tolerance: float
@@ -168,6 +169,7 @@ def resources_from_settings(settings: Settings) -> dict[str, dg.ConfigurableReso
             balance_classes=settings.balance_classes,
             candidate_windows=settings.candidate_windows,
             refit_on_holdout=settings.refit_on_holdout,
+            max_incremental_chain=settings.max_incremental_chain,
             gate_tolerance=settings.gate_tolerance,
             gate_min_auc=settings.gate_min_auc,
             gate_forgetting_tolerance=settings.gate_forgetting_tolerance,

@@ -18,6 +18,7 @@ from ct_assets.registry import (
     TAG_CANDIDATE_WINDOW,
     TAG_CANDIDATES,
     TAG_DAGSTER_RUN_ID,
+    TAG_INCREMENTAL_CHAIN,
     TAG_INIT_VERSION,
     TAG_LOG_POSITION,
     TAG_NEW_AFTER_OFFSET,
@@ -30,6 +31,7 @@ from ct_assets.training.candidates import (
     CandidateWindow,
     RequestedMode,
     candidates_markdown,
+    chain_is_full,
     plan_windows,
     refit,
     train_candidates,
@@ -132,9 +134,19 @@ def candidate_model(
     champion_model = None
     champion_version = ""
     new_after: int | None = None
+    chain = 0
+    chain_note = ""
     if mode != "full":
         champion = reg.alias(CHAMPION)
-        if champion is not None:
+        chain = int((champion.tags if champion else {}).get(TAG_INCREMENTAL_CHAIN) or 0)
+        if champion is not None and chain_is_full(chain, training_config.max_incremental_chain):
+            chain_note = (
+                f"champion v{champion.version} ends {chain} incremental versions in a row "
+                f"(CT_MAX_INCREMENTAL_CHAIN {training_config.max_incremental_chain}): full retrain"
+            )
+            context.log.info(chain_note)
+            mode = "full"
+        elif champion is not None:
             champion_version = champion.version
             champion_model = reg.load_model(champion.version)
             new_after = int(champion.tags.get(TAG_LOG_POSITION, "0")) - 1
@@ -181,6 +193,8 @@ def candidate_model(
             checkpoint_every=max(1, training_config.checkpoint_every),
         )
     notes = [f"{t.window.name}: {note}" for t in trained for note in t.result.notes]
+    if chain_note:
+        notes.append(chain_note)
     if result is not chosen.result:
         notes += result.notes
     for note in notes:
@@ -196,6 +210,7 @@ def candidate_model(
             "ct.asset_key": keys.CANDIDATE_MODEL,
             TAG_TRAIN_PARAMS: json.dumps(asdict(params), sort_keys=True),
             TAG_CANDIDATE_WINDOW: chosen.window.name,
+            TAG_INCREMENTAL_CHAIN: str(chain + 1 if result.mode == "incremental" else 0),
             **({TAG_RUN_CONFIG: json.dumps(config.recorded())} if config.recorded() else {}),
             TAG_CANDIDATES: json.dumps(
                 [{k: v for k, v in s.items() if k != "notes"} for s in summaries], default=str

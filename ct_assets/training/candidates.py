@@ -96,6 +96,12 @@ class TrainedCandidate:
         }
 
 
+def chain_is_full(chain: int, limit: int) -> bool:
+    """The champion ends ``chain`` incremental versions in a row: at ``limit`` (> 0) the
+    next retrain trains from scratch instead of stacking more trees."""
+    return limit > 0 and chain >= limit
+
+
 def plan_windows(
     dataset: pl.DataFrame,
     *,
