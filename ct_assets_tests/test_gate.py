@@ -17,17 +17,15 @@ import pytest
 from numpy.typing import NDArray
 from sklearn.metrics import log_loss, roc_auc_score
 
+from ct_assets.training.bootstrap import BootstrapResult, paired_bootstrap
 from ct_assets.training.evaluation import (
-    BootstrapResult,
     GateConfig,
     GateReport,
     HistoryMetrics,
     SliceMetrics,
-    decide,
     evaluate_gate,
-    paired_bootstrap,
 )
-from ct_assets.training.gate import GateDecision
+from ct_assets.training.gate import GateDecision, decide, holm
 from ct_assets.training.metrics import (
     calibration_bins,
     classification_metrics,
@@ -266,9 +264,10 @@ def test_gate_rejects_a_candidate_trained_on_shuffled_labels(
     assert report.candidate["auc"] < 0.65 < 0.8 < report.champion["auc"]  # type: ignore[index]
     bootstrap_reasons = [r for r in report.decision.failed if "bootstrap" in r]
     assert len(bootstrap_reasons) == 1
-    assert "interval" in bootstrap_reasons[0] and "clearly worse" in bootstrap_reasons[0]
-    assert f"{report.bootstrap.high:+.4f}" in bootstrap_reasons[0]
-    assert any("drop" in r and "tolerance" in r for r in report.decision.failed)
+    assert bootstrap_reasons[0].startswith("worse: 95% paired bootstrap interval")
+    assert f"{report.bootstrap.high:+.4f}]" in bootstrap_reasons[0]
+    assert "lies below -tolerance -0.0200" in bootstrap_reasons[0]
+    assert not report.decision.inconclusive
     assert report.decision == decide(report, GateConfig())
 
 
@@ -471,30 +470,41 @@ def report_of(
 
 
 def test_decide_reasons_name_the_numbers() -> None:
-    config = GateConfig(tolerance=0.01, min_metric=0.6)
+    config = GateConfig(tolerance=0.02, min_metric=0.6)
     candidate = {"auc": 0.80, "ece": 0.05, "rows": 1000.0}
     champion = {"auc": 0.82, "ece": 0.04, "rows": 1000.0}
-    point_drop = decide(
-        report_of(candidate, champion, BootstrapResult(-0.02, -0.05, 0.01, 1000, "auc")), config
-    )
-    assert not point_drop.promote and point_drop.label == "reject"
-    assert point_drop.failed == [
-        "candidate auc 0.8000 < champion 0.8200 - tolerance 0.0100 (drop 0.0200 > tolerance)"
-    ]
-    assert point_drop.reasons == [
+    interval = "95% paired bootstrap interval of auc delta (candidate - champion)"
+
+    def bootstrap(delta: float, low: float, high: float) -> BootstrapResult:
+        return BootstrapResult(delta, low, high, 1000, "auc", 0.95)
+
+    # the interval straddles -tolerance: the holdout cannot tell, and says what would
+    unsure = decide(report_of(candidate, champion, bootstrap(-0.02, -0.05, 0.01)), config)
+    assert not unsure.promote and unsure.label == "reject" and unsure.inconclusive
+    assert unsure.reasons[:2] == [
         "candidate auc 0.8000 >= floor 0.6000",
         "candidate ece 0.0500 <= max 0.1500",
-        "candidate auc 0.8000 < champion 0.8200 - tolerance 0.0100 (drop 0.0200 > tolerance)",
-        "bootstrap 95% interval of auc delta (candidate - champion) [-0.0500, +0.0100] "
-        "(1000 resamples, delta -0.0200): upper bound >= -tolerance (-0.0100)",
     ]
-    within = decide(
-        report_of(
-            {**candidate, "auc": 0.815}, champion, BootstrapResult(-0.005, -0.02, 0.01, 1000, "auc")
-        ),
-        config,
+    assert unsure.failed == [
+        f"inconclusive: {interval} [-0.0500, +0.0100], delta -0.0200 (1000 resamples) holds "
+        "-tolerance -0.0200; the difference is at the tolerance itself: no holdout of "
+        "practical size decides it (now 1000 rows)"
+    ]
+    closer = decide(report_of(candidate, champion, bootstrap(-0.01, -0.04, 0.02)), config)
+    # half-width 0.03 over a distance of 0.01 to -tolerance: 9 times the rows
+    assert closer.inconclusive and closer.failed[0].endswith(
+        "about 9000 holdout rows would decide a difference of this size (now 1000)"
     )
-    assert within.promote and within.failed == [] and len(within.reasons) == 4
+    worse = decide(report_of(candidate, champion, bootstrap(-0.06, -0.09, -0.03)), config)
+    assert not worse.promote and not worse.inconclusive
+    assert worse.failed == [
+        f"worse: {interval} [-0.0900, -0.0300], delta -0.0600 (1000 resamples) lies below "
+        "-tolerance -0.0200"
+    ]
+    # not worse by the tolerance, even with the point estimate below the champion
+    within = decide(report_of(candidate, champion, bootstrap(-0.005, -0.015, 0.01)), config)
+    assert within.promote and within.failed == [] and len(within.reasons) == 3
+    assert within.reasons[2].startswith("not worse: ")
 
 
 def test_decide_without_a_metric_rejects() -> None:
@@ -534,15 +544,46 @@ def test_decide_forgetting_and_slices_need_enough_rows() -> None:
     ]
     decision = decide(report_of(metrics, metrics, None, slices, [few, enough]), config)
     assert not decision.promote
+    # without a bootstrap of the drop, the drop alone decides (p taken as 0)
     assert decision.failed == [
-        "forgets reservoir: candidate auc 0.5000 < champion 0.9000 - 0.0200 on 50 rows"
+        "forgets reservoir: candidate auc 0.5000 < champion 0.9000 - 0.0200 on 50 rows; "
+        "significant: one-sided p 0.0000 by Holm over 2 compared at 0.025"
     ]
     assert "older_window: 49 rows < 50, not compared" in decision.reasons
-    assert "no paired bootstrap" in decision.reasons
+    assert "no paired bootstrap: the point estimate decides" in decision.reasons
     assert (
-        "slices of arm: 1 compared, none below champion - 0.0500 (lowest delta -0.0400 at b); "
+        "slices of arm: 1 compared, 0 below champion - 0.0500 (lowest delta -0.0400 at b); "
         "1 with < 50 rows; 1 with auc undefined"
     ) in decision.reasons
+
+
+def test_drops_beyond_tolerance_fail_only_when_significant_by_holm() -> None:
+    config = GateConfig(min_metric=0.5, tolerance=0.02, slice_tolerance=0.05)
+    metrics = {"auc": 0.8, "ece": 0.05, "rows": 2000.0}
+    same = BootstrapResult(0.0, -0.01, 0.01, 1000, "auc", 0.90)
+
+    def dropped(value: str, p: float) -> SliceMetrics:
+        b = BootstrapResult(-0.1, -0.2, 0.0, 1000, "auc", 0.90, p_worse=p)
+        return SliceMetrics("segment", value, 60, {"auc": 0.7}, {"auc": 0.8}, b)
+
+    # 10 slices compared: p 0.002 <= 0.025 / 10 rejects; p 0.01 > 0.025 / 9 does not
+    slices = [dropped("a", 0.002), dropped("b", 0.01)]
+    slices += [SliceMetrics("segment", f"s{i}", 60, {"auc": 0.8}, {"auc": 0.8}) for i in range(8)]
+    decision = decide(report_of(metrics, metrics, same, slices), config)
+    assert not decision.promote and not decision.inconclusive
+    assert decision.failed == [
+        "worse on slice segment=a (60 rows): candidate auc 0.7000 < champion 0.8000 - 0.0500; "
+        "significant: one-sided p 0.0020 by Holm over 10 compared at 0.025"
+    ]
+    assert (
+        "within noise: worse on slice segment=b (60 rows): candidate auc 0.7000 < champion "
+        "0.8000 - 0.0500; not significant: one-sided p 0.0100 by Holm over 10 compared at 0.025"
+    ) in decision.reasons
+    # fewer slices compared: the same p-values are significant
+    assert not decide(report_of(metrics, metrics, same, slices[:2]), config).promote
+    assert holm([0.004, 0.02], 0.05, family=10) == [True, False]
+    assert holm([0.004, 0.02], 0.05) == [True, True]
+    assert holm([0.04, 0.001, 0.03], 0.05) == [False, True, False]
 
 
 # --- report rendering and plots ---------------------------------------------------------------

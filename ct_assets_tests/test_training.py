@@ -14,7 +14,8 @@ from ct_assets import schema
 from ct_assets.data.dataset import compile_dataset, labeled_examples
 from ct_assets.eventlog import EventLog
 from ct_assets.simulate import CHANNELS, N_NUMERIC, SimulationSpec, simulate_events, simulate_rows
-from ct_assets.training.gate import GateDecision, decide
+from ct_assets.training.gate import GateDecision
+from ct_assets.training.gate import decide_on_metrics as decide
 from ct_assets.training.metrics import PRIMARY_METRIC, classification_metrics
 from ct_assets.training.model import MODEL_FILE, SPEC_FILE, FeatureSpec, TrainedModel
 from ct_assets.training.train import TrainParams, TrainResult, evaluate, feature_spec, train_model

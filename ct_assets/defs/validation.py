@@ -167,6 +167,7 @@ def validation_report(
         "candidates": candidates,
         **gate.to_dict(),
         "decision": decision.label,
+        "inconclusive": decision.inconclusive,
         "reasons": decision.reasons,
         "failed": decision.failed,
         "dagster_run_id": context.run.run_id,
@@ -186,6 +187,7 @@ def validation_report(
         metadata={
             keys.META_MODEL_VERSION: candidate_version,
             keys.META_DECISION: decision.label,
+            "inconclusive": decision.inconclusive,
             keys.META_AUC: gate.candidate.get("auc", float("nan")),
             "champion_version": champion_info.version
             if champion is not None and champion_info

@@ -253,7 +253,7 @@ def _choose(
     seed: int,
 ) -> TrainedCandidate:
     """The default (first) candidate, unless another is clearly better on the holdout."""
-    from ct_assets.training.evaluation import paired_bootstrap
+    from ct_assets.training.bootstrap import paired_bootstrap
 
     default = trained[0]
     known = holdout.filter(pl.col(LABEL).cast(pl.String).is_in(default.result.model.spec.classes))

@@ -2,20 +2,19 @@
 
 Plain functions over models and Polars frames (no Dagster, no MLflow):
 
-- ``paired_bootstrap``: the sampling uncertainty of ``metric(candidate) - metric(champion)``
-  on the same rows, resampled together (paired), vectorised over resamples;
-- ``evaluate_gate``: holdout metrics of both models, the bootstrap of the primary metric,
-  per-slice metrics (bias), metrics on named older frames (forgetting) -> ``GateReport``;
-- ``decide``: the promotion decision from a report, one reason line per criterion.
+- ``evaluate_gate``: holdout metrics of both models, the paired bootstrap of the primary
+  metric (``ct_assets.training.bootstrap``), per-slice metrics (bias), metrics on named
+  older frames (forgetting), each with its own paired bootstrap where it could fail the
+  candidate -> ``GateReport``, decided by ``ct_assets.training.gate.decide``.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -23,188 +22,17 @@ from numpy.typing import NDArray
 
 from ct_assets.data.dataset import LABEL
 from ct_assets.json_values import json_safe
-from ct_assets.training.gate import Checks, GateDecision, check_floor, check_tolerance, is_missing
+from ct_assets.training.bootstrap import BootstrapResult, paired_bootstrap
+from ct_assets.training.gate import GateDecision, decide
 from ct_assets.training.metrics import PRIMARY_METRIC, classification_metrics
 from ct_assets.training.model import TrainedModel
 
-BootstrapMetric = Literal["auc", "accuracy", "log_loss", "brier"]
-#: Bootstrap counts, one row per resample, one column per row of the data.
-Weights = NDArray[np.floating[Any]]
-#: A metric of many weightings of the same rows at once: (resamples, rows) -> (resamples,).
-Statistic = Callable[[Weights], NDArray[np.float64]]
 #: Metric columns of the report's tables, in order.
 REPORT_METRICS = ("auc", "accuracy", "log_loss", "brier", "ece", "rows")
 #: Numeric slice columns with more distinct values than this are bucketed into quartiles.
 MAX_DISCRETE_VALUES = 10
 #: Categorical slice columns keep their most frequent values; the rest is one "(other)" slice.
 MAX_SLICE_VALUES = 20
-#: Bootstrap work per chunk: resamples x rows cells; small enough to stay in cache.
-_CHUNK_CELLS = 1_000_000
-
-
-# --- paired bootstrap -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class BootstrapResult:
-    """``delta`` = metric(candidate) - metric(champion) on all rows; [low, high] its interval.
-
-    ``n_resamples`` counts the resamples used (those where the metric is defined, e.g. both
-    classes present for AUC).
-    """
-
-    delta: float
-    low: float
-    high: float
-    n_resamples: int
-    metric: str
-    confidence: float = 0.95
-
-    def to_dict(self) -> dict[str, Any]:
-        return _json_dict(asdict(self))
-
-
-def _as_matrix(proba: NDArray[Any]) -> NDArray[np.float64]:
-    p = np.asarray(proba, dtype=np.float64)
-    if p.ndim == 1:  # binary: probability of the second class
-        return np.column_stack([1.0 - p, p])
-    if p.ndim != 2:
-        raise ValueError(f"probabilities must be 1-D or 2-D, got shape {p.shape}")
-    return p
-
-
-class _AucStat:
-    """Weighted one-vs-rest AUC of one model, for many weight vectors (bootstrap counts) at once.
-
-    The Mann-Whitney statistic with ties counted half: for each positive row i,
-    ``C_i`` = weight of the negatives scored below it + half the weight of those tied with
-    it; AUC = sum(w_i * C_i) / (W_pos * W_neg). Negatives are sorted by score once, so
-    ``C_i`` is a cumulative sum read at two precomputed positions (below / up to the
-    positive's score). Binary uses the second class's column; multiclass is the macro
-    average over the classes defined (both present) in each resample.
-    """
-
-    def __init__(self, y: NDArray[np.int64], proba: NDArray[np.float64]) -> None:
-        n_classes = proba.shape[1]
-        classes = [1] if n_classes == 2 else list(range(n_classes))
-        self.parts: list[
-            tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.intp], NDArray[np.intp]]
-        ] = []
-        for k in classes:
-            positive = np.flatnonzero(y == k)
-            negative = np.flatnonzero(y != k)
-            negative = negative[np.argsort(proba[negative, k], kind="stable")]
-            neg_scores = proba[negative, k]
-            pos_scores = proba[positive, k]
-            lo = np.searchsorted(neg_scores, pos_scores, side="left")
-            hi = np.searchsorted(neg_scores, pos_scores, side="right")
-            self.parts.append((positive, negative, lo, hi))
-
-    def __call__(self, weights: Weights) -> NDArray[np.float64]:
-        b = weights.shape[0]
-        total = np.zeros(b)
-        defined = np.zeros(b)
-        for positive, negative, lo, hi in self.parts:
-            w_pos = weights[:, positive]
-            cum_neg = np.zeros((b, len(negative) + 1), dtype=weights.dtype)
-            np.cumsum(weights[:, negative], axis=1, out=cum_neg[:, 1:])
-            below = cum_neg[:, lo]
-            if np.array_equal(lo, hi):
-                numerator = np.einsum("ij,ij->i", w_pos, below, dtype=np.float64)
-            else:
-                below += cum_neg[:, hi]
-                numerator = 0.5 * np.einsum("ij,ij->i", w_pos, below, dtype=np.float64)
-            denominator = w_pos.sum(axis=1, dtype=np.float64) * cum_neg[:, -1].astype(np.float64)
-            ok = denominator > 0
-            total[ok] += numerator[ok] / denominator[ok]
-            defined += ok
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(defined > 0, total / np.maximum(defined, 1), np.nan)
-
-
-def _row_stat(values: NDArray[np.float64]) -> Statistic:
-    """A metric that is a mean over rows: weighted mean of the per-row values."""
-
-    def stat(weights: Weights) -> NDArray[np.float64]:
-        totals = weights.sum(axis=1, dtype=np.float64)
-        return np.asarray((weights @ values) / totals, dtype=np.float64)
-
-    return stat
-
-
-def _statistic(metric: str, y: NDArray[np.int64], proba: NDArray[np.float64]) -> Statistic:
-    rows = np.arange(len(y))
-    if metric == "auc":
-        return _AucStat(y, proba)
-    if metric == "accuracy":
-        return _row_stat((proba.argmax(axis=1) == y).astype(np.float64))
-    if metric == "log_loss":  # as classification_metrics: clipped, renormalised
-        clipped = np.clip(proba, 1e-12, 1.0)
-        clipped = clipped / clipped.sum(axis=1, keepdims=True)
-        return _row_stat(-np.log(clipped[rows, y]))
-    if metric == "brier":
-        onehot = np.eye(proba.shape[1])[y]
-        return _row_stat(np.sum((proba - onehot) ** 2, axis=1))
-    raise ValueError(f"unknown bootstrap metric {metric!r}; use auc, accuracy, log_loss or brier")
-
-
-def paired_bootstrap(
-    y: NDArray[Any],
-    p_candidate: NDArray[Any],
-    p_champion: NDArray[Any],
-    metric: BootstrapMetric | str = "auc",
-    n_resamples: int = 1000,
-    confidence: float = 0.95,
-    seed: int = 0,
-) -> BootstrapResult:
-    """Percentile interval of ``metric(candidate) - metric(champion)`` over paired resamples.
-
-    Each resample draws row indices with replacement, the same for both models, so the
-    interval reflects how much the *difference* varies with the sample rather than each
-    model's own noise. ``y`` holds class indices, ``p_*`` shape (rows, classes) (or 1-D
-    positive-class probabilities). Resamples where the metric is undefined (AUC with a
-    single class) are skipped; ``n_resamples`` of the result counts those used.
-    """
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    labels = np.asarray(y).astype(np.int64)
-    cand, champ = _as_matrix(p_candidate), _as_matrix(p_champion)
-    n = len(labels)
-    if cand.shape != champ.shape or cand.shape[0] != n:
-        raise ValueError(
-            f"shapes differ: y {labels.shape}, candidate {cand.shape}, champion {champ.shape}"
-        )
-    if n == 0:
-        nan = float("nan")
-        return BootstrapResult(nan, nan, nan, 0, str(metric), confidence)
-    stat_cand, stat_champ = _statistic(metric, labels, cand), _statistic(metric, labels, champ)
-    ones = np.ones((1, n))
-    delta = float(stat_cand(ones)[0] - stat_champ(ones)[0])
-    rng = np.random.default_rng(seed)
-    # Counts are small integers: float32 holds them and their cumulative sums exactly
-    # (below 2**24 rows) at half the memory traffic of float64; sums are taken in float64.
-    dtype: type[np.floating[Any]] = np.float32 if n < 2**24 else np.float64
-    chunk = max(1, min(n_resamples, _CHUNK_CELLS // n))
-    deltas: list[NDArray[np.float64]] = []
-    for start in range(0, n_resamples, chunk):
-        b = min(chunk, n_resamples - start)
-        index = rng.integers(0, n, size=(b, n))
-        index += (np.arange(b) * n)[:, None]
-        counts = np.bincount(index.ravel(), minlength=b * n).reshape(b, n)
-        weights: Weights = counts.astype(dtype)
-        deltas.append(stat_cand(weights) - stat_champ(weights))
-    all_deltas = np.concatenate(deltas) if deltas else np.empty(0)
-    used = all_deltas[np.isfinite(all_deltas)]
-    if len(used) == 0:
-        nan = float("nan")
-        return BootstrapResult(delta, nan, nan, 0, str(metric), confidence)
-    alpha = 1.0 - confidence
-    low, high = np.quantile(used, [alpha / 2, 1.0 - alpha / 2])
-    return BootstrapResult(delta, float(low), float(high), len(used), str(metric), confidence)
-
-
-#: The history frame of examples kept in the training window on purpose (always checked).
-RESERVOIR_FRAME = "reservoir"
 
 
 # --- the gate's report ------------------------------------------------------------------------
@@ -214,15 +42,18 @@ RESERVOIR_FRAME = "reservoir"
 class GateConfig:
     """Thresholds of the promotion gate (primary metric: AUC, higher is better).
 
-    ``tolerance``: largest allowed drop of the primary metric vs the champion (point
-    estimate; also rejected when the whole bootstrap interval lies below ``-tolerance``).
-    ``min_metric``: floor of the primary metric. ``forgetting_tolerance`` /
-    ``slice_tolerance``: largest allowed drop on a historical frame / a slice with at least
-    ``min_slice_rows`` rows. ``max_ece``: calibration ceiling, enforced when the candidate
+    ``tolerance``: the non-inferiority margin of the primary metric against the champion:
+    the candidate passes when the lower bound of the paired bootstrap interval of the
+    difference (two-sided ``confidence``, so one-sided ``(1 + confidence) / 2``) is above
+    ``-tolerance``. ``min_metric``: floor of the primary metric. ``forgetting_tolerance``
+    / ``slice_tolerance``: largest allowed drop on a historical frame / a slice with at
+    least ``min_slice_rows`` rows, held against the candidate only when the drop is also
+    significant (Holm across every frame and slice compared, at one-sided
+    ``(1 - confidence) / 2``). ``max_ece``: calibration ceiling, enforced when the candidate
     is also worse calibrated than the champion by more than ``ece_margin``.
     """
 
-    tolerance: float = 0.0
+    tolerance: float = 0.02
     min_metric: float = 0.55
     n_resamples: int = 1000
     confidence: float = 0.95
@@ -243,6 +74,9 @@ class SliceMetrics:
     rows: int
     candidate: dict[str, float]
     champion: dict[str, float] | None
+    #: Paired bootstrap of the primary metric on the slice: only when its drop exceeds the
+    #: tolerance (the only slices that can fail the candidate).
+    bootstrap: BootstrapResult | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return _json_dict(asdict(self))
@@ -256,6 +90,8 @@ class HistoryMetrics:
     rows: int
     candidate: dict[str, float]
     champion: dict[str, float] | None
+    #: Paired bootstrap of the primary metric on the frame (None without a champion).
+    bootstrap: BootstrapResult | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return _json_dict(asdict(self))
@@ -319,29 +155,29 @@ class GateReport:
             )
         if self.slices:
             rows = [
-                f"| column | value | rows | candidate {m} | champion {m} | delta | "
+                f"| column | value | rows | candidate {m} | champion {m} | delta | interval | "
                 "candidate accuracy | champion accuracy |",
-                "|---|---|---|---|---|---|---|---|",
+                "|---|---|---|---|---|---|---|---|---|",
             ]
             for s in self.slices:
                 cand, champ = s.candidate.get(m), (s.champion or {}).get(m)
                 rows.append(
                     f"| {_cell(s.column)} | {_cell(s.value)} | {s.rows} | {_fmt(cand)} | "
-                    f"{_fmt(champ)} | {_fmt_delta(cand, champ)} | "
+                    f"{_fmt(champ)} | {_fmt_delta(cand, champ)} | {_interval(s.bootstrap)} | "
                     f"{_fmt(s.candidate.get('accuracy'))} | "
                     f"{_fmt((s.champion or {}).get('accuracy'))} |"
                 )
             parts.append("### Slices\n\n" + "\n".join(rows))
         if self.forgetting:
             rows = [
-                f"| frame | rows | candidate {m} | champion {m} | delta |",
-                "|---|---|---|---|---|",
+                f"| frame | rows | candidate {m} | champion {m} | delta | interval |",
+                "|---|---|---|---|---|---|",
             ]
             for h in self.forgetting:
                 cand, champ = h.candidate.get(m), (h.champion or {}).get(m)
                 rows.append(
                     f"| {_cell(h.name)} | {h.rows} | {_fmt(cand)} | {_fmt(champ)} | "
-                    f"{_fmt_delta(cand, champ)} |"
+                    f"{_fmt_delta(cand, champ)} | {_interval(h.bootstrap)} |"
                 )
             parts.append("### Forgetting\n\n" + "\n".join(rows))
         if self.decision is not None:
@@ -465,24 +301,30 @@ def evaluate_gate(
     notes: list[str] = []
     cand = _score(candidate, holdout)
     champ = _score(champion, holdout) if champion is not None else None
-    bootstrap: BootstrapResult | None = None
-    if champion is not None and champ is not None:
-        if candidate.spec.classes != champion.spec.classes:
-            notes.append(
-                f"classes differ (candidate {candidate.spec.classes}, champion "
-                f"{champion.spec.classes}): no paired bootstrap"
-            )
-        else:
-            both = cand.known & champ.known
-            bootstrap = paired_bootstrap(
-                cand.y[both],
-                cand.proba[both],
-                champ.proba[both],
-                metric=PRIMARY_METRIC,
-                n_resamples=config.n_resamples,
-                confidence=config.confidence,
-                seed=config.seed,
-            )
+    paired = champion is not None and candidate.spec.classes == champion.spec.classes
+    if champion is not None and not paired:
+        notes.append(
+            f"classes differ (candidate {candidate.spec.classes}, champion "
+            f"{champion.spec.classes}): no paired bootstrap"
+        )
+
+    def interval(
+        a: _Scored, b: _Scored | None, rows: NDArray[np.bool_] | None = None
+    ) -> BootstrapResult | None:
+        if not paired or b is None:
+            return None
+        both = a.known & b.known if rows is None else a.known & b.known & rows
+        return paired_bootstrap(
+            a.y[both],
+            a.proba[both],
+            b.proba[both],
+            metric=PRIMARY_METRIC,
+            n_resamples=config.n_resamples,
+            confidence=config.confidence,
+            seed=config.seed,
+        )
+
+    bootstrap: BootstrapResult | None = interval(cand, champ)
     unknown = int((~cand.known).sum())
     if unknown:
         notes.append(f"{unknown} holdout rows with labels the candidate does not know: ignored")
@@ -497,20 +339,32 @@ def evaluate_gate(
         for name in names:
             rows = np.asarray(labels == name)
             cand_metrics = cand.metrics(rows)
+            champ_metrics = champ.metrics(rows) if champ is not None else None
+            dropped = _drop(cand_metrics, champ_metrics) > config.slice_tolerance
             slices.append(
                 SliceMetrics(
                     column=column,
                     value=name,
                     rows=int(cand_metrics["rows"]),
                     candidate=cand_metrics,
-                    champion=champ.metrics(rows) if champ is not None else None,
+                    champion=champ_metrics,
+                    bootstrap=interval(cand, champ, rows) if dropped else None,
                 )
             )
     forgetting: list[HistoryMetrics] = []
     for name, frame in history.items():
-        old_cand = _score(candidate, frame).metrics()
-        old_champ = _score(champion, frame).metrics() if champion is not None else None
-        forgetting.append(HistoryMetrics(name, int(old_cand["rows"]), old_cand, old_champ))
+        old = _score(candidate, frame)
+        old_champion = _score(champion, frame) if champion is not None else None
+        old_cand = old.metrics()
+        forgetting.append(
+            HistoryMetrics(
+                name,
+                int(old_cand["rows"]),
+                old_cand,
+                old_champion.metrics() if old_champion is not None else None,
+                interval(old, old_champion),
+            )
+        )
     report = GateReport(
         primary_metric=PRIMARY_METRIC,
         candidate=cand.metrics() if holdout.height else {},
@@ -521,182 +375,17 @@ def evaluate_gate(
         config=config,
         notes=notes,
     )
-    return replace(report, decision=decide(report, config))
+    return replace(report, decision=decide(report))
 
 
-def decide(report: GateReport, config: GateConfig | None = None) -> GateDecision:
-    """Promote unless a criterion fails; one reason line per criterion, passed or failed.
-
-    Rejects when: the candidate has no primary metric; it is below ``min_metric``; it drops
-    more than ``tolerance`` below the champion, or the bootstrap interval of the difference
-    lies entirely below ``-tolerance``; its ECE is above ``max_ece`` and worse than the
-    champion's by more than ``ece_margin`` (a first model is only told); it is more than
-    ``forgetting_tolerance`` below the champion on a historical frame, or more than
-    ``slice_tolerance`` below it on a slice (each with at least ``min_slice_rows`` rows).
-    Without a champion only the floor applies (calibration is reported). When the
-    bootstrap shows the candidate clearly better on the current holdout (interval above
-    0), older data other than the reservoir is reported but not held against it: the
-    concept it follows has changed (concept drift), and forgetting it is the point of
-    retraining. The reservoir, kept in the window on purpose, is always checked.
-    """
-    config = config or report.config
-    m = report.primary_metric
-    value = report.candidate.get(m)
-    if value is None or math.isnan(value):
-        checks = Checks()
-        checks.add(False, f"candidate has no {m} on the holdout")
-        return checks.decision()
-    checks = Checks()
-    check_floor(checks, value, config.min_metric, m)
-    _check_calibration(checks, report, config)
-    if report.champion is None:
-        checks.note("no champion yet: floor only")
-        return checks.decision()
-    base = report.champion.get(m)
-    if base is None or math.isnan(base):
-        checks.note(f"champion has no {m} on this holdout; not compared")
-    else:
-        check_tolerance(checks, value, base, config.tolerance, m)
-    _check_bootstrap(checks, report.bootstrap, config)
-    changed = _concept_changed(report.bootstrap)
-    for old in report.forgetting:
-        if changed and old.name != RESERVOIR_FRAME and old.rows >= config.min_slice_rows:
-            _note_changed_concept(checks, old, m, report.bootstrap)
-        else:
-            _check_history(checks, old, m, config)
-    _check_slices(checks, report.slices, m, config)
-    return checks.decision()
-
-
-def _concept_changed(b: BootstrapResult | None) -> bool:
-    """The candidate is clearly better than the champion on the current holdout: the
-    champion's older data describes a concept that no longer holds."""
-    return b is not None and b.n_resamples > 0 and not math.isnan(b.low) and b.low > 0
-
-
-def _note_changed_concept(
-    checks: Checks, old: HistoryMetrics, m: str, b: BootstrapResult | None
-) -> None:
-    cand, champ = old.candidate.get(m), (old.champion or {}).get(m)
-    assert b is not None
-    checks.note(
-        f"{old.name} not held against the candidate: it is clearly better on the current "
-        f"holdout (interval [{b.low:+.4f}, {b.high:+.4f}]), so that older data follows a "
-        f"concept that changed (candidate {m} {_fmt(cand)}, champion {_fmt(champ)} on "
-        f"{old.rows} rows)"
-    )
-
-
-def _check_calibration(checks: Checks, report: GateReport, config: GateConfig) -> None:
-    ece = report.candidate.get("ece")
-    if ece is None or math.isnan(ece):
-        checks.note("candidate ece unknown: calibration not checked")
-        return
-    if ece <= config.max_ece + 1e-12:
-        checks.add(True, f"candidate ece {ece:.4f} <= max {config.max_ece:.4f}")
-        return
-    if report.champion is None:
-        # Rejecting the first model would leave nothing to serve: a model that is worse
-        # calibrated than the ceiling is still better than no model, and a later candidate
-        # is held to it against this one.
-        checks.note(
-            f"candidate ece {ece:.4f} > max {config.max_ece:.4f}: not held against a first "
-            "model (no champion to keep instead)"
-        )
-        return
-    base = report.champion.get("ece")
-    if base is None or math.isnan(base):
-        checks.add(False, f"poorly calibrated: candidate ece {ece:.4f} > max {config.max_ece:.4f}")
-        return
-    worse = ece > base + config.ece_margin + 1e-12
-    checks.add(
-        not worse,
-        f"{'poorly calibrated: ' if worse else ''}candidate ece {ece:.4f} > max "
-        f"{config.max_ece:.4f} and {'>' if worse else '<='} champion {base:.4f} + "
-        f"{config.ece_margin:.4f}",
-    )
-
-
-def _check_bootstrap(checks: Checks, b: BootstrapResult | None, config: GateConfig) -> None:
-    if b is None:
-        checks.note("no paired bootstrap")
-        return
-    if b.n_resamples == 0 or math.isnan(b.high):
-        checks.note(f"paired bootstrap of {b.metric} undefined (no resample with both classes)")
-        return
-    interval = (
-        f"bootstrap {b.confidence:.0%} interval of {b.metric} delta (candidate - champion) "
-        f"[{b.low:+.4f}, {b.high:+.4f}] ({b.n_resamples} resamples, delta {b.delta:+.4f})"
-    )
-    bound = 0.0 - config.tolerance  # no "-0.0000"
-    worse = b.high < bound - 1e-12
-    if worse:
-        checks.add(False, f"{interval}: upper bound < -tolerance ({bound:.4f}), clearly worse")
-    else:
-        checks.add(True, f"{interval}: upper bound >= -tolerance ({bound:.4f})")
-
-
-def _check_history(checks: Checks, old: HistoryMetrics, m: str, config: GateConfig) -> None:
-    cand, champ = old.candidate.get(m), (old.champion or {}).get(m)
-    if old.rows < config.min_slice_rows:
-        checks.note(f"{old.name}: {old.rows} rows < {config.min_slice_rows}, not compared")
-        return
-    if cand is None or champ is None or is_missing(cand) or is_missing(champ):
-        checks.note(f"{old.name}: {m} undefined on {old.rows} rows, not compared")
-        return
-    forgets = cand + 1e-12 < champ - config.forgetting_tolerance
-    checks.add(
-        not forgets,
-        f"{'forgets' if forgets else 'remembers'} {old.name}: candidate {m} {cand:.4f} "
-        f"{'<' if forgets else '>='} champion {champ:.4f} - {config.forgetting_tolerance:.4f} "
-        f"on {old.rows} rows",
-    )
-
-
-def _check_slices(checks: Checks, slices: list[SliceMetrics], m: str, config: GateConfig) -> None:
-    by_column: dict[str, list[SliceMetrics]] = {}
-    for s in slices:
-        by_column.setdefault(s.column, []).append(s)
-    for column, group in by_column.items():
-        compared = 0
-        small = 0
-        undefined = 0
-        failed = 0
-        worst: tuple[float, str] | None = None
-        for s in group:
-            cand, champ = s.candidate.get(m), (s.champion or {}).get(m)
-            if s.rows < config.min_slice_rows:
-                small += 1
-                continue
-            if cand is None or champ is None or is_missing(cand) or is_missing(champ):
-                undefined += 1
-                continue
-            compared += 1
-            if worst is None or cand - champ < worst[0]:
-                worst = (cand - champ, s.value)
-            if cand + 1e-12 < champ - config.slice_tolerance:
-                failed += 1
-                checks.add(
-                    False,
-                    f"worse on slice {column}={s.value} ({s.rows} rows): candidate {m} "
-                    f"{cand:.4f} < champion {champ:.4f} - {config.slice_tolerance:.4f}",
-                )
-        skipped = f"; {small} with < {config.min_slice_rows} rows" if small else ""
-        skipped += f"; {undefined} with {m} undefined" if undefined else ""
-        lowest = f" (lowest delta {worst[0]:+.4f} at {worst[1]})" if worst else ""
-        if compared and not failed:
-            checks.add(
-                True,
-                f"slices of {column}: {compared} compared, none below champion - "
-                f"{config.slice_tolerance:.4f}{lowest}{skipped}",
-            )
-        elif not compared:
-            checks.note(f"slices of {column}: none compared{skipped}")
-        else:
-            checks.note(
-                f"slices of {column}: {failed} of {compared} compared below champion - "
-                f"{config.slice_tolerance:.4f}{lowest}{skipped}"
-            )
+def _drop(candidate: Mapping[str, float], champion: Mapping[str, float] | None) -> float:
+    """How far the candidate is below the champion on the primary metric (NaN: unknown)."""
+    if champion is None:
+        return math.nan
+    cand, champ = candidate.get(PRIMARY_METRIC), champion.get(PRIMARY_METRIC)
+    if cand is None or champ is None:
+        return math.nan
+    return champ - cand
 
 
 # --- formatting -------------------------------------------------------------------------------
@@ -721,6 +410,12 @@ def _fmt_delta(cand: float | None, champ: float | None, name: str = "") -> str:
     if name == "rows":
         return f"{int(cand - champ):+d}"
     return f"{cand - champ:+.4f}"
+
+
+def _interval(b: BootstrapResult | None) -> str:
+    if b is None or b.n_resamples == 0 or math.isnan(b.low):
+        return "-"
+    return f"[{b.low:+.4f}, {b.high:+.4f}]"
 
 
 def _cell(text: str) -> str:
