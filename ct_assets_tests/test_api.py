@@ -14,8 +14,11 @@ import json
 import random
 import secrets
 import signal
+import socket
 import subprocess
 import threading
+import urllib.error
+import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -55,6 +58,7 @@ JSON = "application/json"
 NDJSON = "application/x-ndjson"
 FEEDBACK = "/v1/feedback"
 PREDICTIONS = "/v1/predictions"
+PREDICT = "/v1/predict"
 KIND_OF_PATH: dict[str, EventKind] = {FEEDBACK: "feedback", PREDICTIONS: "prediction"}
 RAW = '"@@RAW@@"'  # a placeholder string value, replaced by a raw JSON token (NaN, 1e999)
 
@@ -613,6 +617,50 @@ def test_413_for_a_chunked_body_without_content_length(
     assert not [i for i in all_stored_ids(server.eventlog_dir) if i.startswith("big-chunked")]
     # the connection is still usable after the refusal
     assert client.get("/healthz").status_code == 200
+
+
+@pytest.mark.parametrize("path", [FEEDBACK, PREDICT])
+def test_413_reaches_a_client_that_sends_the_whole_body_and_closes(
+    server: ApiServer, path: str
+) -> None:
+    # urllib sends "Connection: close" and writes the whole body before reading: a
+    # server closing with the body unread would make it see "connection reset".
+    body = _over_limit_ndjson("big-urllib") * 160  # ~10 MiB, far over the 64 KiB limit
+    assert len(body) > 10_000_000
+    before = log_state(server.eventlog_dir)
+    request = urllib.request.Request(
+        server.url(path),
+        data=body,
+        method="POST",
+        headers={"Content-Type": NDJSON if path == FEEDBACK else JSON, **server.auth()},
+    )
+
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=30)
+
+    assert refused.value.code == 413
+    assert refused.value.headers["Content-Type"].startswith("application/json")
+    body_of_error = json.loads(refused.value.read())
+    assert body_of_error["errors"][0]["reason"] == "body_too_large"
+    assert log_state(server.eventlog_dir) == before
+
+
+def test_413_to_an_expect_100_continue_client_does_not_invite_the_body(
+    server: ApiServer,
+) -> None:
+    head = (
+        f"POST {FEEDBACK} HTTP/1.1\r\nHost: {server.host}\r\n"
+        f"Authorization: Bearer {TOKEN}\r\nContent-Type: {NDJSON}\r\n"
+        f"Content-Length: {MAX_BODY_BYTES * 100}\r\nExpect: 100-continue\r\n\r\n"
+    )
+    with socket.create_connection((server.host, server.port), timeout=10) as sock:
+        sock.sendall(head.encode())
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            answer += sock.recv(65536)
+
+    status_line = answer.split(b"\r\n", 1)[0]
+    assert status_line == b"HTTP/1.1 413 Request Entity Too Large", answer
 
 
 def test_a_body_of_exactly_the_limit_is_accepted(server: ApiServer, client: httpx.Client) -> None:

@@ -36,6 +36,7 @@ from ct_assets.api.bodies import (
     parse_batch,
     request_error,
 )
+from ct_assets.api.body_limit import read_body
 from ct_assets.api.metrics import ApiMetrics, exported_metrics
 from ct_assets.api.openapi import openapi_document
 from ct_assets.eventlog.committer import GroupCommitter, GroupStats
@@ -186,22 +187,6 @@ def create_app(config: ApiConfig) -> Starlette:
         scheme, _, supplied = header.partition(" ")
         return scheme.lower() == "bearer" and hmac.compare_digest(supplied.strip().encode(), token)
 
-    async def read_body(request: Request) -> bytes:
-        declared = request.headers.get("content-length")
-        if declared is not None:
-            if not declared.isdigit():
-                raise request_error(400, ReasonCode.MALFORMED, "Content-Length is not a number")
-            if int(declared) > config.max_body_bytes:
-                raise _too_large(config.max_body_bytes)
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > config.max_body_bytes:
-                raise _too_large(config.max_body_bytes)
-            chunks.append(chunk)
-        return b"".join(chunks)
-
     def ingest_route(kind: EventKind, route: str) -> Callable[[Request], Awaitable[Response]]:
         async def ingest(request: Request) -> Response:
             started = time.perf_counter()
@@ -215,7 +200,7 @@ def create_app(config: ApiConfig) -> Starlette:
                         "unsupported_media_type",
                         "Content-Type must be application/json or application/x-ndjson",
                     )
-                body = await read_body(request)
+                body = await read_body(request, config.max_body_bytes)
                 batch = parse_batch(body, media, kind, config.max_skew, config.max_event_bytes)
                 state = holder["state"]
                 written = time.perf_counter()
@@ -248,7 +233,7 @@ def create_app(config: ApiConfig) -> Starlette:
                 raise request_error(
                     415, "unsupported_media_type", "Content-Type must be application/json"
                 )
-            body = await read_body(request)
+            body = await read_body(request, config.max_body_bytes)
             instances = parse_request(body, serving.max_instances)
             state = holder["state"]
             log = state.inference_log
@@ -379,10 +364,6 @@ def read_labeling_queue(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         return {"items": [], "generated_at": None, "method": None}
     return queue
-
-
-def _too_large(limit: int) -> Rejection:
-    return request_error(413, "body_too_large", f"the body is over the limit of {limit} bytes")
 
 
 def _count_rejected(metrics: ApiMetrics, kind: EventKind, rejection: Rejection) -> None:
