@@ -1377,3 +1377,54 @@ def test_a_failing_on_group_callback_does_not_stop_the_committer(tmp_path: Path)
         assert later.result(timeout=2).accepted_ids == ["pe-1"]
     finally:
         committer.close(timeout=2)
+
+
+@pytest.mark.parametrize("where", ["payload", "checksum", "magic"])
+def test_a_complete_last_journal_record_with_a_bad_checksum_is_corruption(
+    tmp_path: Path, where: str
+) -> None:
+    """Only a short write is a torn tail: a last record that is all there but fails its
+    checksum was acknowledged once, and is reported rather than cut."""
+    build_three_commits(tmp_path)
+    last_start, last_end = journal_records(tmp_path)[-1]
+    journal = journal_path(tmp_path)
+    assert last_end == journal.stat().st_size
+    flip(journal, _POSITIONS[where](last_start))
+    damaged = file_bytes(tmp_path)
+    message = re.escape(f"{journal.resolve()}: damaged journal record at byte {last_start}")
+
+    scan = scan_journal(tmp_path)
+    assert scan.corrupt and scan.valid_end == last_start and len(scan.commits) == 2
+    for kind in KINDS:
+        with pytest.raises(CorruptLogError, match=message):
+            EventLog(tmp_path).read(kind)
+    with pytest.raises(CorruptLogError, match=re.escape(f"{journal}: damaged journal record")):
+        EventLog(tmp_path).append([prediction(9)])
+    assert file_bytes(tmp_path) == damaged  # nothing cut, nothing written
+
+
+@pytest.mark.parametrize("keep", ["header_part", "header", "header_and_part_of_payload"])
+def test_a_short_write_of_the_last_journal_record_is_a_torn_tail_to_cut(
+    tmp_path: Path, keep: str
+) -> None:
+    batches = build_three_commits(tmp_path)
+    last_start, last_end = journal_records(tmp_path)[-1]
+    journal = journal_path(tmp_path)
+    cut = {
+        "header_part": last_start + 3,
+        "header": last_start + HEADER.size,
+        "header_and_part_of_payload": last_end - 1,
+    }[keep]
+    with open(journal, "r+b") as handle:
+        handle.truncate(cut)
+    kept = [e for batch in batches[:-1] for e in batch]
+
+    scan = scan_journal(tmp_path)
+    assert scan.torn and not scan.corrupt and scan.valid_end == last_start
+    log = EventLog(tmp_path)
+    assert sum(c.prediction + c.feedback for c in log.counts_by_date().values()) == len(kept)
+    result = log.append(batches[-1])  # the writer cuts the tail and commits again
+    assert (result.accepted, result.duplicates) == (len(batches[-1]), 0)
+    again = scan_journal(tmp_path)
+    assert not again.torn and not again.corrupt and len(again.commits) == 3
+
