@@ -858,12 +858,25 @@ def test_duplicates_are_acknowledged_and_never_stored_twice(
 # -- health, OpenAPI, metrics --------------------------------------------------------------
 
 
-def test_healthz(server: ApiServer) -> None:
-    response = httpx.get(server.url("/healthz"))
+def test_healthz_with_a_token_tells_the_worker(server: ApiServer) -> None:
+    response = httpx.get(server.url("/healthz"), headers=server.auth())
     assert response.status_code == 200
     body = response.json()
     assert body["status"] == "ok"
     assert body["pid"] == server.proc.pid  # one worker: uvicorn serves in-process
+    assert "serving" in body
+
+
+@pytest.mark.parametrize(
+    "authorization", [None, "Bearer wrong-token"], ids=["no-token", "wrong-token"]
+)
+def test_healthz_without_a_valid_token_says_only_healthy_or_not(
+    server: ApiServer, authorization: str | None
+) -> None:
+    headers = {"Authorization": authorization} if authorization else {}
+    response = httpx.get(server.url("/healthz"), headers=headers)
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}  # no pid, versions, paths or counts
 
 
 def test_labeling_queue_is_served_from_what_the_asset_wrote(server: ApiServer) -> None:
@@ -1011,7 +1024,8 @@ def test_two_workers_store_each_id_once_and_aggregate_metrics(tmp_path: Path) ->
                 response = httpx.post(api.url(FEEDBACK), content=body, headers=headers, timeout=60)
                 assert response.status_code == 202, response.text
                 results.append(response.json())
-                pids.add(httpx.get(api.url("/healthz"), timeout=60).json()["pid"])
+                health = httpx.get(api.url("/healthz"), headers=headers, timeout=60)
+                pids.add(health.json()["pid"])
             return results
 
         with ThreadPoolExecutor(threads) as pool:

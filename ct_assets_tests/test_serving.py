@@ -108,7 +108,8 @@ def predict(http: httpx.Client, body: Any) -> httpx.Response:
 
 
 def serving(api: ApiServer) -> dict[str, Any]:
-    status: dict[str, Any] = httpx.get(api.url("/healthz"), timeout=10).json()["serving"]
+    response = httpx.get(api.url("/healthz"), headers=api.auth(), timeout=10)
+    status: dict[str, Any] = response.json()["serving"]
     return status
 
 

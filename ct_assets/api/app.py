@@ -322,12 +322,16 @@ def create_app(config: ApiConfig) -> Starlette:
         return response
 
     async def healthz(request: Request) -> Response:
+        """Healthy or not to anyone; the worker's details only with a valid token (or
+        when the API runs without authentication)."""
         state = holder.get("state")
         alive = state is not None and state.committer.alive
-        body: dict[str, Any] = {"status": "ok" if alive else "down", "pid": os.getpid()}
-        if state is not None:
-            # what /v1/predict serves in this worker (never part of being alive)
-            body["serving"] = state.serving_status()
+        body: dict[str, Any] = {"status": "ok" if alive else "down"}
+        if authorized(request):
+            body["pid"] = os.getpid()
+            if state is not None:
+                # what /v1/predict serves in this worker (never part of being alive)
+                body["serving"] = state.serving_status()
         return _json(200 if alive else 503, body)
 
     async def metrics_endpoint(request: Request) -> Response:
