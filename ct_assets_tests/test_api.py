@@ -1102,6 +1102,47 @@ def test_no_auth_is_refused_on_a_public_address(tmp_path: Path) -> None:
     assert "loopback" in done.stderr and "0.0.0.0" in done.stderr
 
 
+UVICORN = str(Path(CT_ASSETS).parent / "uvicorn")
+
+
+def run_factory(home: Path, host: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run the API's app factory under uvicorn directly (not through ``ct-assets api``)."""
+    command = [UVICORN, "ct_assets.api.server:create_app_from_env", "--factory"]
+    command += ["--host", host, "--port", str(free_port(host)), "--log-level", "warning"]
+    return subprocess.run(
+        command,
+        env=server_env(home, None, env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("host", "env", "says"),
+    [
+        pytest.param("127.0.0.1", {}, "CT_API_TOKEN", id="no-token"),
+        pytest.param(
+            "127.0.0.1", {"CT_API_INSECURE_NO_AUTH": "1"}, "CT_API_BIND_HOST", id="unknown-host"
+        ),
+        pytest.param(
+            "0.0.0.0",
+            {"CT_API_INSECURE_NO_AUTH": "1", "CT_API_BIND_HOST": "0.0.0.0"},
+            "only allowed on a loopback address, not 0.0.0.0",
+            id="public-host",
+        ),
+    ],
+)
+def test_the_uvicorn_factory_refuses_to_start_without_auth_off_loopback(
+    tmp_path: Path, host: str, env: dict[str, str], says: str
+) -> None:
+    done = run_factory(tmp_path / "home", host, env)
+    assert done.returncode != 0, done.stdout + done.stderr
+    assert says in done.stderr, done.stderr
+    assert "Uvicorn running" not in done.stderr
+
+
 @pytest.mark.slow
 def test_no_auth_on_loopback_accepts_requests_without_a_token(tmp_path: Path) -> None:
     home = tmp_path / "home"

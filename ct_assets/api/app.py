@@ -58,7 +58,6 @@ from ct_assets.serving.predict import (
 )
 from ct_assets.settings import Settings
 
-INSECURE_ENV = "CT_API_INSECURE_NO_AUTH"
 GIL_SWITCH_INTERVAL = 0.0002
 # How long startup waits for the first registry poll (loading the champion) before it
 # serves anyway: /v1/predict answers 503 no_model until the champion is loaded.
@@ -377,9 +376,3 @@ def _count_rejected(metrics: ApiMetrics, kind: EventKind, rejection: Rejection) 
         first.setdefault(error.index, error.reason)
     for reason in first.values():
         metrics.events_rejected.labels(kind, reason).inc()
-
-
-def create_app_from_env() -> Starlette:
-    """The uvicorn factory used by ``ct-assets api`` workers: settings from the environment."""
-    insecure = os.environ.get(INSECURE_ENV) == "1"
-    return create_app(ApiConfig.from_settings(Settings.from_env(), insecure_no_auth=insecure))
