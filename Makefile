@@ -55,6 +55,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_ingest_api.py
 	$(BIN)/python benchmarks/bench_compile_dataset.py
 	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/bench_gate_bootstrap.py
 	$(BIN)/python benchmarks/bench_sensor_tick.py
 	$(BIN)/python benchmarks/bench_backtest.py
 	$(BIN)/python benchmarks/bench_predict.py

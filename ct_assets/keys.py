@@ -56,6 +56,8 @@ META_DATASET_VERSION = "ct/dataset_version"
 META_DATASET_PATH = "ct/dataset_path"
 META_MODEL_VERSION = "ct/model_version"
 META_MLFLOW_RUN_ID = "ct/mlflow_run_id"
+# the MLflow UI page of the model version (a URL), or the file store holding it (a path)
+META_MLFLOW_MODEL_VERSION = "ct/mlflow_model_version"
 META_AUC = "ct/auc"
 META_ACCURACY = "ct/accuracy"
 META_DECISION = "ct/decision"

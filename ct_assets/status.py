@@ -8,6 +8,7 @@ from typing import Any
 from ct_assets import keys
 from ct_assets.eventlog import EventLog
 from ct_assets.settings import Settings
+from ct_assets.uris import redact_uri
 
 
 def _registry_state(settings: Settings) -> dict[str, Any]:
@@ -164,7 +165,7 @@ def collect_status(settings: Settings) -> dict[str, Any]:
     return {
         "model_name": settings.model_name,
         "ct_home": str(settings.home),
-        "tracking_uri": settings.tracking_uri,
+        "tracking_uri": redact_uri(settings.tracking_uri),
         **_registry_state(settings),
         **_dagster_state(settings),
         "events": {"feedback": counts.feedback, "prediction": counts.prediction},

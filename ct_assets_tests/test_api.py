@@ -14,8 +14,11 @@ import json
 import random
 import secrets
 import signal
+import socket
 import subprocess
 import threading
+import urllib.error
+import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -55,6 +58,7 @@ JSON = "application/json"
 NDJSON = "application/x-ndjson"
 FEEDBACK = "/v1/feedback"
 PREDICTIONS = "/v1/predictions"
+PREDICT = "/v1/predict"
 KIND_OF_PATH: dict[str, EventKind] = {FEEDBACK: "feedback", PREDICTIONS: "prediction"}
 RAW = '"@@RAW@@"'  # a placeholder string value, replaced by a raw JSON token (NaN, 1e999)
 
@@ -615,6 +619,50 @@ def test_413_for_a_chunked_body_without_content_length(
     assert client.get("/healthz").status_code == 200
 
 
+@pytest.mark.parametrize("path", [FEEDBACK, PREDICT])
+def test_413_reaches_a_client_that_sends_the_whole_body_and_closes(
+    server: ApiServer, path: str
+) -> None:
+    # urllib sends "Connection: close" and writes the whole body before reading: a
+    # server closing with the body unread would make it see "connection reset".
+    body = _over_limit_ndjson("big-urllib") * 160  # ~10 MiB, far over the 64 KiB limit
+    assert len(body) > 10_000_000
+    before = log_state(server.eventlog_dir)
+    request = urllib.request.Request(
+        server.url(path),
+        data=body,
+        method="POST",
+        headers={"Content-Type": NDJSON if path == FEEDBACK else JSON, **server.auth()},
+    )
+
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=30)
+
+    assert refused.value.code == 413
+    assert refused.value.headers["Content-Type"].startswith("application/json")
+    body_of_error = json.loads(refused.value.read())
+    assert body_of_error["errors"][0]["reason"] == "body_too_large"
+    assert log_state(server.eventlog_dir) == before
+
+
+def test_413_to_an_expect_100_continue_client_does_not_invite_the_body(
+    server: ApiServer,
+) -> None:
+    head = (
+        f"POST {FEEDBACK} HTTP/1.1\r\nHost: {server.host}\r\n"
+        f"Authorization: Bearer {TOKEN}\r\nContent-Type: {NDJSON}\r\n"
+        f"Content-Length: {MAX_BODY_BYTES * 100}\r\nExpect: 100-continue\r\n\r\n"
+    )
+    with socket.create_connection((server.host, server.port), timeout=10) as sock:
+        sock.sendall(head.encode())
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            answer += sock.recv(65536)
+
+    status_line = answer.split(b"\r\n", 1)[0]
+    assert status_line == b"HTTP/1.1 413 Request Entity Too Large", answer
+
+
 def test_a_body_of_exactly_the_limit_is_accepted(server: ApiServer, client: httpx.Client) -> None:
     line = ndjson(fb("limit-exact"))
     padded = line + b"\n" * (MAX_BODY_BYTES - len(line))
@@ -810,12 +858,25 @@ def test_duplicates_are_acknowledged_and_never_stored_twice(
 # -- health, OpenAPI, metrics --------------------------------------------------------------
 
 
-def test_healthz(server: ApiServer) -> None:
-    response = httpx.get(server.url("/healthz"))
+def test_healthz_with_a_token_tells_the_worker(server: ApiServer) -> None:
+    response = httpx.get(server.url("/healthz"), headers=server.auth())
     assert response.status_code == 200
     body = response.json()
     assert body["status"] == "ok"
     assert body["pid"] == server.proc.pid  # one worker: uvicorn serves in-process
+    assert "serving" in body
+
+
+@pytest.mark.parametrize(
+    "authorization", [None, "Bearer wrong-token"], ids=["no-token", "wrong-token"]
+)
+def test_healthz_without_a_valid_token_says_only_healthy_or_not(
+    server: ApiServer, authorization: str | None
+) -> None:
+    headers = {"Authorization": authorization} if authorization else {}
+    response = httpx.get(server.url("/healthz"), headers=headers)
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}  # no pid, versions, paths or counts
 
 
 def test_labeling_queue_is_served_from_what_the_asset_wrote(server: ApiServer) -> None:
@@ -963,7 +1024,8 @@ def test_two_workers_store_each_id_once_and_aggregate_metrics(tmp_path: Path) ->
                 response = httpx.post(api.url(FEEDBACK), content=body, headers=headers, timeout=60)
                 assert response.status_code == 202, response.text
                 results.append(response.json())
-                pids.add(httpx.get(api.url("/healthz"), timeout=60).json()["pid"])
+                health = httpx.get(api.url("/healthz"), headers=headers, timeout=60)
+                pids.add(health.json()["pid"])
             return results
 
         with ThreadPoolExecutor(threads) as pool:
@@ -1038,6 +1100,47 @@ def test_no_auth_is_refused_on_a_public_address(tmp_path: Path) -> None:
     done = run_api(tmp_path / "home", None, args)
     assert done.returncode == 2, done.stdout + done.stderr
     assert "loopback" in done.stderr and "0.0.0.0" in done.stderr
+
+
+UVICORN = str(Path(CT_ASSETS).parent / "uvicorn")
+
+
+def run_factory(home: Path, host: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run the API's app factory under uvicorn directly (not through ``ct-assets api``)."""
+    command = [UVICORN, "ct_assets.api.server:create_app_from_env", "--factory"]
+    command += ["--host", host, "--port", str(free_port(host)), "--log-level", "warning"]
+    return subprocess.run(
+        command,
+        env=server_env(home, None, env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("host", "env", "says"),
+    [
+        pytest.param("127.0.0.1", {}, "CT_API_TOKEN", id="no-token"),
+        pytest.param(
+            "127.0.0.1", {"CT_API_INSECURE_NO_AUTH": "1"}, "CT_API_BIND_HOST", id="unknown-host"
+        ),
+        pytest.param(
+            "0.0.0.0",
+            {"CT_API_INSECURE_NO_AUTH": "1", "CT_API_BIND_HOST": "0.0.0.0"},
+            "only allowed on a loopback address, not 0.0.0.0",
+            id="public-host",
+        ),
+    ],
+)
+def test_the_uvicorn_factory_refuses_to_start_without_auth_off_loopback(
+    tmp_path: Path, host: str, env: dict[str, str], says: str
+) -> None:
+    done = run_factory(tmp_path / "home", host, env)
+    assert done.returncode != 0, done.stdout + done.stderr
+    assert says in done.stderr, done.stderr
+    assert "Uvicorn running" not in done.stderr
 
 
 @pytest.mark.slow

@@ -1377,3 +1377,103 @@ def test_a_failing_on_group_callback_does_not_stop_the_committer(tmp_path: Path)
         assert later.result(timeout=2).accepted_ids == ["pe-1"]
     finally:
         committer.close(timeout=2)
+
+
+@pytest.mark.parametrize("where", ["payload", "checksum", "magic"])
+def test_a_complete_last_journal_record_with_a_bad_checksum_is_corruption(
+    tmp_path: Path, where: str
+) -> None:
+    """Only a short write is a torn tail: a last record that is all there but fails its
+    checksum was acknowledged once, and is reported rather than cut."""
+    build_three_commits(tmp_path)
+    last_start, last_end = journal_records(tmp_path)[-1]
+    journal = journal_path(tmp_path)
+    assert last_end == journal.stat().st_size
+    flip(journal, _POSITIONS[where](last_start))
+    damaged = file_bytes(tmp_path)
+    message = re.escape(f"{journal.resolve()}: damaged journal record at byte {last_start}")
+
+    scan = scan_journal(tmp_path)
+    assert scan.corrupt and scan.valid_end == last_start and len(scan.commits) == 2
+    for kind in KINDS:
+        with pytest.raises(CorruptLogError, match=message):
+            EventLog(tmp_path).read(kind)
+    with pytest.raises(CorruptLogError, match=re.escape(f"{journal}: damaged journal record")):
+        EventLog(tmp_path).append([prediction(9)])
+    assert file_bytes(tmp_path) == damaged  # nothing cut, nothing written
+
+
+@pytest.mark.parametrize("keep", ["header_part", "header", "header_and_part_of_payload"])
+def test_a_short_write_of_the_last_journal_record_is_a_torn_tail_to_cut(
+    tmp_path: Path, keep: str
+) -> None:
+    batches = build_three_commits(tmp_path)
+    last_start, last_end = journal_records(tmp_path)[-1]
+    journal = journal_path(tmp_path)
+    cut = {
+        "header_part": last_start + 3,
+        "header": last_start + HEADER.size,
+        "header_and_part_of_payload": last_end - 1,
+    }[keep]
+    with open(journal, "r+b") as handle:
+        handle.truncate(cut)
+    kept = [e for batch in batches[:-1] for e in batch]
+
+    scan = scan_journal(tmp_path)
+    assert scan.torn and not scan.corrupt and scan.valid_end == last_start
+    log = EventLog(tmp_path)
+    assert sum(c.prediction + c.feedback for c in log.counts_by_date().values()) == len(kept)
+    result = log.append(batches[-1])  # the writer cuts the tail and commits again
+    assert (result.accepted, result.duplicates) == (len(batches[-1]), 0)
+    again = scan_journal(tmp_path)
+    assert not again.torn and not again.corrupt and len(again.commits) == 3
+
+
+class FsyncRecorder:
+    """Stands in for ``os.fsync``: notes which file or directory each call was for (by the
+    descriptor's path), then really syncs it."""
+
+    def __init__(self, steps: list[tuple[str, str]]) -> None:
+        self.real = os.fsync
+        self.steps = steps
+
+    def __call__(self, fd: int) -> None:
+        path = Path(os.readlink(f"/proc/self/fd/{fd}"))
+        self.steps.append(("fsync-dir" if path.is_dir() else "fsync", str(path)))
+        self.real(fd)
+
+
+def test_a_commit_fsyncs_its_segment_frames_then_the_journal_then_acknowledges(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = EventLogWriter(tmp_path)
+    writer.append([prediction(0, at=AT_1)])  # the log, its journal and D1's segment exist
+    committer = GroupCommitter(writer)
+    steps: list[tuple[str, str]] = []
+    monkeypatch.setattr(os, "fsync", FsyncRecorder(steps))
+    # frames on two dates, one of them new (its segment file and folder are created)
+    batch = prepare_batch([prediction(1, at=AT_1), feedback(1, at=AT_1), prediction(2, at=AT_2)])
+    try:
+        future = committer.submit(batch)
+        future.add_done_callback(lambda done: steps.append(("ack", repr(done.result()))))
+        result = future.result(timeout=30)
+    finally:
+        monkeypatch.undo()
+        committer.close()
+
+    assert (result.accepted, result.duplicates) == (3, 0)
+    journal = str(journal_path(tmp_path).resolve())
+    frames = [
+        str(segment_file(tmp_path, part.segment).resolve())
+        for part in scan_journal(tmp_path).commits[-1].parts
+    ]
+    assert len(frames) == 3 and len(set(frames)) == 2  # two frames on D1's segment, one on D2's
+    files = [(step, path) for step, path in steps if step != "fsync-dir"]
+    # each frame's segment synced once per frame, in the commit's order; then the journal;
+    # then the caller hears of it; nothing is synced after the acknowledgement
+    assert files[:-2] == [("fsync", path) for path in frames]
+    assert files[-2] == ("fsync", journal)
+    assert files[-1][0] == "ack" and steps[-1] == files[-1]
+    # a new segment's directory entries are durable before the journal names it
+    directories = [i for i, (step, _) in enumerate(steps) if step == "fsync-dir"]
+    assert directories and max(directories) < steps.index(("fsync", journal))

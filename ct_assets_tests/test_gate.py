@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -239,17 +238,15 @@ def test_bootstrap_skips_resamples_with_a_single_class() -> None:
     assert none.n_resamples == 0 and math.isnan(none.low) and math.isnan(none.delta)
 
 
-def test_bootstrap_is_fast_on_50k_rows() -> None:
+def test_bootstrap_on_50k_rows_with_ties() -> None:
+    """Its speed is measured by benchmarks/bench_gate_bootstrap.py, not here."""
     rng = np.random.default_rng(5)
     y = rng.integers(0, 2, 50_000)
     p = np.round(sigmoid((2 * y - 1) + rng.normal(size=50_000)), 3)  # with ties, like trees
     q = np.round(sigmoid(0.8 * (2 * y - 1) + rng.normal(size=50_000)), 3)
-    started = time.perf_counter()
     result = paired_bootstrap(y, p, q, n_resamples=1000)
-    seconds = time.perf_counter() - started
     assert result.n_resamples == 1000 and result.low > 0
     assert result.delta == pytest.approx(roc_auc_score(y, p) - roc_auc_score(y, q))
-    assert seconds < 5.0, f"50k rows x 1000 resamples took {seconds:.1f} s"
 
 
 # --- the gate on real models ------------------------------------------------------------------

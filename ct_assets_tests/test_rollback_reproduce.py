@@ -97,6 +97,10 @@ def test_rollback_restores_the_previous_champion_with_an_audit_record(
         assert meta[keys.META_MODEL_VERSION].value == second
         assert meta[keys.META_PREVIOUS_CHAMPION].value == first
         assert meta["rollback_reason"].value == "fixed"
+        # the champion's page points at the MLflow store holding the version (no server here)
+        store = meta[keys.META_MLFLOW_MODEL_VERSION]
+        assert isinstance(store, dg.PathMetadataValue)
+        assert store.path == settings.tracking_uri.removeprefix("sqlite:///")
     champion = registry.alias(CHAMPION)
     assert champion is not None and champion.version == second
     assert [r.action for r in registry.audit_trail()] == [

@@ -108,7 +108,8 @@ def predict(http: httpx.Client, body: Any) -> httpx.Response:
 
 
 def serving(api: ApiServer) -> dict[str, Any]:
-    status: dict[str, Any] = httpx.get(api.url("/healthz"), timeout=10).json()["serving"]
+    response = httpx.get(api.url("/healthz"), headers=api.auth(), timeout=10)
+    status: dict[str, Any] = response.json()["serving"]
     return status
 
 
@@ -488,8 +489,8 @@ def test_alias_change_under_concurrent_load(server: ApiServer, deployed: Deploye
 def test_schemathesis_cases_of_the_documented_predict_never_get_a_5xx(server: ApiServer) -> None:
     """Positive and negative cases from the served OpenAPI document: every answer is
     documented (status, content type, body schema) and none is a 5xx."""
-    schemathesis = pytest.importorskip("schemathesis")
-    requests = pytest.importorskip("requests")
+    import requests
+    import schemathesis
     from hypothesis import HealthCheck, given
     from hypothesis import settings as fuzz_settings
     from schemathesis import GenerationMode
@@ -565,15 +566,14 @@ def test_a_full_inference_log_answers_503_and_loses_nothing_queued(
         assert serving(api)["champion"] is not None
         with log_locked(home):
             for k in range(4):  # fills the queue: the writer is stuck on the lock
-                started = time.monotonic()
+                # answered 200, not 503 after the 0.5 s log timeout: it did not wait
                 assert ask(f"queued-{k}").status_code == 200
-                assert time.monotonic() - started < 0.4
             assert serving(api)["log"] == {"pending": 4, "capacity": 4, "written": 0}
             started = time.monotonic()
             refused = ask("refused")
             waited = time.monotonic() - started
             assert refused.status_code == 503, refused.text
-            assert 0.45 <= waited < 5, waited
+            assert waited >= 0.45, waited  # it waited for the log timeout (0.5 s) first
             assert refused.headers["retry-after"] == "1"
             (error,) = refused.json()["errors"]
             assert error["reason"] == "log_full"

@@ -36,6 +36,7 @@ from ct_assets.api.bodies import (
     parse_batch,
     request_error,
 )
+from ct_assets.api.body_limit import read_body
 from ct_assets.api.metrics import ApiMetrics, exported_metrics
 from ct_assets.api.openapi import openapi_document
 from ct_assets.eventlog.committer import GroupCommitter, GroupStats
@@ -57,7 +58,6 @@ from ct_assets.serving.predict import (
 )
 from ct_assets.settings import Settings
 
-INSECURE_ENV = "CT_API_INSECURE_NO_AUTH"
 GIL_SWITCH_INTERVAL = 0.0002
 # How long startup waits for the first registry poll (loading the champion) before it
 # serves anyway: /v1/predict answers 503 no_model until the champion is loaded.
@@ -186,22 +186,6 @@ def create_app(config: ApiConfig) -> Starlette:
         scheme, _, supplied = header.partition(" ")
         return scheme.lower() == "bearer" and hmac.compare_digest(supplied.strip().encode(), token)
 
-    async def read_body(request: Request) -> bytes:
-        declared = request.headers.get("content-length")
-        if declared is not None:
-            if not declared.isdigit():
-                raise request_error(400, ReasonCode.MALFORMED, "Content-Length is not a number")
-            if int(declared) > config.max_body_bytes:
-                raise _too_large(config.max_body_bytes)
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > config.max_body_bytes:
-                raise _too_large(config.max_body_bytes)
-            chunks.append(chunk)
-        return b"".join(chunks)
-
     def ingest_route(kind: EventKind, route: str) -> Callable[[Request], Awaitable[Response]]:
         async def ingest(request: Request) -> Response:
             started = time.perf_counter()
@@ -215,7 +199,7 @@ def create_app(config: ApiConfig) -> Starlette:
                         "unsupported_media_type",
                         "Content-Type must be application/json or application/x-ndjson",
                     )
-                body = await read_body(request)
+                body = await read_body(request, config.max_body_bytes)
                 batch = parse_batch(body, media, kind, config.max_skew, config.max_event_bytes)
                 state = holder["state"]
                 written = time.perf_counter()
@@ -248,7 +232,7 @@ def create_app(config: ApiConfig) -> Starlette:
                 raise request_error(
                     415, "unsupported_media_type", "Content-Type must be application/json"
                 )
-            body = await read_body(request)
+            body = await read_body(request, config.max_body_bytes)
             instances = parse_request(body, serving.max_instances)
             state = holder["state"]
             log = state.inference_log
@@ -337,12 +321,16 @@ def create_app(config: ApiConfig) -> Starlette:
         return response
 
     async def healthz(request: Request) -> Response:
+        """Healthy or not to anyone; the worker's details only with a valid token (or
+        when the API runs without authentication)."""
         state = holder.get("state")
         alive = state is not None and state.committer.alive
-        body: dict[str, Any] = {"status": "ok" if alive else "down", "pid": os.getpid()}
-        if state is not None:
-            # what /v1/predict serves in this worker (never part of being alive)
-            body["serving"] = state.serving_status()
+        body: dict[str, Any] = {"status": "ok" if alive else "down"}
+        if authorized(request):
+            body["pid"] = os.getpid()
+            if state is not None:
+                # what /v1/predict serves in this worker (never part of being alive)
+                body["serving"] = state.serving_status()
         return _json(200 if alive else 503, body)
 
     async def metrics_endpoint(request: Request) -> Response:
@@ -381,10 +369,6 @@ def read_labeling_queue(path: Path) -> dict[str, Any]:
     return queue
 
 
-def _too_large(limit: int) -> Rejection:
-    return request_error(413, "body_too_large", f"the body is over the limit of {limit} bytes")
-
-
 def _count_rejected(metrics: ApiMetrics, kind: EventKind, rejection: Rejection) -> None:
     """One count per refused record, under the reason of its first error."""
     first: dict[int, str] = {}
@@ -392,9 +376,3 @@ def _count_rejected(metrics: ApiMetrics, kind: EventKind, rejection: Rejection) 
         first.setdefault(error.index, error.reason)
     for reason in first.values():
         metrics.events_rejected.labels(kind, reason).inc()
-
-
-def create_app_from_env() -> Starlette:
-    """The uvicorn factory used by ``ct-assets api`` workers: settings from the environment."""
-    insecure = os.environ.get(INSECURE_ENV) == "1"
-    return create_app(ApiConfig.from_settings(Settings.from_env(), insecure_no_auth=insecure))

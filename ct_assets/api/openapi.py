@@ -280,11 +280,13 @@ def openapi_document(max_body_bytes: int, max_instances: int = 1000) -> dict[str
             },
             "/healthz": {
                 "get": {
-                    "summary": "Liveness and the log's committed counts",
+                    "summary": "Liveness: whether the worker can commit to the event log",
                     "description": (
-                        "`serving` tells what /v1/predict serves in the worker that answered: "
-                        "champion and challenger versions, deployment mode and fraction, "
-                        "and the inference log queue (pending records, capacity)"
+                        'Without a token the body is only `{"status": "ok"}` (or '
+                        "`down`, with 503). With a valid bearer token it adds `pid` and "
+                        "`serving`: what /v1/predict serves in the worker that answered "
+                        "(champion and challenger versions, deployment mode and fraction, "
+                        "and the inference log queue: pending records, capacity)"
                     ),
                     "responses": {"200": {"description": "the API can write the event log"}},
                 }

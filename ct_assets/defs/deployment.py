@@ -5,7 +5,7 @@ import polars as pl
 
 from ct_assets import keys
 from ct_assets.data.dataset import preview_markdown
-from ct_assets.defs.lineage import latest_metadata
+from ct_assets.defs.lineage import latest_metadata, model_version_metadata
 from ct_assets.defs.resources import CurationResource, RegistryResource
 from ct_assets.registry import CHAMPION, TAG_LOG_POSITION, TAG_WINDOW_START, Registry
 
@@ -58,6 +58,7 @@ def champion_model(
                 "challenger": version,
                 "deployment": f"{deployment.mode} {deployment.fraction:g}",
                 **champion_baseline(reg, current.run_id),
+                **model_version_metadata(reg.tracking_uri, reg.model_name, current.version),
             },
             data_version=dg.DataVersion(f"v{current.version}"),
         )
@@ -73,6 +74,7 @@ def champion_model(
             keys.META_TRIGGER: trigger,
             keys.META_WINDOW_START: info.tags.get(TAG_WINDOW_START, ""),
             **champion_baseline(reg, info.run_id),
+            **model_version_metadata(reg.tracking_uri, reg.model_name, version),
         },
         data_version=dg.DataVersion(f"v{version}"),
     )

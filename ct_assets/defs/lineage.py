@@ -6,6 +6,9 @@ from typing import Any
 
 import dagster as dg
 
+from ct_assets import keys
+from ct_assets.uris import model_version_link
+
 
 def latest_metadata(instance: dg.DagsterInstance, asset: str) -> dict[str, Any] | None:
     """Metadata of the asset's latest materialization as plain values, or None if never."""
@@ -30,3 +33,17 @@ def required_metadata(instance: dg.DagsterInstance, asset: str, key: str) -> dic
     if key not in metadata:
         raise dg.Failure(f"the latest {asset} materialization has no {key!r} metadata")
     return metadata
+
+
+def model_version_metadata(
+    tracking_uri: str, model_name: str, version: str
+) -> dict[str, dg.MetadataValue]:  # type: ignore[type-arg]
+    """``ct/mlflow_model_version``: a link to the version's page in the MLflow UI when the
+    tracking URI is an http(s) server, else the file store's path (credentials never shown)."""
+    link = model_version_link(tracking_uri, model_name, version)
+    value = {
+        "url": dg.MetadataValue.url,
+        "path": dg.MetadataValue.path,
+        "text": dg.MetadataValue.text,
+    }[link.kind](link.target)
+    return {keys.META_MLFLOW_MODEL_VERSION: value}

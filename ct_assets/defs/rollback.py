@@ -9,6 +9,7 @@ from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
 from ct_assets import keys
 from ct_assets.defs.deployment import champion_baseline
+from ct_assets.defs.lineage import model_version_metadata
 from ct_assets.defs.resources import RegistryResource
 from ct_assets.registry import TAG_LOG_POSITION, TAG_WINDOW_START, RollbackError
 
@@ -50,6 +51,7 @@ def rollback_champion(
             keys.META_TRIGGER: "rollback",
             keys.META_WINDOW_START: info.tags.get(TAG_WINDOW_START, ""),
             **champion_baseline(reg, info.run_id),
+            **model_version_metadata(reg.tracking_uri, reg.model_name, record.version),
             "rolled_back_by": by,
             "rollback_reason": config.reason,
             "rolled_back_at": record.at,

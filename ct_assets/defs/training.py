@@ -11,7 +11,7 @@ from pydantic import Field
 
 from ct_assets import keys
 from ct_assets.data.dataset import DatasetInfo
-from ct_assets.defs.lineage import required_metadata
+from ct_assets.defs.lineage import model_version_metadata, required_metadata
 from ct_assets.defs.resources import DatasetStoreResource, RegistryResource, TrainingConfigResource
 from ct_assets.registry import (
     CHAMPION,
@@ -230,6 +230,7 @@ def candidate_model(
         metadata={
             keys.META_MODEL_VERSION: registered.version,
             keys.META_MLFLOW_RUN_ID: registered.run_id,
+            **model_version_metadata(reg.tracking_uri, reg.model_name, registered.version),
             keys.META_DATASET_VERSION: info.version,
             keys.META_MODE: result.mode,
             keys.META_TRIGGER: run_tags.get(keys.TAG_TRIGGER, "manual"),

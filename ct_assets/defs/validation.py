@@ -26,6 +26,7 @@ from ct_assets.training.candidates import candidates_markdown, recorded_candidat
 from ct_assets.training.evaluation import GateConfig, evaluate_gate
 from ct_assets.training.model import TrainedModel
 from ct_assets.training.plots import calibration_png, importance_png, png_markdown, roc_png
+from ct_assets.uris import redact_uri
 
 GATE_CODE_VERSION = "gate-v2"
 
@@ -202,7 +203,7 @@ def validation_report(
                 f"{_candidates_section(candidates)}{gate.markdown()}\n\n{images}"
             ),
             "report_path": dg.MetadataValue.path(str(path)),
-            "mlflow_artifact": artifact_uri,
+            "mlflow_artifact": redact_uri(artifact_uri),
         },
         check_results=[
             dg.AssetCheckResult(

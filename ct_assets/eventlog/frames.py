@@ -7,9 +7,11 @@ A frame is one checksummed record:
 
 Segment frames (magic ``CTF1``) hold one JSON event per line of the payload; journal
 frames (magic ``CTJ1``) hold one commit record. A frame is written with one ``write``;
-after a crash a file ends in complete frames followed, at worst, by a torn one. A
-scanner stops at the first frame whose length or checksum does not hold and tells
-a torn tail (nothing valid after it) from damage (a valid frame follows it).
+after a crash a file ends in complete frames followed, at worst, by a short write (the
+beginning of a frame). A scanner stops at the first frame whose length or checksum
+does not hold and tells a torn tail (nothing valid after it) from damage (a valid
+frame follows it). The journal is stricter: a complete record that fails its checksum
+is damage even at the tail; only an incomplete one is a torn tail.
 """
 
 from __future__ import annotations
@@ -77,8 +79,16 @@ def encode_record(payload: bytes, n_prediction: int, n_feedback: int, magic: byt
     return header + payload
 
 
-def scan_bytes(data: bytes, start: int = 0, magic: bytes = SEGMENT_MAGIC) -> ScanResult:
-    """Every valid frame in ``data`` (which begins at file offset ``start``)."""
+def scan_bytes(
+    data: bytes, start: int = 0, magic: bytes = SEGMENT_MAGIC, *, strict_tail: bool = False
+) -> ScanResult:
+    """Every valid frame in ``data`` (which begins at file offset ``start``).
+
+    An invalid frame followed by a valid one is damage (``corrupt``). With
+    ``strict_tail`` (the journal, written one whole record per ``write``) an invalid
+    last frame is damage too unless it is incomplete (see :func:`is_short_write`):
+    a complete record whose checksum fails was acknowledged once and is now damaged.
+    """
     frames: list[Frame] = []
     pos = 0
     corrupt = False
@@ -89,7 +99,19 @@ def scan_bytes(data: bytes, start: int = 0, magic: bytes = SEGMENT_MAGIC) -> Sca
             break
         frames.append(Frame(start + pos, frame.n_prediction, frame.n_feedback, frame.payload))
         pos = frame.end
+    if strict_tail and pos < len(data) and not is_short_write(data[pos:], magic):
+        corrupt = True
     return ScanResult(frames, start + pos, start + len(data), corrupt)
+
+
+def is_short_write(tail: bytes, magic: bytes) -> bool:
+    """Whether ``tail`` (the bytes after the last valid frame) is the beginning of a
+    frame whose write never completed: fewer bytes than a header, beginning like the
+    magic; or a header with the right magic that claims more bytes than are there."""
+    if len(tail) < HEADER.size:
+        return magic.startswith(tail[: len(magic)])
+    found, length, _crc, _n_pred, _n_fb = HEADER.unpack_from(tail)
+    return bool(found == magic and HEADER.size + int(length) > len(tail))
 
 
 def scan_segment(path: Path, start: int = 0, magic: bytes = SEGMENT_MAGIC) -> ScanResult:

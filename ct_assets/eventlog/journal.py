@@ -66,7 +66,9 @@ class JournalScan:
 
 
 def scan_journal(root: Path, start: int = 0) -> JournalScan:
-    """Commits recorded from byte ``start`` on, stopping at a torn tail."""
+    """Commits recorded from byte ``start`` on, stopping at a torn tail (an incomplete
+    last record) or at damage (``corrupt``: a complete record that fails its checksum,
+    or an invalid record followed by valid ones)."""
     path = journal_path(root)
     try:
         with open(path, "rb") as handle:
@@ -74,7 +76,7 @@ def scan_journal(root: Path, start: int = 0) -> JournalScan:
             data = handle.read()
     except FileNotFoundError:
         return JournalScan([], 0, False, False)
-    scan = scan_bytes(data, start, JOURNAL_MAGIC)
+    scan = scan_bytes(data, start, JOURNAL_MAGIC, strict_tail=True)
     commits = [_DECODER.decode(frame.payload) for frame in scan.frames]
     return JournalScan(commits, scan.valid_end, scan.torn, scan.corrupt)
 
@@ -94,8 +96,9 @@ _CACHE_LOCK = threading.Lock()
 def committed(root: Path) -> list[Commit]:
     """Every commit of the log at ``root`` in order, read incrementally (cached per process).
 
-    A torn journal tail is a commit in progress or one that never completed:
-    it is not visible. Damage in front of valid records raises :class:`CorruptLogError`.
+    A torn journal tail (an incomplete last record) is a commit in progress or one that
+    never completed: it is not visible. A complete record that fails its checksum, or
+    damage in front of valid records, raises :class:`CorruptLogError`.
     """
     path = journal_path(root).resolve()
     try:
