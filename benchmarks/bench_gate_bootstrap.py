@@ -18,7 +18,7 @@ TARGET_SECONDS = 5.0
 def main() -> int:
     import numpy as np
 
-    from ct_assets.training.evaluation import paired_bootstrap
+    from ct_assets.training.bootstrap import paired_bootstrap
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=50_000)
