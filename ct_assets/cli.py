@@ -192,6 +192,97 @@ def _cmd_reproduce(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if result.identical else 1
 
 
+def _cmd_calibrate(args: argparse.Namespace, settings: Settings) -> int:
+    import polars as pl
+
+    from ct_assets.calibration import CalibrationError, CalibrationSpec, calibrate
+    from ct_assets.monitoring.canary import CanaryConfig
+    from ct_assets.registry import CHAMPION, Registry
+    from ct_assets.training.evaluation import GateConfig
+    from ct_assets.training.train import TrainParams
+
+    champion = Registry.from_settings(settings).alias(CHAMPION)
+    if champion is None or not champion.dataset_version:
+        print("error: no champion to calibrate on: train one first (make demo)", file=sys.stderr)
+        return 1
+    path = settings.datasets_dir / f"{champion.dataset_version}.parquet"
+    if not path.exists():
+        print(f"error: the champion's dataset {path} is missing", file=sys.stderr)
+        return 1
+    spec = CalibrationSpec(
+        runs=args.runs,
+        seed=args.seed,
+        gate=GateConfig(
+            tolerance=settings.gate_tolerance,
+            min_metric=settings.gate_min_auc,
+            n_resamples=settings.gate_bootstrap_resamples,
+            forgetting_tolerance=settings.gate_forgetting_tolerance,
+            slice_tolerance=settings.gate_slice_tolerance,
+            max_ece=settings.gate_max_ece,
+            seed=args.seed,
+        ),
+        params=TrainParams(
+            num_boost_round=settings.num_boost_round,
+            learning_rate=settings.learning_rate,
+            num_leaves=settings.num_leaves,
+            seed=settings.seed,
+            early_stopping_min_rows=settings.early_stopping_min_rows,
+            balance_classes=settings.balance_classes,
+        ),
+        canary=CanaryConfig(
+            min_samples=settings.canary_min_samples,
+            margin=settings.canary_margin,
+            alpha=settings.canary_alpha,
+        ),
+    )
+
+    def progress(done: int, total: int) -> None:
+        filled = 30 * done // total
+        end = "\n" if done == total else ""
+        print(
+            f"\r[{'#' * filled}{'.' * (30 - filled)}] {done}/{total} runs",
+            end=end,
+            file=sys.stderr,
+            flush=True,
+        )
+
+    try:
+        result = calibrate(pl.read_parquet(path), spec, progress)
+    except CalibrationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    result["champion_version"] = champion.version
+    result["dataset_version"] = champion.dataset_version
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(calibration_text(result, args.runs))
+    return 0
+
+
+def calibration_text(result: dict[str, Any], runs: int) -> str:
+    gate, canary = result["gate"], result["canary"]
+    worse, forgot = gate["false_promotion"], gate["forgetting_caught"]
+    return "\n".join(
+        [
+            f"gate (tolerance {gate['tolerance']:g}, {gate['confidence']:.0%} intervals, "
+            f"{gate['holdout_rows']} holdout rows of v{result['champion_version']}'s dataset):",
+            f"  equivalent candidate not promoted: {gate['false_rejection']['rate']:.1%}",
+            f"  candidate {worse['auc_drop_measured']:.3f} AUC worse promoted: {worse['rate']:.1%}",
+            f"  {forgot['auc_drop_searched']:.3f} AUC forgotten on {forgot['slice']} caught: "
+            f"{forgot['rate']:.1%}",
+            f"canary (margin {canary['margin']:g}, alpha {canary['alpha']:g}, fraction "
+            f"{canary['fraction']:g}, champion accuracy {canary['champion_accuracy']:.3f}):",
+            f"  equivalent challenger rolled back: {canary['false_rollback']['rate']:.1%}",
+            f"  challenger {canary['margin']:g} worse promoted: "
+            f"{canary['false_promotion']['rate']:.1%}",
+            "  median labeled requests to a decision: "
+            f"{canary['median_samples']['equivalent']:.0f}",
+            f"each over {runs} runs",
+        ]
+    )
+
+
 def _cmd_lineage(args: argparse.Namespace, settings: Settings) -> int:
     from ct_assets.lineage import (
         LineageNotFoundError,
@@ -399,6 +490,15 @@ def build_parser() -> argparse.ArgumentParser:
     again.add_argument("version")
     again.add_argument("--json", action="store_true")
     again.set_defaults(func=_cmd_reproduce)
+
+    cal = sub.add_parser(
+        "calibrate",
+        help="measure the configured gate's and canary's error rates on the champion's data",
+    )
+    cal.add_argument("--runs", type=int, default=100, help="simulated candidates per case")
+    cal.add_argument("--seed", type=int, default=0)
+    cal.add_argument("--json", action="store_true")
+    cal.set_defaults(func=_cmd_calibrate)
 
     lineage = sub.add_parser(
         "lineage", help="model version <-> dataset <-> partitions and events, both ways"
