@@ -119,8 +119,12 @@ def test_incremental_run_tag_continues_from_the_champion(settings: Settings, mod
         ingest(settings, events[:PRE])
         assert job.execute_in_process(instance=instance).success
         ingest(settings, events[PRE:])
-        result = job.execute_in_process(instance=instance, tags={keys.TAG_MODE: mode})
-        assert result.success
+        # the gate's decision is not this test's subject: on a stationary stream and a
+        # 600-row holdout it may well be inconclusive
+        result = job.execute_in_process(
+            instance=instance, tags={keys.TAG_MODE: mode}, raise_on_error=False
+        )
+        assert result.is_node_success(keys.CANDIDATE_MODEL)
         candidate = next(
             e.materialization.metadata
             for e in result.all_events
