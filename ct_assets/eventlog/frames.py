@@ -33,6 +33,8 @@ class Frame:
     n_prediction: int
     n_feedback: int
     payload: bytes
+    #: crc32 of ``payload`` as its header records it (checked when the frame was read)
+    crc: int
 
     @property
     def end(self) -> int:
@@ -87,7 +89,9 @@ def scan_bytes(data: bytes, start: int = 0, magic: bytes = SEGMENT_MAGIC) -> Sca
         if frame is None:
             corrupt = _valid_frame_after(data, pos, magic)
             break
-        frames.append(Frame(start + pos, frame.n_prediction, frame.n_feedback, frame.payload))
+        frames.append(
+            Frame(start + pos, frame.n_prediction, frame.n_feedback, frame.payload, frame.crc)
+        )
         pos = frame.end
     return ScanResult(frames, start + pos, start + len(data), corrupt)
 
@@ -122,7 +126,7 @@ def frame_at(data: bytes, pos: int, magic: bytes = SEGMENT_MAGIC) -> Frame | Non
     payload = data[pos + HEADER.size : body_end]
     if zlib.crc32(payload) != crc:
         return None
-    return Frame(pos, n_pred, n_fb, payload)
+    return Frame(pos, n_pred, n_fb, payload, crc)
 
 
 def fsync_dir(path: Path) -> None:

@@ -8,7 +8,6 @@ partial one. Reading the events of some dates opens only those dates' segments.
 from __future__ import annotations
 
 import threading
-import zlib
 from collections import OrderedDict
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -255,9 +254,9 @@ def read_events(
     if not pieces:
         return _decode(Entries([], [], []), kind)
     key = str(root.resolve())
-    frames = [_DECODED.get(key, piece, kind) for piece in pieces]
-    schema = frames[0].schema
-    if any(frame.schema != schema for frame in frames[1:]):
+    decoded = [_DECODED.get(key, piece, kind) for piece in pieces]
+    frames = _same_schema(decoded)
+    if frames is None:
         return _decode(_entries(pieces), kind)
     frames = [
         f if p.skip == 0 and p.count == f.height else f.slice(p.skip, p.count - p.skip)
@@ -266,6 +265,33 @@ def read_events(
     if len(frames) == 1:
         return frames[0]
     return pl.concat(frames, how="vertical", rechunk=True)
+
+
+def _same_schema(decoded: Sequence[_Decoded]) -> list[pl.DataFrame] | None:
+    """The frames with one schema, as decoding all their lines at once would give it, or
+    None when that takes decoding them again. Frames whose schemas differ only in columns
+    that are all null in some of them (``Null``: e.g. feedback without features next to
+    feedback carrying them) get those columns cast to the one type the others agree on."""
+    import polars as pl
+
+    keys = {d.schema_key for d in decoded}
+    if len(keys) == 1:
+        return [d.frame for d in decoded]
+    typed: dict[str, pl.DataType] = {}
+    for schema in {d.schema_key: d.frame.schema for d in decoded}.values():
+        for name, dtype in schema.items():
+            if dtype == pl.Null:
+                continue
+            if typed.setdefault(name, dtype) != dtype:
+                return None  # two different types: decoding again decides the supertype
+    return [
+        d.frame.with_columns(
+            pl.col(name).cast(typed[name])
+            for name, dtype in d.frame.schema.items()
+            if dtype == pl.Null and name in typed
+        )
+        for d in decoded
+    ]
 
 
 def _decode(entries: Entries, kind: EventKind) -> pl.DataFrame:
@@ -279,19 +305,33 @@ def _decode(entries: Entries, kind: EventKind) -> pl.DataFrame:
     return events_to_frame(events, kind, entries.offsets)
 
 
+@dataclass(frozen=True)
+class _Decoded:
+    """The rows of one committed frame, and its schema as text: frames are concatenated
+    only when these are equal (comparing text is much cheaper than comparing schemas)."""
+
+    frame: pl.DataFrame
+    schema_key: str
+
+    @classmethod
+    def of(cls, frame: pl.DataFrame) -> _Decoded:
+        return cls(frame, repr(frame.schema))
+
+
 class _DecodedFrames:
     """Decoded committed frames, newest used kept, up to ``max_rows`` rows in all.
 
     A frame's rows are a function of its bytes, its kind, its first log offset and its
-    commit time, which is what the key holds (the bytes through their length and CRC)."""
+    commit time, which is what the key holds (the bytes through their length and the
+    CRC its header records, which the read checked)."""
 
     def __init__(self, max_rows: int) -> None:
         self.max_rows = max_rows
         self.rows = 0
-        self._frames: OrderedDict[tuple[Any, ...], pl.DataFrame] = OrderedDict()
+        self._frames: OrderedDict[tuple[Any, ...], _Decoded] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, root: str, piece: _Piece, kind: EventKind) -> pl.DataFrame:
+    def get(self, root: str, piece: _Piece, kind: EventKind) -> _Decoded:
         frame = piece.frame
         key = (
             root,
@@ -299,7 +339,7 @@ class _DecodedFrames:
             piece.segment,
             frame.offset,
             len(frame.payload),
-            zlib.crc32(frame.payload),
+            frame.crc,
             piece.base,
             piece.received_us,
         )
@@ -309,21 +349,24 @@ class _DecodedFrames:
                 self._frames.move_to_end(key)
                 return cached
         lines = frame.lines()
-        decoded = _decode(
-            Entries(
-                list(range(piece.base, piece.base + len(lines))),
-                lines,
-                [piece.received_us] * len(lines),
-            ),
-            kind,
+        decoded = _Decoded.of(
+            _decode(
+                Entries(
+                    list(range(piece.base, piece.base + len(lines))),
+                    lines,
+                    [piece.received_us] * len(lines),
+                ),
+                kind,
+            )
         )
+        height = decoded.frame.height
         with self._lock:
-            if key not in self._frames and decoded.height <= self.max_rows:
+            if key not in self._frames and height <= self.max_rows:
                 self._frames[key] = decoded
-                self.rows += decoded.height
+                self.rows += height
                 while self.rows > self.max_rows:
                     _, evicted = self._frames.popitem(last=False)
-                    self.rows -= evicted.height
+                    self.rows -= evicted.frame.height
         return decoded
 
     def clear(self) -> None:
