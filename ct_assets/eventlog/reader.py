@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from ct_assets.eventlog.frames import SEGMENT_MAGIC, CorruptLogError, Frame, frame_at
-from ct_assets.eventlog.journal import Part, committed
+from ct_assets.eventlog.journal import Commit, Part, committed
 from ct_assets.eventlog.layout import key_date, segment_file
 from ct_assets.schema import EVENT_TYPES, EventKind, FeedbackEvent, PredictionEvent
 
@@ -73,35 +73,75 @@ class LogCounts:
         return self.prediction if kind == "prediction" else self.feedback
 
 
+@dataclass
+class _Summary:
+    """What the commits of one journal add up to, per event date: events of each kind and
+    the committed extent of every segment. Commits are only ever appended, so the summary
+    of a longer journal adds the new commits to that of its prefix."""
+
+    commits: int = 0
+    last: Commit | None = None
+    totals: dict[str, list[int]] = field(default_factory=dict)
+    extents: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def follows(self, commits: Sequence[Commit]) -> bool:
+        """Whether ``commits`` extend the ones summed (the same objects: a journal read
+        afresh, e.g. recreated, gives new ones)."""
+        return self.commits <= len(commits) and (
+            self.commits == 0 or commits[self.commits - 1] is self.last
+        )
+
+    def add(self, commits: Sequence[Commit]) -> None:
+        for commit in commits[self.commits :]:
+            for part in commit.parts:
+                day = key_date(part.segment)
+                slot = self.totals.setdefault(day, [0, 0])
+                slot[0] += part.n_prediction
+                slot[1] += part.n_feedback
+                self.extents.setdefault(day, {})[part.segment] = part.offset + part.length
+        self.commits = len(commits)
+        self.last = commits[-1] if commits else None
+
+
+_SUMMARIES: dict[Path, _Summary] = {}
+_SUMMARIES_LOCK = threading.Lock()
+
+
+def _summary(root: Path) -> _Summary:
+    """The summary of every commit of the log at ``root`` (kept per process, extended with
+    the commits added since; built anew when the journal was replaced)."""
+    commits = committed(root)
+    key = root.resolve()
+    with _SUMMARIES_LOCK:
+        summary = _SUMMARIES.get(key)
+        if summary is None or not summary.follows(commits):
+            summary = _SUMMARIES[key] = _Summary()
+        summary.add(commits)
+        return _Summary(
+            summary.commits,
+            summary.last,
+            {day: list(slot) for day, slot in summary.totals.items()},
+            {day: dict(ends) for day, ends in summary.extents.items()},
+        )
+
+
 def count_events(root: Path, dates: Collection[str] | None = None) -> LogCounts:
     """Committed events of each kind (on ``dates`` only, if given), from the journal alone."""
-    n_pred = n_fb = 0
-    for commit in committed(root):
-        for part in commit.parts:
-            if dates is None or key_date(part.segment) in dates:
-                n_pred += part.n_prediction
-                n_fb += part.n_feedback
-    return LogCounts(n_pred, n_fb)
+    totals = _summary(root).totals
+    chosen = totals.values() if dates is None else [totals[d] for d in set(dates) if d in totals]
+    return LogCounts(sum(slot[0] for slot in chosen), sum(slot[1] for slot in chosen))
 
 
 def counts_by_date(root: Path) -> dict[str, LogCounts]:
     """Committed events of each kind per event date (``YYYY-MM-DD``), in date order."""
-    totals: dict[str, list[int]] = {}
-    for commit in committed(root):
-        for part in commit.parts:
-            slot = totals.setdefault(key_date(part.segment), [0, 0])
-            slot[0] += part.n_prediction
-            slot[1] += part.n_feedback
+    totals = _summary(root).totals
     return {day: LogCounts(*totals[day]) for day in sorted(totals)}
 
 
 def partition_fingerprints(root: Path) -> dict[str, str]:
     """Per event date, a string that changes whenever events of that date are committed
-    (the committed extents of its segments); one pass over the journal for every date."""
-    extents: dict[str, dict[str, int]] = {}
-    for commit in committed(root):
-        for part in commit.parts:
-            extents.setdefault(key_date(part.segment), {})[part.segment] = part.offset + part.length
+    (the committed extents of its segments)."""
+    extents = _summary(root).extents
     return {
         day: ",".join(f"{key.split('/', 1)[1]}:{end}" for key, end in sorted(ends.items()))
         for day, ends in sorted(extents.items())
