@@ -14,6 +14,8 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
@@ -70,6 +72,8 @@ TAG_ENVIRONMENT = "ct.environment_digest"
 TAG_DEPLOYMENT_STATUS = "ct.deployment_status"
 #: Registered-model tags ``ct.audit.<UTC time>`` hold the audit trail, one JSON record each.
 AUDIT_PREFIX = "ct.audit."
+#: Versions read per request by :meth:`Registry.versions`.
+VERSIONS_PAGE = 1000
 
 
 #: Registered-model tags holding how the challenger meets live traffic (``ct-assets deploy``).
@@ -151,6 +155,38 @@ class VersionInfo:
             "run_id": self.run_id,
             "created_at": self.created_at,
         }
+
+
+class ModelCache:
+    """Loaded models by (tracking URI, run id, source), the ``size`` most recently used."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._models: OrderedDict[tuple[str, str, str], TrainedModel] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, str, str]) -> TrainedModel | None:
+        with self._lock:
+            model = self._models.get(key)
+            if model is not None:
+                self._models.move_to_end(key)
+            return model
+
+    def put(self, key: tuple[str, str, str], model: TrainedModel) -> TrainedModel:
+        with self._lock:
+            self._models[key] = model
+            self._models.move_to_end(key)
+            while len(self._models) > self.size:
+                self._models.popitem(last=False)
+        return model
+
+    def clear(self) -> None:
+        with self._lock:
+            self._models.clear()
+
+
+#: Models loaded from the registry in this process (champion, challenger, candidates).
+LOADED_MODELS = ModelCache(size=8)
 
 
 @functools.cache
@@ -366,6 +402,20 @@ class Registry:
     def version(self, version: str) -> VersionInfo:
         return self._info(self.client.get_model_version(self.model_name, version))
 
+    def versions(self) -> dict[str, VersionInfo]:
+        """Every registered version of the model by number, read with one search (a page
+        per :data:`VERSIONS_PAGE` versions) instead of one request per version."""
+        found: dict[str, VersionInfo] = {}
+        token: str | None = None
+        while True:
+            page = self.client.search_model_versions(
+                f"name='{self.model_name}'", max_results=VERSIONS_PAGE, page_token=token
+            )
+            found.update((str(mv.version), self._info(mv)) for mv in page)
+            token = page.token
+            if not token:
+                return found
+
     def promote(self, version: str, reason: str, by: str = "ct_assets") -> VersionInfo | None:
         """Move ``champion`` to ``version``, recording the previous one (returned) on it,
         both versions' deployment status and an audit record."""
@@ -537,10 +587,18 @@ class Registry:
         return f"{run.info.artifact_uri}/validation/validation_report.json"
 
     def load_model(self, version: str) -> TrainedModel:
+        """The model of ``version``. Its files are written once, with its run: the loaded
+        model is kept in process (:data:`LOADED_MODELS`), keyed by the run and the source
+        the version resolves to now, so a version deleted and registered again is read
+        anew. Callers must not change the model they get."""
         info = self.client.get_model_version(self.model_name, version)
-        with tempfile.TemporaryDirectory() as tmp:
-            local = self.client.download_artifacts(str(info.run_id), "model/ct_model", tmp)
-            return TrainedModel.load(Path(local))
+        key = (self.tracking_uri, str(info.run_id), str(info.source))
+        model = LOADED_MODELS.get(key)
+        if model is None:
+            with tempfile.TemporaryDirectory() as tmp:
+                local = self.client.download_artifacts(str(info.run_id), "model/ct_model", tmp)
+                model = LOADED_MODELS.put(key, TrainedModel.load(Path(local)))
+        return model
 
     def load_validated_model(self, version: str) -> TrainedModel:
         """The model the gate judges for ``version``: the one trained without the holdout

@@ -342,6 +342,36 @@ def test_log_offset_counts_events_of_one_kind_across_batches(tmp_path: Path) -> 
     assert rows(log.read("feedback")) == [("fb-0", 0), ("fb-1", 1), ("fb-2", 2)]
 
 
+def _fresh_read(log: EventLog, kind: EventKind) -> pl.DataFrame:
+    """The events of ``kind`` decoded at once, without the process's decoded frames."""
+    from ct_assets.eventlog.reader import _decode, _entries, _pieces
+
+    return _decode(_entries(_pieces(log.root, kind, None, None)), kind)
+
+
+def test_reads_of_frames_with_and_without_features_equal_a_fresh_decode(tmp_path: Path) -> None:
+    """Feedback carrying its features next to feedback without (a null column in its own
+    frame), and features missing from a whole frame: reads built from the frames decoded
+    one by one equal decoding all the lines at once."""
+    log = EventLog(tmp_path)
+    with_features = [
+        msgspec.structs.replace(feedback(n), features={"x": float(n), "channel": "web"})
+        for n in range(3)
+    ]
+    log.append(with_features)
+    log.append([feedback(3), feedback(4)])
+    log.append([prediction(5), prediction(6, x=None)])
+    log.append([prediction(7, x=None), prediction(8, x=None)])
+    log.append([msgspec.structs.replace(feedback(9), features={"x": 9.0, "channel": "app"})])
+    for kind in KINDS:
+        log.read(kind)  # decoded frame by frame, and kept
+        fresh = _fresh_read(log, kind)
+        assert log.read(kind).equals(fresh), kind
+        assert log.read(kind).schema == fresh.schema, kind
+    features = log.read("feedback")["features"].to_list()
+    assert features[3] is None and features[0] == {"x": 0.0, "channel": "web"}
+
+
 def test_read_limit_returns_the_first_events(tmp_path: Path) -> None:
     log = EventLog(tmp_path)
     for i in range(5):

@@ -155,3 +155,28 @@ def test_reproduce_trains_full_and_incremental_versions_to_identical_predictions
     frame.with_columns(pl.col("label").shuffle(seed=1)).write_parquet(info["path"])
     assert main(["reproduce", first, "--json"]) == 1
     assert json.loads(capsys.readouterr().out)["identical"] is False
+
+
+def test_loaded_models_are_kept_per_run_and_an_alias_move_is_seen_at_once(
+    settings: Settings, two_champions: tuple[str, str]
+) -> None:
+    from ct_assets.registry import LOADED_MODELS
+
+    first, second = two_champions
+    registry = Registry.from_settings(settings)
+    LOADED_MODELS.clear()
+    model = registry.load_model(second)
+    assert Registry.from_settings(settings).load_model(second) is model  # files read once
+    older = registry.load_model(first)
+    assert older is not model
+    assert older.booster.model_to_string() != model.booster.model_to_string()
+    # every version in one search, with the tags a lookup of each gives
+    versions = registry.versions()
+    assert set(versions) == {first, second}
+    for number, info in versions.items():
+        assert info == registry.version(number)
+    # the champion is asked of the registry each time: a rollback is seen at once
+    registry.rollback(None, by="test", reason="alias move")
+    champion = registry.alias(CHAMPION)
+    assert champion is not None and champion.version == first
+    assert registry.load_model(champion.version) is older

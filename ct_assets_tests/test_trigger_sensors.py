@@ -258,3 +258,45 @@ def test_volume_sensor_counts_only_feedback_the_label_policy_labels(trained: Set
         tick = _tick(defs, instance, keys.VOLUME_SENSOR, None)
         assert not tick.run_requests
         assert (tick.skip_message or "").startswith("30 new labeled feedback events"), tick
+
+
+def test_labeled_counter_adds_new_events_to_its_count_and_equals_a_fresh_count(
+    settings: Settings,
+) -> None:
+    """The volume sensor's count of labeled feedback since a baseline is kept between ticks
+    and extended with the events appended since; it equals counting from scratch, also
+    for events on older dates and implicit signals the policy does not label."""
+    from ct_assets.data.attribution import LabelPolicy
+    from ct_assets.defs.sensors import LabeledCounter, labeled_between
+    from ct_assets.eventlog import EventLog
+
+    log = EventLog.from_settings(settings)
+    policy = LabelPolicy()
+    now = datetime.now(UTC) - timedelta(minutes=2)
+
+    def events(prefix: str, n: int, days_ago: int = 0) -> list[dict[str, Any]]:
+        at = (now - timedelta(days=days_ago)).isoformat()
+        return [
+            {
+                "kind": "feedback",
+                "event_id": f"{prefix}-{i}",
+                "timestamp": at,
+                "feedback_type": "explicit" if i % 3 else "implicit",
+                **({"label": i % 2} if i % 3 else {"signal": "hover"}),
+                "features": {"x0": 0.1, "channel": "web"},
+            }
+            for i in range(n)
+        ]
+
+    counter = LabeledCounter()
+    ingest(settings, events("a", 30))
+    baseline = 10
+    first = counter.count(log, baseline, log.counts().feedback, policy)
+    assert first == labeled_between(log, baseline, log.counts().feedback, policy) == 14
+    ingest(settings, events("b", 20) + events("late", 9, days_ago=3))
+    position = log.counts().feedback
+    assert counter.count(log, baseline, position, policy) == first + 13 + 6
+    assert LabeledCounter().count(log, baseline, position, policy) == first + 19
+    # another baseline (a new champion or request) counts from there
+    assert counter.count(log, 30, position, policy) == 19
+    assert counter.count(log, position, position, policy) == 0

@@ -3,6 +3,7 @@
 import hashlib
 import json
 from datetime import date, timedelta
+from pathlib import Path
 
 import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
@@ -47,13 +48,33 @@ def newest_dates(log: EventLog, rows: int, kind: EventKind | None = None) -> lis
     return sorted(chosen)
 
 
-def labeled_since(log: EventLog, offset: int, policy: LabelPolicy) -> int:
-    """Feedback events at or after feedback ``offset`` that the label policy labels (explicit
-    labels, and implicit signals it maps): the examples a retrain would gain. Reads only
-    the newest event dates that can hold them."""
-    new = log.counts().feedback - offset
-    recent = log.read("feedback", dates=newest_dates(log, new, "feedback"), since=offset)
-    return labeled_feedback(recent, policy).height if recent.height else 0
+def labeled_between(log: EventLog, start: int, end: int, policy: LabelPolicy) -> int:
+    """Feedback events at log offsets in [``start``, ``end``) that the label policy labels
+    (explicit labels, and implicit signals it maps), whatever their event date. Only the
+    frames holding those offsets are read."""
+    if end <= start:
+        return 0
+    events = log.read("feedback", limit=end, since=start)
+    return labeled_feedback(events, policy).height if events.height else 0
+
+
+class LabeledCounter:
+    """Counts the labeled feedback events from a baseline offset to the log's position,
+    reading only the events added since the previous count: committed events never
+    change, so the count up to a position stays true. Keyed by the log, the label policy
+    and the baseline; only the latest key is kept."""
+
+    def __init__(self) -> None:
+        self._counted: dict[tuple[Path, LabelPolicy, int], tuple[int, int]] = {}
+
+    def count(self, log: EventLog, baseline: int, position: int, policy: LabelPolicy) -> int:
+        key = (log.root.resolve(), policy, baseline)
+        upto, labeled = self._counted.get(key, (baseline, 0))
+        if upto > position:  # a log read afresh (replaced): count again
+            upto, labeled = baseline, 0
+        labeled += labeled_between(log, upto, position, policy)
+        self._counted = {key: (position, labeled)}
+        return labeled
 
 
 def retrain_request(
@@ -86,6 +107,7 @@ def build_volume_sensor(
 ) -> dg.SensorDefinition:
     threshold = settings.volume_threshold
     mode = settings.volume_mode
+    counter = LabeledCounter()
 
     @dg.sensor(
         name=keys.VOLUME_SENSOR,
@@ -109,7 +131,7 @@ def build_volume_sensor(
         log = event_log.log()
         position = log.counts().feedback
         baseline = max(cutoff, last_requested)
-        labeled = labeled_since(log, baseline, curation.policy()) if position > baseline else 0
+        labeled = counter.count(log, baseline, position, curation.policy())
         decision = volume_decision(position, cutoff, last_requested, threshold, labeled)
         if not decision.fire:
             return dg.SensorResult(skip_reason=dg.SkipReason(decision.reason))

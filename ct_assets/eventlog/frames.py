@@ -35,6 +35,8 @@ class Frame:
     n_prediction: int
     n_feedback: int
     payload: bytes
+    #: crc32 of ``payload`` as its header records it (checked when the frame was read)
+    crc: int
 
     @property
     def end(self) -> int:
@@ -97,7 +99,9 @@ def scan_bytes(
         if frame is None:
             corrupt = _valid_frame_after(data, pos, magic)
             break
-        frames.append(Frame(start + pos, frame.n_prediction, frame.n_feedback, frame.payload))
+        frames.append(
+            Frame(start + pos, frame.n_prediction, frame.n_feedback, frame.payload, frame.crc)
+        )
         pos = frame.end
     if strict_tail and pos < len(data) and not is_short_write(data[pos:], magic):
         corrupt = True
@@ -144,7 +148,7 @@ def frame_at(data: bytes, pos: int, magic: bytes = SEGMENT_MAGIC) -> Frame | Non
     payload = data[pos + HEADER.size : body_end]
     if zlib.crc32(payload) != crc:
         return None
-    return Frame(pos, n_pred, n_fb, payload)
+    return Frame(pos, n_pred, n_fb, payload, crc)
 
 
 def fsync_dir(path: Path) -> None:

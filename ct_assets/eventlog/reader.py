@@ -8,10 +8,9 @@ partial one. Reading the events of some dates opens only those dates' segments.
 from __future__ import annotations
 
 import threading
-import zlib
 from collections import OrderedDict
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from ct_assets.eventlog.frames import SEGMENT_MAGIC, CorruptLogError, Frame, frame_at
-from ct_assets.eventlog.journal import Part, committed
+from ct_assets.eventlog.journal import Commit, Part, committed
 from ct_assets.eventlog.layout import key_date, segment_file
 from ct_assets.schema import EVENT_TYPES, EventKind, FeedbackEvent, PredictionEvent
 
@@ -74,35 +73,75 @@ class LogCounts:
         return self.prediction if kind == "prediction" else self.feedback
 
 
+@dataclass
+class _Summary:
+    """What the commits of one journal add up to, per event date: events of each kind and
+    the committed extent of every segment. Commits are only ever appended, so the summary
+    of a longer journal adds the new commits to that of its prefix."""
+
+    commits: int = 0
+    last: Commit | None = None
+    totals: dict[str, list[int]] = field(default_factory=dict)
+    extents: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def follows(self, commits: Sequence[Commit]) -> bool:
+        """Whether ``commits`` extend the ones summed (the same objects: a journal read
+        afresh, e.g. recreated, gives new ones)."""
+        return self.commits <= len(commits) and (
+            self.commits == 0 or commits[self.commits - 1] is self.last
+        )
+
+    def add(self, commits: Sequence[Commit]) -> None:
+        for commit in commits[self.commits :]:
+            for part in commit.parts:
+                day = key_date(part.segment)
+                slot = self.totals.setdefault(day, [0, 0])
+                slot[0] += part.n_prediction
+                slot[1] += part.n_feedback
+                self.extents.setdefault(day, {})[part.segment] = part.offset + part.length
+        self.commits = len(commits)
+        self.last = commits[-1] if commits else None
+
+
+_SUMMARIES: dict[Path, _Summary] = {}
+_SUMMARIES_LOCK = threading.Lock()
+
+
+def _summary(root: Path) -> _Summary:
+    """The summary of every commit of the log at ``root`` (kept per process, extended with
+    the commits added since; built anew when the journal was replaced)."""
+    commits = committed(root)
+    key = root.resolve()
+    with _SUMMARIES_LOCK:
+        summary = _SUMMARIES.get(key)
+        if summary is None or not summary.follows(commits):
+            summary = _SUMMARIES[key] = _Summary()
+        summary.add(commits)
+        return _Summary(
+            summary.commits,
+            summary.last,
+            {day: list(slot) for day, slot in summary.totals.items()},
+            {day: dict(ends) for day, ends in summary.extents.items()},
+        )
+
+
 def count_events(root: Path, dates: Collection[str] | None = None) -> LogCounts:
     """Committed events of each kind (on ``dates`` only, if given), from the journal alone."""
-    n_pred = n_fb = 0
-    for commit in committed(root):
-        for part in commit.parts:
-            if dates is None or key_date(part.segment) in dates:
-                n_pred += part.n_prediction
-                n_fb += part.n_feedback
-    return LogCounts(n_pred, n_fb)
+    totals = _summary(root).totals
+    chosen = totals.values() if dates is None else [totals[d] for d in set(dates) if d in totals]
+    return LogCounts(sum(slot[0] for slot in chosen), sum(slot[1] for slot in chosen))
 
 
 def counts_by_date(root: Path) -> dict[str, LogCounts]:
     """Committed events of each kind per event date (``YYYY-MM-DD``), in date order."""
-    totals: dict[str, list[int]] = {}
-    for commit in committed(root):
-        for part in commit.parts:
-            slot = totals.setdefault(key_date(part.segment), [0, 0])
-            slot[0] += part.n_prediction
-            slot[1] += part.n_feedback
+    totals = _summary(root).totals
     return {day: LogCounts(*totals[day]) for day in sorted(totals)}
 
 
 def partition_fingerprints(root: Path) -> dict[str, str]:
     """Per event date, a string that changes whenever events of that date are committed
-    (the committed extents of its segments); one pass over the journal for every date."""
-    extents: dict[str, dict[str, int]] = {}
-    for commit in committed(root):
-        for part in commit.parts:
-            extents.setdefault(key_date(part.segment), {})[part.segment] = part.offset + part.length
+    (the committed extents of its segments)."""
+    extents = _summary(root).extents
     return {
         day: ",".join(f"{key.split('/', 1)[1]}:{end}" for key, end in sorted(ends.items()))
         for day, ends in sorted(extents.items())
@@ -255,9 +294,9 @@ def read_events(
     if not pieces:
         return _decode(Entries([], [], []), kind)
     key = str(root.resolve())
-    frames = [_DECODED.get(key, piece, kind) for piece in pieces]
-    schema = frames[0].schema
-    if any(frame.schema != schema for frame in frames[1:]):
+    decoded = [_DECODED.get(key, piece, kind) for piece in pieces]
+    frames = _same_schema(decoded)
+    if frames is None:
         return _decode(_entries(pieces), kind)
     frames = [
         f if p.skip == 0 and p.count == f.height else f.slice(p.skip, p.count - p.skip)
@@ -266,6 +305,33 @@ def read_events(
     if len(frames) == 1:
         return frames[0]
     return pl.concat(frames, how="vertical", rechunk=True)
+
+
+def _same_schema(decoded: Sequence[_Decoded]) -> list[pl.DataFrame] | None:
+    """The frames with one schema, as decoding all their lines at once would give it, or
+    None when that takes decoding them again. Frames whose schemas differ only in columns
+    that are all null in some of them (``Null``: e.g. feedback without features next to
+    feedback carrying them) get those columns cast to the one type the others agree on."""
+    import polars as pl
+
+    keys = {d.schema_key for d in decoded}
+    if len(keys) == 1:
+        return [d.frame for d in decoded]
+    typed: dict[str, pl.DataType] = {}
+    for schema in {d.schema_key: d.frame.schema for d in decoded}.values():
+        for name, dtype in schema.items():
+            if dtype == pl.Null:
+                continue
+            if typed.setdefault(name, dtype) != dtype:
+                return None  # two different types: decoding again decides the supertype
+    return [
+        d.frame.with_columns(
+            pl.col(name).cast(typed[name])
+            for name, dtype in d.frame.schema.items()
+            if dtype == pl.Null and name in typed
+        )
+        for d in decoded
+    ]
 
 
 def _decode(entries: Entries, kind: EventKind) -> pl.DataFrame:
@@ -279,19 +345,33 @@ def _decode(entries: Entries, kind: EventKind) -> pl.DataFrame:
     return events_to_frame(events, kind, entries.offsets)
 
 
+@dataclass(frozen=True)
+class _Decoded:
+    """The rows of one committed frame, and its schema as text: frames are concatenated
+    only when these are equal (comparing text is much cheaper than comparing schemas)."""
+
+    frame: pl.DataFrame
+    schema_key: str
+
+    @classmethod
+    def of(cls, frame: pl.DataFrame) -> _Decoded:
+        return cls(frame, repr(frame.schema))
+
+
 class _DecodedFrames:
     """Decoded committed frames, newest used kept, up to ``max_rows`` rows in all.
 
     A frame's rows are a function of its bytes, its kind, its first log offset and its
-    commit time, which is what the key holds (the bytes through their length and CRC)."""
+    commit time, which is what the key holds (the bytes through their length and the
+    CRC its header records, which the read checked)."""
 
     def __init__(self, max_rows: int) -> None:
         self.max_rows = max_rows
         self.rows = 0
-        self._frames: OrderedDict[tuple[Any, ...], pl.DataFrame] = OrderedDict()
+        self._frames: OrderedDict[tuple[Any, ...], _Decoded] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, root: str, piece: _Piece, kind: EventKind) -> pl.DataFrame:
+    def get(self, root: str, piece: _Piece, kind: EventKind) -> _Decoded:
         frame = piece.frame
         key = (
             root,
@@ -299,7 +379,7 @@ class _DecodedFrames:
             piece.segment,
             frame.offset,
             len(frame.payload),
-            zlib.crc32(frame.payload),
+            frame.crc,
             piece.base,
             piece.received_us,
         )
@@ -309,21 +389,24 @@ class _DecodedFrames:
                 self._frames.move_to_end(key)
                 return cached
         lines = frame.lines()
-        decoded = _decode(
-            Entries(
-                list(range(piece.base, piece.base + len(lines))),
-                lines,
-                [piece.received_us] * len(lines),
-            ),
-            kind,
+        decoded = _Decoded.of(
+            _decode(
+                Entries(
+                    list(range(piece.base, piece.base + len(lines))),
+                    lines,
+                    [piece.received_us] * len(lines),
+                ),
+                kind,
+            )
         )
+        height = decoded.frame.height
         with self._lock:
-            if key not in self._frames and decoded.height <= self.max_rows:
+            if key not in self._frames and height <= self.max_rows:
                 self._frames[key] = decoded
-                self.rows += decoded.height
+                self.rows += height
                 while self.rows > self.max_rows:
                     _, evicted = self._frames.popitem(last=False)
-                    self.rows -= evicted.height
+                    self.rows -= evicted.frame.height
         return decoded
 
     def clear(self) -> None:

@@ -172,18 +172,16 @@ def promoted_versions(
         stamp = champion.tags.get(TAG_PROMOTED_AT)
         if stamp:
             promoted[champion.version] = datetime.fromisoformat(stamp)
-    from mlflow.exceptions import MlflowException
-
     newest = sorted(promoted.items(), key=lambda item: item[1])[-limit:] if limit > 0 else []
+    registered = registry.versions() if newest else {}
     versions = []
     for version, promoted_at in newest:
         if champion is not None and champion.version == version:
             tags = champion.tags
-        else:
-            try:
-                tags = registry.version(version).tags
-            except MlflowException:  # deleted from the registry since its promotion
-                continue
+        elif version in registered:
+            tags = registered[version].tags
+        else:  # deleted from the registry since its promotion
+            continue
         dataset = tags.get(TAG_DATASET_VERSION)
         offset = tags.get(TAG_NEW_AFTER_OFFSET)
         run_id = tags.get(TAG_DAGSTER_RUN_ID)

@@ -74,6 +74,15 @@ def classification_metrics(y_true: NDArray[Any], proba: NDArray[Any]) -> dict[st
     AUC is NaN with a single class present. In multiclass, when some classes are absent
     from ``y_true`` the macro average is over the classes that are present.
     """
+    import sklearn
+
+    # the arguments are ours and well-formed: skip scikit-learn's per-call validation of
+    # them (a third of the time on holdout-sized inputs); the figures are the same
+    with sklearn.config_context(skip_parameter_validation=True):
+        return _classification_metrics(y_true, proba)
+
+
+def _classification_metrics(y_true: NDArray[Any], proba: NDArray[Any]) -> dict[str, float]:
     from sklearn.metrics import accuracy_score, log_loss, roc_auc_score
 
     n_classes = proba.shape[1]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,24 +41,34 @@ class FeatureSpec:
         )
 
     def matrix(self, frame: pl.DataFrame) -> NDArray[Any]:
-        """Features as a float matrix; categories as their codes, unseen or missing as NaN."""
-        columns: list[NDArray[Any]] = []
-        for name in self.feature_names:
-            if name not in frame.columns:
-                columns.append(np.full(frame.height, np.nan))
-                continue
-            column = frame[name]
-            if name in self.categories:
-                codes = {value: float(i) for i, value in enumerate(self.categories[name])}
-                coded = column.cast(pl.String).replace_strict(
-                    codes, default=None, return_dtype=pl.Float64
-                )
-                columns.append(coded.fill_null(np.nan).to_numpy())
-            else:
-                columns.append(column.cast(pl.Float64).fill_null(np.nan).to_numpy())
-        if not columns:
+        """Features as a float matrix; categories as their codes, unseen or missing as NaN.
+        Built by one Polars selection (one pass, however many features)."""
+        if not self.feature_names:
             return np.empty((frame.height, 0))
-        return np.column_stack(columns)
+        columns = frame.select(
+            self._column(name, name in frame.columns) for name in self.feature_names
+        )
+        return np.ascontiguousarray(columns.to_numpy(), dtype=np.float64)
+
+    def _column(self, name: str, present: bool) -> pl.Expr:
+        if not present:
+            return pl.lit(np.nan, dtype=pl.Float64).alias(name)
+        if name in self.categories:
+            codes = self._codes[name]
+            coded = (
+                pl.col(name)
+                .cast(pl.String)
+                .replace_strict(codes, default=None, return_dtype=pl.Float64)
+            )
+            return coded.fill_null(np.nan)
+        return pl.col(name).cast(pl.Float64).fill_null(np.nan)
+
+    @cached_property
+    def _codes(self) -> dict[str, dict[str, float]]:
+        return {
+            name: {value: float(i) for i, value in enumerate(values)}
+            for name, values in self.categories.items()
+        }
 
     def label_indices(self, labels: pl.Series) -> NDArray[Any]:
         index = {value: i for i, value in enumerate(self.classes)}
