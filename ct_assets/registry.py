@@ -607,9 +607,13 @@ class Registry:
         path = dict(info.tags or {}).get(TAG_VALIDATED_MODEL)
         if not path:
             return self.load_model(version)
-        with tempfile.TemporaryDirectory() as tmp:
-            local = self.client.download_artifacts(str(info.run_id), path, tmp)
-            return TrainedModel.load(Path(local))
+        key = (self.tracking_uri, str(info.run_id), f"{info.source}#{path}")
+        model = LOADED_MODELS.get(key)
+        if model is None:
+            with tempfile.TemporaryDirectory() as tmp:
+                local = self.client.download_artifacts(str(info.run_id), path, tmp)
+                model = LOADED_MODELS.put(key, TrainedModel.load(Path(local)))
+        return model
 
     def _info(self, mv: ModelVersion) -> VersionInfo:
         tags = dict(mv.tags or {})
