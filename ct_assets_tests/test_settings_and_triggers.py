@@ -19,7 +19,7 @@ def test_defaults_without_environment() -> None:
     assert settings.home == DEFAULT_HOME == PROJECT_ROOT / ".ct"
     assert (settings.volume_threshold, settings.volume_mode) == (2000, "auto")
     assert (settings.training_window, settings.holdout_fraction) == (4000, 0.2)
-    assert (settings.gate_tolerance, settings.gate_min_auc) == (0.01, 0.55)
+    assert (settings.gate_tolerance, settings.gate_min_auc) == (0.02, 0.55)
     assert settings.tracking_uri_override is None
 
 
@@ -57,7 +57,7 @@ def test_overrides_are_parsed(tmp_path: Path) -> None:
         "CT_SENSOR_INTERVAL_SECONDS": "5",
         "CT_TRAINING_WINDOW": "500",
         "CT_HOLDOUT_FRACTION": "0.25",
-        "CT_GATE_TOLERANCE": "0.02",
+        "CT_GATE_TOLERANCE": "0.03",
         "CT_GATE_MIN_AUC": "0.6",
         "CT_NUM_BOOST_ROUND": "40",
         "CT_LEARNING_RATE": "0.2",
@@ -74,7 +74,7 @@ def test_overrides_are_parsed(tmp_path: Path) -> None:
     assert s.tracking_uri == "http://mlflow:5000"
     assert (s.volume_threshold, s.volume_mode, s.sensor_interval_seconds) == (25, "full", 5)
     assert (s.training_window, s.holdout_fraction) == (500, 0.25)
-    assert (s.gate_tolerance, s.gate_min_auc) == (0.02, 0.6)
+    assert (s.gate_tolerance, s.gate_min_auc) == (0.03, 0.6)
     assert (s.num_boost_round, s.learning_rate, s.num_leaves, s.seed) == (40, 0.2, 15, -3)
     assert (s.segment_max_bytes, s.max_event_bytes) == (4096, 2000)
 
