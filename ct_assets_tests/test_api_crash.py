@@ -94,7 +94,12 @@ class _Server:
             if self.proc.poll() is not None:
                 raise AssertionError(f"the API exited: {log.read_text(errors='replace')}")
             try:
-                response = httpx.get(f"{self.url}/healthz", timeout=1)
+                # the worker's pid is told only to a caller with the token
+                response = httpx.get(
+                    f"{self.url}/healthz",
+                    headers={"authorization": f"Bearer {TOKEN}"},
+                    timeout=1,
+                )
                 if response.status_code == 200:
                     pids.add(response.json()["pid"])
                     # with several workers, wait until more than one answers (best effort)

@@ -43,7 +43,14 @@ START_TIMEOUT_SECONDS = 120.0
 LOG_TAIL_CHARS = 4000
 _DROPPED_ENV_PREFIXES = ("CT_", "DAGSTER_", "PROMETHEUS_MULTIPROC_DIR")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
-_PLAIN_METADATA = (dg.TextMetadataValue, dg.IntMetadataValue, dg.FloatMetadataValue)
+#: Metadata the UI shows as its value's text (a path or URL as the link's text).
+_PLAIN_METADATA = (
+    dg.TextMetadataValue,
+    dg.IntMetadataValue,
+    dg.FloatMetadataValue,
+    dg.PathMetadataValue,
+    dg.UrlMetadataValue,
+)
 
 #: The lineage from the event log to the deployed model, upstream first.
 LINEAGE_CHAIN = (
@@ -141,7 +148,7 @@ class BuiltHome:
     retrain_run_id: str
     champion_version: str
     champion_run_id: str
-    #: the text, int and float metadata of champion_model's latest materialization
+    #: the text, number, path and URL metadata of champion_model's latest materialization
     champion_metadata: dict[str, str]
 
     def env(self) -> dict[str, str]:
