@@ -156,11 +156,10 @@ def calibrate(
         "canary": {
             "false_promotion": {"rate": worse_canaries.promoted / runs, "runs": runs},
             "false_rollback": {"rate": equivalent_canaries.rolled_back / runs, "runs": runs},
-            "median_samples": {
-                "equivalent": equivalent_canaries.median_samples,
-                "worse": worse_canaries.median_samples,
-                "runs": runs,
-            },
+            # labeled requests (both arms) to a decision, equivalent challengers
+            "median_samples": equivalent_canaries.median_samples,
+            "median_samples_worse": worse_canaries.median_samples,
+            "median_samples_runs": runs,
             "champion_accuracy": accuracy,
             "margin": canary_margin,
             "alpha": spec.canary.alpha,

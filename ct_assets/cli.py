@@ -276,8 +276,7 @@ def calibration_text(result: dict[str, Any], runs: int) -> str:
             f"  equivalent challenger rolled back: {canary['false_rollback']['rate']:.1%}",
             f"  challenger {canary['margin']:g} worse promoted: "
             f"{canary['false_promotion']['rate']:.1%}",
-            "  median labeled requests to a decision: "
-            f"{canary['median_samples']['equivalent']:.0f}",
+            f"  median labeled requests to a decision: {canary['median_samples']:.0f}",
             f"each over {runs} runs",
         ]
     )
