@@ -51,6 +51,8 @@ query Latest($keys: [AssetKeyInput!]) {
         ... on TextMetadataEntry { text }
         ... on IntMetadataEntry { intValue }
         ... on FloatMetadataEntry { floatValue }
+        ... on PathMetadataEntry { path }
+        ... on UrlMetadataEntry { url }
       }
     }
   }
@@ -76,7 +78,7 @@ def _metadata(materialization: dict[str, Any]) -> dict[str, str]:
     """label -> value as text, for the entry types the assets record as plain values."""
     out: dict[str, str] = {}
     for entry in materialization["metadataEntries"]:
-        for field in ("text", "intValue", "floatValue"):
+        for field in ("text", "intValue", "floatValue", "path", "url"):
             if field in entry:
                 out[entry["label"]] = str(entry[field])
     return out
