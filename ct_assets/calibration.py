@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from ct_assets.data.dataset import LABEL, SPLIT
+from ct_assets.data.dataset import LABEL, META_COLUMNS, SPLIT
 from ct_assets.monitoring.canary import CanaryConfig, simulate_canaries
 from ct_assets.training.evaluation import GateConfig, evaluate_gate
 from ct_assets.training.metrics import PRIMARY_METRIC
@@ -193,18 +193,7 @@ def _prepare(dataset: pl.DataFrame) -> _Data:
 def _forgotten_slice(dataset: pl.DataFrame) -> tuple[str, Callable[[pl.DataFrame], pl.Series]]:
     """The slice to forget: the most frequent value of the first categorical feature, else
     the top quartile of the first numeric feature."""
-    meta = {
-        "event_id",
-        "log_offset",
-        "timestamp",
-        LABEL,
-        SPLIT,
-        "window_part",
-        "label_source",
-        "model_version",
-        "arm",
-    }
-    features = [c for c in dataset.columns if c not in meta]
+    features = [c for c in dataset.columns if c not in META_COLUMNS]
     for name in features:
         if dataset.schema[name] == pl.String:
             value = dataset[name].drop_nulls().mode().sort()[0]

@@ -198,7 +198,7 @@ def _cmd_calibrate(args: argparse.Namespace, settings: Settings) -> int:
     from ct_assets.calibration import CalibrationError, CalibrationSpec, calibrate
     from ct_assets.monitoring.canary import CanaryConfig
     from ct_assets.registry import CHAMPION, Registry
-    from ct_assets.training.evaluation import GateConfig
+    from ct_assets.training.evaluation import gate_config
     from ct_assets.training.train import TrainParams
 
     champion = Registry.from_settings(settings).alias(CHAMPION)
@@ -212,15 +212,7 @@ def _cmd_calibrate(args: argparse.Namespace, settings: Settings) -> int:
     spec = CalibrationSpec(
         runs=args.runs,
         seed=args.seed,
-        gate=GateConfig(
-            tolerance=settings.gate_tolerance,
-            min_metric=settings.gate_min_auc,
-            n_resamples=settings.gate_bootstrap_resamples,
-            forgetting_tolerance=settings.gate_forgetting_tolerance,
-            slice_tolerance=settings.gate_slice_tolerance,
-            max_ece=settings.gate_max_ece,
-            seed=args.seed,
-        ),
+        gate=replace(gate_config(settings), seed=args.seed),
         params=TrainParams(
             num_boost_round=settings.num_boost_round,
             learning_rate=settings.learning_rate,

@@ -23,7 +23,7 @@ from ct_assets.registry import (
     TAG_WINDOW_START,
 )
 from ct_assets.training.candidates import candidates_markdown, recorded_candidates
-from ct_assets.training.evaluation import GateConfig, evaluate_gate
+from ct_assets.training.evaluation import evaluate_gate, gate_config
 from ct_assets.training.model import TrainedModel
 from ct_assets.training.plots import calibration_png, importance_png, png_markdown, roc_png
 from ct_assets.uris import redact_uri
@@ -134,15 +134,7 @@ def validation_report(
         older = dataset_store.datasets / f"{champion_info.dataset_version}.parquet"
         if champion_info.dataset_version != dataset_version and older.exists():
             champion_dataset = pl.read_parquet(older)
-    config = GateConfig(
-        tolerance=training_config.gate_tolerance,
-        min_metric=training_config.gate_min_auc,
-        n_resamples=training_config.gate_bootstrap_resamples,
-        forgetting_tolerance=training_config.gate_forgetting_tolerance,
-        slice_tolerance=training_config.gate_slice_tolerance,
-        max_ece=training_config.gate_max_ece,
-        seed=training_config.seed,
-    )
+    config = gate_config(training_config)
     change_at = candidate_info.tags.get(TAG_WINDOW_START)
     since = datetime.fromisoformat(change_at) if change_at else None
     history = history_frames(dataset, champion_dataset, since)

@@ -65,6 +65,20 @@ class GateConfig:
     ece_margin: float = 0.02
 
 
+def gate_config(source: Any) -> GateConfig:
+    """The gate's thresholds from settings (``Settings`` or the training config resource:
+    both name them ``gate_*``)."""
+    return GateConfig(
+        tolerance=source.gate_tolerance,
+        min_metric=source.gate_min_auc,
+        n_resamples=source.gate_bootstrap_resamples,
+        forgetting_tolerance=source.gate_forgetting_tolerance,
+        slice_tolerance=source.gate_slice_tolerance,
+        max_ece=source.gate_max_ece,
+        seed=source.seed,
+    )
+
+
 @dataclass(frozen=True)
 class SliceMetrics:
     """Both models on the rows of ``column == value`` (or a quartile bucket of it)."""
