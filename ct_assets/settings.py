@@ -76,6 +76,7 @@ class Settings:
     # The drift trigger: alibi-detect on the champion's latest logged predictions.
     drift_detector: str = "tabular"
     drift_p_value: float = 0.05
+    drift_min_distance: float = 0.1
     drift_window: int = 2000
     drift_min_window: int = 500
     drift_cooldown_predictions: int = 5000
@@ -270,6 +271,7 @@ class Settings:
             (self.compile_memory_mb >= 100, "CT_COMPILE_MEMORY_MB must be >= 100"),
             (self.drift_detector in ("tabular", "ks"), "CT_DRIFT_DETECTOR: tabular|ks"),
             (self.drift_window >= 50, "CT_DRIFT_WINDOW must be >= 50"),
+            (0 <= self.drift_min_distance < 1, "CT_DRIFT_MIN_DISTANCE must be in [0, 1)"),
             (
                 1 <= self.drift_min_window <= self.drift_window,
                 "CT_DRIFT_MIN_WINDOW must be between 1 and CT_DRIFT_WINDOW",
@@ -385,6 +387,7 @@ _ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "canary_alpha": ("CT_CANARY_ALPHA", _fraction),
     "drift_detector": ("CT_DRIFT_DETECTOR", str),
     "drift_p_value": ("CT_DRIFT_P_VALUE", _fraction),
+    "drift_min_distance": ("CT_DRIFT_MIN_DISTANCE", _fraction),
     "drift_window": ("CT_DRIFT_WINDOW", _non_negative_int),
     "drift_min_window": ("CT_DRIFT_MIN_WINDOW", _non_negative_int),
     "drift_cooldown_predictions": ("CT_DRIFT_COOLDOWN_PREDICTIONS", _non_negative_int),

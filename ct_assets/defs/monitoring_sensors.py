@@ -87,6 +87,7 @@ def build_drift_sensor(
 
     config = DriftConfig(
         p_val=settings.drift_p_value,
+        min_distance=settings.drift_min_distance,
         max_window=settings.drift_window,
         min_window=settings.drift_min_window,
         detector=settings.drift_detector,  # type: ignore[arg-type]
@@ -104,7 +105,8 @@ def build_drift_sensor(
             f"Retrains ({mode}) when the features of the champion's latest "
             f"{config.max_window} logged predictions (or its scores) drifted from its "
             f"training data: alibi-detect {config.detector} with {config.correction} "
-            f"correction at p {config.p_val}, KS on scores. Evaluates once {config.min_window} "
+            f"correction at p {config.p_val}, KS on scores; a change counts only when its "
+            f"distance is at least {config.min_distance}. Evaluates once {config.min_window} "
             "new predictions were logged; fires once per champion until "
             f"{cooldown} more predictions passed; waits while a retrain is in flight."
         ),

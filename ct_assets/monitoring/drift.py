@@ -90,6 +90,12 @@ class DriftConfig:
     correction: Correction = "bonferroni"
     #: Level of the score KS test (Bonferroni over the class columns when multiclass).
     score_p_val: float = 0.01
+    #: The smallest change that counts as drift, whatever its p-value: a feature's KS
+    #: distance (numeric) or total variation distance between category frequencies
+    #: (categorical), the scores' KS distance. A long stream of checks on large windows
+    #: finds differences too small to matter (and, at a fixed level, by chance at about
+    #: the level per check); below this floor they do not fire. 0: p-values alone.
+    min_distance: float = 0.1
     max_window: int = 2000
     min_window: int = 500
     seed: int = 0
@@ -103,6 +109,8 @@ class DriftConfig:
             value = getattr(self, name)
             if not 0.0 < value < 1.0:
                 raise ValueError(f"{name} must be in (0, 1), got {value}")
+        if not 0.0 <= self.min_distance < 1.0:
+            raise ValueError(f"min_distance must be in [0, 1), got {self.min_distance}")
         if self.min_window < 2 or self.max_window < self.min_window:
             raise ValueError(
                 f"need 2 <= min_window <= max_window, got {self.min_window}, {self.max_window}"
@@ -439,12 +447,17 @@ class DriftDecision:
     feature_p_values: dict[str, float]
     #: The test statistic per feature: KS distance (numeric) or chi-squared (categorical).
     feature_distances: dict[str, float]
+    #: The size of each feature's change, on one scale: KS distance (numeric), total
+    #: variation distance between category frequencies (categorical).
+    feature_effects: dict[str, float]
     feature_tests: dict[str, str]
-    #: Features below the threshold, smallest p-value first.
+    #: Features below the threshold with an effect of at least ``min_distance``,
+    #: smallest p-value first.
     drifted_features: list[str]
     score_p_value: float | None
     score_distance: float | None
     score_threshold: float
+    min_distance: float
     #: Rows in the window before sampling, rows compared, rows of the reference.
     window_rows: int
     window_size: int
@@ -460,24 +473,33 @@ class DriftDecision:
             more = f", +{len(low) - 5} more" if len(low) > 5 else ""
             features = (
                 f"feature drift: {len(low)}/{k} features below p {self.threshold:.3g} "
-                f"({listed}{more})"
+                f"with an effect >= {self.min_distance:.3g} ({listed}{more})"
             )
         elif self.feature_p_values:
             name = min(self.feature_p_values, key=lambda n: self.feature_p_values[n])
-            features = (
-                f"no feature drift: min p={self.feature_p_values[name]:.3g} ({name}) "
-                f">= {self.threshold:.3g} over {k} features"
-            )
+            p, effect = self.feature_p_values[name], self.feature_effects.get(name, 0.0)
+            if p < self.threshold:
+                features = (
+                    f"no feature drift: min p={p:.3g} ({name}) < {self.threshold:.3g} "
+                    f"but its effect {effect:.3f} < {self.min_distance:.3g}"
+                )
+            else:
+                features = (
+                    f"no feature drift: min p={p:.3g} ({name}) >= {self.threshold:.3g} "
+                    f"over {k} features"
+                )
         else:
             features = "no features compared"
         if self.score_p_value is None:
             score = "score: not checked"
         else:
-            verb = "<" if self.score_drift else ">="
+            verb = "<" if self.score_p_value < self.score_threshold else ">="
             score = (
                 f"score KS p={self.score_p_value:.3g} {verb} {self.score_threshold:.3g} "
                 f"(D={self.score_distance:.3f})"
             )
+            if verb == "<" and not self.score_drift:
+                score += f", D < {self.min_distance:.3g}: no score drift"
         sizes = (
             f"window {self.window_size} of {self.window_rows} rows vs reference "
             f"{self.reference_size} ({self.detector}, {self.correction})"
@@ -497,11 +519,13 @@ class DriftDecision:
             "threshold": _finite(self.threshold),
             "feature_p_values": {k: _finite(v) for k, v in self.feature_p_values.items()},
             "feature_distances": {k: _finite(v) for k, v in self.feature_distances.items()},
+            "feature_effects": {k: _finite(v) for k, v in self.feature_effects.items()},
             "feature_tests": dict(self.feature_tests),
             "drifted_features": list(self.drifted_features),
             "score_p_value": _finite(self.score_p_value),
             "score_distance": _finite(self.score_distance),
             "score_threshold": _finite(self.score_threshold),
+            "min_distance": self.min_distance,
             "window_rows": self.window_rows,
             "window_size": self.window_size,
             "reference_size": self.reference_size,
@@ -551,11 +575,19 @@ def check_drift(
         raw = np.asarray(result["threshold"], dtype=np.float64)
         threshold = float(raw) if raw.ndim == 0 else float(raw.min())
     names = reference.feature_names
-    drifted = sorted((i for i in range(k) if p_values[i] < threshold), key=lambda i: p_values[i])
+    effects = feature_effects(reference, x, distances)
+    drifted = sorted(
+        (i for i in range(k) if p_values[i] < threshold and effects[i] >= config.min_distance),
+        key=lambda i: p_values[i],
+    )
     tests = {n: ("chi2" if n in reference.categories else "ks") for n in names}
     score_p, score_d = _score_test(reference, recent_scores, index, n, config)
     feature_drift = bool(drifted)
-    score_drift = score_p is not None and score_p < config.score_p_val
+    score_drift = (
+        score_p is not None
+        and score_p < config.score_p_val
+        and (score_d or 0.0) >= config.min_distance
+    )
     return DriftDecision(
         fire=(feature_drift or score_drift) and size >= config.min_window,
         feature_drift=feature_drift,
@@ -565,17 +597,38 @@ def check_drift(
         threshold=threshold,
         feature_p_values={names[i]: float(p_values[i]) for i in range(k)},
         feature_distances={names[i]: float(distances[i]) for i in range(k)},
+        feature_effects={names[i]: float(effects[i]) for i in range(k)},
         feature_tests=tests,
         drifted_features=[names[i] for i in drifted],
         score_p_value=score_p,
         score_distance=score_d,
         score_threshold=config.score_p_val,
+        min_distance=config.min_distance,
         window_rows=n,
         window_size=size,
         reference_size=reference.size,
         min_window=config.min_window,
         reference_version=reference.version,
     )
+
+
+def feature_effects(
+    reference: DriftReference, window: NDArray[np.float64], ks_distances: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    """Per feature, how far the window lies from the reference on a 0-1 scale: the KS
+    distance for numeric features (as the detector measured it), the total variation
+    distance between the category frequencies (missing and unseen codes included) for
+    categorical ones."""
+    effects = np.asarray(ks_distances, dtype=np.float64).copy()
+    if window.shape[0] == 0:
+        return np.zeros_like(effects)
+    for i in reference.categorical_indices:
+        codes = np.concatenate([reference.x_ref[:, i], window[:, i]]).astype(np.int64)
+        size = int(codes.max()) + 1 if codes.size else 1
+        ref = np.bincount(reference.x_ref[:, i].astype(np.int64), minlength=size)
+        new = np.bincount(window[:, i].astype(np.int64), minlength=size)
+        effects[i] = 0.5 * float(np.abs(ref / ref.sum() - new / new.sum()).sum())
+    return effects
 
 
 def score_columns(scores: NDArray[Any], n_classes: int) -> NDArray[np.float64]:
