@@ -3,7 +3,6 @@ each arm decides between rolling the challenger back and promoting it."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -83,12 +82,10 @@ def test_canary_rolls_a_worse_challenger_back_and_promotes_a_better_one(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CT_HOME", str(settings.home))
-    # the gate's tolerances are lenient so that the later candidates reach the canary; the
-    # canary's own settings are the defaults
-    lenient = replace(settings, gate_tolerance=0.2, gate_forgetting_tolerance=0.3)
+    # the gate and the canary at their defaults
     events = simulated_events(4000, drift_at=1.0)
     registry = Registry.from_settings(settings)
-    defs = build_definitions(lenient)
+    defs = build_definitions(settings)
     retrain = defs.resolve_job_def(keys.RETRAIN_JOB)
     with dg.instance_for_test() as instance:
         ingest(settings, events[:2000])
@@ -150,10 +147,9 @@ def test_champion_traffic_from_before_the_deployment_started_is_not_compared(
     would be promoted; bounded by the deployment's start, only the same period counts and
     the experiment keeps running, until the challenger's own traffic shows it is worse."""
     monkeypatch.setenv("CT_HOME", str(settings.home))
-    lenient = replace(settings, gate_tolerance=0.2, gate_forgetting_tolerance=0.3)
     events = simulated_events(3000, drift_at=1.0)
     registry = Registry.from_settings(settings)
-    defs = build_definitions(lenient)
+    defs = build_definitions(settings)
     retrain = defs.resolve_job_def(keys.RETRAIN_JOB)
     with dg.instance_for_test() as instance:
         ingest(settings, events[:2000])
@@ -201,10 +197,9 @@ def test_shadow_evaluation_compares_both_models_on_the_same_requests(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CT_HOME", str(settings.home))
-    lenient = replace(settings, gate_tolerance=0.2, gate_forgetting_tolerance=0.3)
     events = simulated_events(3000, drift_at=1.0)
     registry = Registry.from_settings(settings)
-    defs = build_definitions(lenient)
+    defs = build_definitions(settings)
     retrain = defs.resolve_job_def(keys.RETRAIN_JOB)
     with dg.instance_for_test() as instance:
         ingest(settings, events[:2000])

@@ -34,10 +34,9 @@ def test_with_a_canary_on_a_passing_candidate_stays_challenger_until_it_is_off(
     settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("CT_HOME", str(settings.home))
-    lenient = replace(settings, gate_tolerance=0.1, gate_forgetting_tolerance=0.3)
     events = simulated_events(3200, drift_at=1.0)
     registry = Registry.from_settings(settings)
-    defs = build_definitions(lenient)
+    defs = build_definitions(settings)
     job = defs.resolve_job_def(keys.RETRAIN_JOB)
     with dg.instance_for_test() as instance:
         ingest(settings, events[:2000])
@@ -79,11 +78,10 @@ def test_a_rejected_candidate_never_meets_traffic_and_a_passing_one_supersedes(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CT_HOME", str(settings.home))
-    lenient = replace(settings, gate_tolerance=0.1, gate_forgetting_tolerance=0.3)
-    strict = replace(lenient, gate_min_auc=0.999)
+    strict = replace(settings, gate_min_auc=0.999)
     events = simulated_events(3200, drift_at=1.0)
     registry = Registry.from_settings(settings)
-    retrain = build_definitions(lenient).resolve_job_def(keys.RETRAIN_JOB)
+    retrain = build_definitions(settings).resolve_job_def(keys.RETRAIN_JOB)
     refuse = build_definitions(strict).resolve_job_def(keys.RETRAIN_JOB)
     with dg.instance_for_test() as instance:
         ingest(settings, events[:2000])

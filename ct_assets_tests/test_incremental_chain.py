@@ -26,15 +26,16 @@ def test_after_the_limit_the_next_retrain_is_full(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CT_HOME", str(settings.home))
-    # promotions are what this test needs: the gate is not what it is about
-    limited = replace(settings, max_incremental_chain=1, gate_tolerance=0.1)
-    events = simulated_events(3200, drift_at=1.0)
+    # each retrain adds as many rows as the last had: the gate, at its defaults, can tell
+    # the candidate is no worse on a holdout of that size
+    limited = replace(settings, max_incremental_chain=1)
+    events = simulated_events(8000, drift_at=1.0)
     job = build_definitions(limited).resolve_job_def(keys.RETRAIN_JOB)
     registry = Registry.from_settings(limited)
     incremental = {keys.TAG_TRIGGER: "volume", keys.TAG_MODE: "incremental"}
     chains = []
     with dg.instance_for_test() as instance:
-        for part in (events[:2000], events[2000:2600], events[2600:]):
+        for part in (events[:2000], events[2000:4000], events[4000:]):
             ingest(limited, part)
             tags = incremental if chains else {}
             assert job.execute_in_process(instance=instance, tags=tags).success

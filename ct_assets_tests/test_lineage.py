@@ -65,10 +65,6 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[History]:
         training_window=3000,
         num_boost_round=60,
         sensor_interval_seconds=1,
-        # a lenient gate: these tests are about what was trained on what
-        gate_tolerance=0.1,
-        gate_forgetting_tolerance=0.2,
-        gate_slice_tolerance=0.3,
     ).with_home(tmp_path_factory.mktemp("lineage") / "ct")
     events = simulated_events(PRE + POST, drift_at=1.0)
     served = list(simulate_events(SimulationSpec(rows=40, seed=9, drift="none", kind="both")))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 
 import dagster as dg
 import polars as pl
@@ -35,11 +34,7 @@ def two_champions(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> tuple[
     monkeypatch.setenv("CT_HOME", str(settings.home))
     events = simulated_events(PRE + POST, drift_at=1.0)
     registry = Registry.from_settings(settings)
-    # a lenient gate: these tests are about what happens after promotions
-    lenient = replace(
-        settings, gate_tolerance=0.1, gate_forgetting_tolerance=0.2, gate_slice_tolerance=0.3
-    )
-    defs = build_definitions(lenient)
+    defs = build_definitions(settings)
     job = defs.resolve_job_def(keys.RETRAIN_JOB)
     with dg.instance_for_test() as instance:
         ingest(settings, events[:PRE])
