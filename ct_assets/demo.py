@@ -15,6 +15,7 @@ and starts afresh in one it did.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -22,6 +23,7 @@ import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -47,6 +49,31 @@ class DemoSummary:
 
 def _say(message: str) -> None:
     print(f"[demo] {message}", flush=True)
+
+
+def _file_logger() -> Any:
+    """A Dagster logger writing every event of an in-process run (the per-step DEBUG
+    lines included) to the file its config names, instead of the console."""
+    import dagster as dg
+
+    @dg.logger(config_schema={"path": str}, description="every run event, to a file")
+    def file_logger(init_context: dg.InitLoggerContext) -> logging.Logger:
+        logger = logging.Logger("ct_assets.demo.runs", level=logging.DEBUG)
+        handler = logging.FileHandler(init_context.logger_config["path"])
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+        return logger
+
+    return file_logger
+
+
+def _run_quietly(job: Any, instance: Any, log_path: Path, **kwargs: Any) -> Any:
+    """Execute ``job`` in process with its events going to ``log_path``: the demo's
+    console shows only its own progress lines."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    quiet = job.with_logger_defs({"file": _file_logger()})
+    config = {"loggers": {"file": {"config": {"path": str(log_path)}}}}
+    return quiet.execute_in_process(run_config=config, instance=instance, **kwargs)
 
 
 def _reset_home(settings: Settings) -> None:
@@ -126,15 +153,35 @@ def _wait_for_new_champion(settings: Settings, old: str, daemon: subprocess.Pope
     from ct_assets.registry import CHAMPION, Registry
 
     registry = Registry.from_settings(settings)
-    deadline = time.monotonic() + WAIT_SECONDS
+    started = time.monotonic()
+    deadline = started + WAIT_SECONDS
+    told = started
     while time.monotonic() < deadline:
         if daemon.poll() is not None:
             raise SystemExit(f"dagster-daemon exited with {daemon.returncode}; see its log")
         champion = registry.alias(CHAMPION)
         if champion is not None and champion.version != old:
             return champion.version
+        if time.monotonic() - told >= 15:
+            told = time.monotonic()
+            _say(f"  ... {told - started:.0f}s: {_progress(settings)}")
         time.sleep(2)
     raise SystemExit(f"no new champion within {WAIT_SECONDS}s; see the daemon log")
+
+
+def _progress(settings: Settings) -> str:
+    """What the daemon has done so far: the newest retrain run and its status."""
+    import dagster as dg
+
+    with dg.DagsterInstance.get() as instance:
+        runs = instance.get_run_records(
+            dg.RunsFilter(job_name=keys.RETRAIN_JOB), limit=1, ascending=False
+        )
+    if not runs or runs[0].dagster_run.tags.get(keys.TAG_TRIGGER) == "manual":
+        return "no retrain launched yet (the volume sensor ticks every few seconds)"
+    run = runs[0].dagster_run
+    trigger = run.tags.get(keys.TAG_TRIGGER, "?")
+    return f"retrain run {run.run_id[:8]} ({trigger}) is {run.status.value.lower()}"
 
 
 def _last_trigger_reason(settings: Settings) -> str | None:
@@ -160,14 +207,18 @@ def run_demo(base: Settings) -> int:
     before, after = events[:PRE_DRIFT_ROWS], events[PRE_DRIFT_ROWS:]
     _say(f"ingested {_ingest(settings, before)} labeled feedback events (before the drift)")
 
+    runs_log = settings.home / "logs" / "demo-runs.log"
+    _say(f"training the first champion (retrain job; every run event in {runs_log}) ...")
     with dg.DagsterInstance.get() as instance:
-        result = (
-            build_definitions(settings)
-            .resolve_job_def(keys.RETRAIN_JOB)
-            .execute_in_process(instance=instance, tags={keys.TAG_TRIGGER: "manual"})
+        result = _run_quietly(
+            build_definitions(settings).resolve_job_def(keys.RETRAIN_JOB),
+            instance,
+            runs_log,
+            tags={keys.TAG_TRIGGER: "manual"},
+            raise_on_error=False,
         )
     if not result.success:
-        raise SystemExit("the first retrain run failed; see the Dagster UI")
+        raise SystemExit(f"the first retrain run failed; see {runs_log} or the Dagster UI")
     from ct_assets.registry import CHAMPION, Registry
 
     champion = Registry.from_settings(settings).alias(CHAMPION)
@@ -187,12 +238,15 @@ def run_demo(base: Settings) -> int:
         _say(f"ingested {accepted} labeled feedback events (after the drift)")
         _say(f"waiting for the volume sensor (threshold {settings.volume_threshold}) ...")
         second = _wait_for_new_champion(settings, first, daemon)
+        _say(f"new champion: v{second}")
         acc_after_new = _accuracy(settings, second, post_eval)
+        _say("materializing the monitoring assets ...")
         with dg.DagsterInstance.get() as instance:
-            monitoring = (
-                build_definitions(settings)
-                .resolve_job_def(keys.MONITORING_JOB)
-                .execute_in_process(instance=instance, raise_on_error=False)
+            monitoring = _run_quietly(
+                build_definitions(settings).resolve_job_def(keys.MONITORING_JOB),
+                instance,
+                runs_log,
+                raise_on_error=False,
             )
         _say(
             "monitoring assets materialized (feedback aggregates, loop latency, bias, health)"
