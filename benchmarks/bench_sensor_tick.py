@@ -91,10 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import polars as pl
 
-    from ct_assets.monitoring import drift
-    from ct_assets.monitoring.drift import DriftConfig, build_reference, check_drift
-    from ct_assets.monitoring.performance import PerformanceConfig, check_performance
     from ct_assets.training.train import TrainParams, train_model
+    from ct_assets.triggers import drift
+    from ct_assets.triggers.drift import DriftConfig, build_reference, check_drift
+    from ct_assets.triggers.performance import PerformanceConfig, check_performance
 
     n_holdout = args.train_rows // 5
     x, y = draw(args.train_rows, seed=1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ct_assets.monitoring.change import ChangeConfig, detect_change
+from ct_assets.triggers.change import ChangeConfig, detect_change
 
 
 def monitored(errors: np.ndarray, config: ChangeConfig, every: int = 48) -> list[int]:  # type: ignore[type-arg]

@@ -35,7 +35,9 @@ import polars as pl
 import pytest
 from numpy.typing import NDArray
 
-from ct_assets.monitoring import (
+from ct_assets.training.model import TrainedModel
+from ct_assets.training.train import TrainParams, TrainResult, train_model
+from ct_assets.triggers import (
     DriftConfig,
     DriftReference,
     PerformanceConfig,
@@ -44,16 +46,14 @@ from ct_assets.monitoring import (
     check_performance,
     get_or_build,
 )
-from ct_assets.monitoring import drift as drift_module
-from ct_assets.monitoring.drift import (
+from ct_assets.triggers import drift as drift_module
+from ct_assets.triggers.drift import (
     ARRAYS_FILE,
     META_FILE,
     encode_features,
     prediction_scores,
 )
-from ct_assets.monitoring.performance import binary_auc, champion_outcomes
-from ct_assets.training.model import TrainedModel
-from ct_assets.training.train import TrainParams, TrainResult, train_model
+from ct_assets.triggers.performance import binary_auc, champion_outcomes
 
 PARAMS = TrainParams(num_boost_round=50, learning_rate=0.1, num_threads=1)
 CHANNELS = ["app", "email", "store", "web"]
@@ -566,8 +566,8 @@ def test_multiclass_scores_and_an_empty_window() -> None:
 def test_no_labeled_outcomes_of_the_champion_yet(champion: TrainedModel) -> None:
     """Right after a promotion the champion has served nothing labeled: no errors, no
     change, no crash."""
-    from ct_assets.monitoring.change import detect_change
-    from ct_assets.monitoring.performance import outcome_stream
+    from ct_assets.triggers.change import detect_change
+    from ct_assets.triggers.performance import outcome_stream
 
     empty = pl.DataFrame(
         {"features": [{"x0": 0.0}], "label": ["not a class"], "timestamp": [None]}

@@ -15,7 +15,7 @@ from dagster._core.storage.tags import (
 
 from ct_assets import keys
 from ct_assets.defs import build_definitions
-from ct_assets.defs.sensors import changed_partitions, refresh_range
+from ct_assets.defs.ingestion import changed_partitions, refresh_range
 from ct_assets.eventlog import EventLog
 from ct_assets.schema import FeedbackEvent, PredictionEvent
 from ct_assets.settings import Settings

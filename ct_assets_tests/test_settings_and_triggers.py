@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ct_assets.settings import DEFAULT_HOME, PROJECT_ROOT, Settings, SettingsError
-from ct_assets.triggers import VolumeDecision, volume_decision
+from ct_assets.triggers.volume import VolumeDecision, volume_decision
 
 # --- settings ---------------------------------------------------------------------------------
 

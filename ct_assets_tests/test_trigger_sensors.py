@@ -267,8 +267,8 @@ def test_labeled_counter_adds_new_events_to_its_count_and_equals_a_fresh_count(
     and extended with the events appended since; it equals counting from scratch, also
     for events on older dates and implicit signals the policy does not label."""
     from ct_assets.data.attribution import LabelPolicy
-    from ct_assets.defs.sensors import LabeledCounter, labeled_between
     from ct_assets.eventlog import EventLog
+    from ct_assets.triggers.evidence import LabeledCounter, labeled_between
 
     log = EventLog.from_settings(settings)
     policy = LabelPolicy()

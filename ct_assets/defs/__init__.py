@@ -13,26 +13,27 @@ from ct_assets.defs.canary import (
 )
 from ct_assets.defs.curation import build_daily_assets, build_training_dataset, labeling_queue
 from ct_assets.defs.deployment import champion_model, deployment_history
-from ct_assets.defs.ingestion import daily_partitions
+from ct_assets.defs.ingestion import build_raw_partitions_sensor, daily_partitions
 from ct_assets.defs.jobs import (
+    build_monitoring_schedule,
     build_retrain_job,
     labeling_queue_job,
     monitoring_job,
     raw_partitions_job,
 )
-from ct_assets.defs.monitoring_sensors import (
-    DRIFT_MONITOR_SPEC,
-    PERFORMANCE_MONITOR_SPEC,
-    build_drift_sensor,
-    build_performance_sensor,
-)
 from ct_assets.defs.observability import build_monitoring_assets
 from ct_assets.defs.pipeline_health import build_pipeline_health
 from ct_assets.defs.resources import resources_from_settings
 from ct_assets.defs.rollback import rollback_job
-from ct_assets.defs.schedules import build_monitoring_schedule, build_retrain_schedule
-from ct_assets.defs.sensors import build_raw_partitions_sensor, build_volume_sensor
 from ct_assets.defs.training import candidate_model
+from ct_assets.defs.triggers import (
+    DRIFT_MONITOR_SPEC,
+    PERFORMANCE_MONITOR_SPEC,
+    build_drift_sensor,
+    build_performance_sensor,
+    build_retrain_schedule,
+    build_volume_sensor,
+)
 from ct_assets.defs.validation import validation_report
 from ct_assets.settings import Settings
 

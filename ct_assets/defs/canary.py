@@ -10,8 +10,8 @@ import polars as pl
 
 from ct_assets import keys
 from ct_assets.defs.resources import EventLogResource, RegistryResource
-from ct_assets.defs.sensors import newest_dates
 from ct_assets.eventlog import EventLog
+from ct_assets.eventlog.recent import newest_dates
 from ct_assets.monitoring.canary import (
     TEST_NAME,
     CanaryConfig,
@@ -174,7 +174,7 @@ def shadow_pairs(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # type: ignore[type-arg]
     """For requests the challenger scored in shadow: the champion's and the challenger's
     probabilities (same class order) and the label given later (-1 when none yet)."""
-    from ct_assets.monitoring.drift import prediction_scores
+    from ct_assets.triggers.drift import prediction_scores
 
     dates = newest_dates(log, TRAFFIC_ROWS)
     predictions = log.read("prediction", dates=dates)

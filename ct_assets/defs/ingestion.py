@@ -1,17 +1,28 @@
 """Ingestion: the event log as seen by Dagster, one daily partition per event date (UTC)."""
 
 import hashlib
+import json
+from datetime import date, timedelta
 from typing import Any
 
 import dagster as dg
 import polars as pl
 from dagster._core.definitions.data_version import DATA_VERSION_TAG
+from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+)
 
+from ct_assets import keys
+from ct_assets.curation import CONTEXT_DAYS
 from ct_assets.data.dataset import value_counts
 from ct_assets.data.tables import TableStore
+from ct_assets.defs.resources import EventLogResource
 from ct_assets.defs.tables import column_schema
 from ct_assets.eventlog import EventLog
 from ct_assets.schema import EventKind
+from ct_assets.settings import Settings
 
 
 def daily_partitions(start_date: str) -> dg.DailyPartitionsDefinition:
@@ -77,3 +88,86 @@ RAW_PREDICTIONS_DESCRIPTION = (
     "one partition per event date (UTC), kept as CT_HOME/tables/raw_predictions/"
     "date=<day>.parquet; feedback refers to them by `prediction_id`."
 )
+
+
+def changed_partitions(
+    fingerprints: dict[str, str], seen: dict[str, str], valid: set[str]
+) -> tuple[list[str], list[str]]:
+    """Event dates whose committed segments changed since ``seen`` (and are partitions),
+    and the dates that have events but no partition (before the start date)."""
+    changed = [day for day, fp in sorted(fingerprints.items()) if seen.get(day) != fp]
+    return [d for d in changed if d in valid], [d for d in changed if d not in valid]
+
+
+def refresh_range(changed: list[str], event_dates: list[str], after: int) -> tuple[str, str]:
+    """The first and last date to materialize when ``changed`` dates got new events: the
+    dates with events (``event_dates``) from CONTEXT_DAYS before the first change (their
+    curation looks at it) to ``after`` days past the last one."""
+    low = (date.fromisoformat(changed[0]) - timedelta(days=CONTEXT_DAYS)).isoformat()
+    high = (date.fromisoformat(changed[-1]) + timedelta(days=after)).isoformat()
+    window = [d for d in sorted(event_dates) if low <= d <= high]
+    return window[0], window[-1]
+
+
+def build_raw_partitions_sensor(
+    settings: Settings,
+    job: UnresolvedAssetJobDefinition,
+    queue_job: UnresolvedAssetJobDefinition,
+    partitions: dg.DailyPartitionsDefinition,
+) -> dg.SensorDefinition:
+    # pending feedback of a later date may now find its prediction
+    after = max(timedelta(hours=settings.pending_expiry_hours).days + 1, CONTEXT_DAYS)
+
+    @dg.sensor(
+        name=keys.RAW_PARTITIONS_SENSOR,
+        jobs=[job, queue_job],
+        minimum_interval_seconds=settings.raw_sensor_interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=(
+            "Materializes, in one run, the daily partitions of the raw assets and their "
+            "curation (validated_feedback, feedback_quarantine, attributed_examples) whose "
+            "events changed since the last request (new or late events of that date), "
+            "from the oldest changed date to the newest plus the days whose pending "
+            "feedback may now find its prediction; then refreshes the labeling queue."
+        ),
+    )
+    def raw_partitions_sensor(
+        context: dg.SensorEvaluationContext, event_log: EventLogResource
+    ) -> dg.SensorResult:
+        seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+        fingerprints = event_log.log().partition_fingerprints()
+        valid = set(partitions.get_partition_keys(dynamic_partitions_store=context.instance))
+        changed, outside = changed_partitions(fingerprints, seen, valid)
+        if not changed:
+            note = f"; {len(outside)} event date(s) before {settings.partition_start_date}"
+            return dg.SensorResult(
+                skip_reason=dg.SkipReason(
+                    "no event date changed since the last request" + (note if outside else "")
+                )
+            )
+        first, last = refresh_range(changed, [d for d in fingerprints if d in valid], after)
+        digest = hashlib.sha256(
+            json.dumps({day: fingerprints[day] for day in changed}, sort_keys=True).encode()
+        ).hexdigest()[:16]
+        tags = {
+            keys.TAG_TRIGGER: "events",
+            keys.TAG_REASON: f"events of {len(changed)} date(s) changed: {', '.join(changed[:10])}",
+        }
+        if first == last:
+            request = dg.RunRequest(
+                run_key=f"raw-{first}-{digest}", partition_key=first, tags=tags, job_name=job.name
+            )
+        else:  # one run for the whole range (the assets' backfill policy is single-run)
+            tags[ASSET_PARTITION_RANGE_START_TAG] = first
+            tags[ASSET_PARTITION_RANGE_END_TAG] = last
+            request = dg.RunRequest(
+                run_key=f"raw-{first}-{last}-{digest}", tags=tags, job_name=job.name
+            )
+        queue = dg.RunRequest(run_key=f"queue-{digest}", job_name=queue_job.name, tags=tags)
+        for day in changed:
+            seen[day] = fingerprints[day]
+        return dg.SensorResult(
+            run_requests=[request, queue], cursor=json.dumps(seen, sort_keys=True)
+        )
+
+    return raw_partitions_sensor

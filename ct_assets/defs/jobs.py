@@ -1,5 +1,6 @@
 """Jobs: the on-demand (and sensor-launched) retrain through the whole loop, the raw
-partitions and their curation, the labeling queue, the monitoring assets."""
+partitions and their curation, the labeling queue, the monitoring assets and their
+schedule."""
 
 from __future__ import annotations
 
@@ -74,3 +75,21 @@ monitoring_job = dg.define_asset_job(
     description="Refresh the monitoring of the loop itself (group monitoring).",
     tags={keys.TAG_JOB: keys.MONITORING_JOB},
 )
+
+
+def build_monitoring_schedule(
+    settings: Settings, job: UnresolvedAssetJobDefinition
+) -> dg.ScheduleDefinition:
+    cron = settings.monitoring_cron
+    return dg.ScheduleDefinition(
+        name=keys.MONITORING_SCHEDULE,
+        job=job,
+        cron_schedule=cron,
+        execution_timezone="UTC",
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        tags={keys.TAG_JOB: keys.MONITORING_JOB},
+        description=(
+            f"Refreshes the monitoring assets on cron '{cron}' (UTC, CT_MONITORING_CRON) so "
+            "their figures chart over time."
+        ),
+    )

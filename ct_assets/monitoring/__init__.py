@@ -1,27 +1,3 @@
-"""Monitoring triggers as plain functions: drift and performance decisions, with reasons."""
-
-from ct_assets.monitoring.drift import (
-    DriftConfig,
-    DriftDecision,
-    DriftReference,
-    build_reference,
-    check_drift,
-    get_or_build,
-)
-from ct_assets.monitoring.performance import (
-    PerformanceConfig,
-    PerformanceDecision,
-    check_performance,
-)
-
-__all__ = [
-    "DriftConfig",
-    "DriftDecision",
-    "DriftReference",
-    "PerformanceConfig",
-    "PerformanceDecision",
-    "build_reference",
-    "check_drift",
-    "check_performance",
-    "get_or_build",
-]
+"""Monitoring figures for people: feedback aggregates, loop latency, bias, pipeline
+health and the canary's comparison of arms. The retrain triggers' decisions live in
+:mod:`ct_assets.triggers`."""

@@ -218,7 +218,7 @@ def outcome_stream(
     """The champion's outcomes on attributed examples
     (:func:`~ct_assets.data.attribution.attribute_feedback` output, time-ordered): the last
     ``last`` of those whose label is one of the model's classes."""
-    from ct_assets.monitoring.drift import feature_frame
+    from ct_assets.triggers.drift import feature_frame
 
     known = examples.filter(pl.col("label").cast(pl.String).is_in(model.spec.classes))
     if last is not None:

@@ -1,6 +1,8 @@
-"""The drift and performance triggers: sensors that read the inference log and feedback,
-decide with :mod:`ct_assets.monitoring`, explain every tick, and chart their figures on
-the ``drift_monitor`` and ``performance_monitor`` assets."""
+"""The retrain triggers wired into Dagster: the volume, drift and performance sensors and
+the retrain schedule. Each sensor reads its evidence and decides with
+:mod:`ct_assets.triggers`, explains every tick, and requests at most one retrain per piece
+of evidence; the drift and performance sensors chart their figures on the
+``drift_monitor`` and ``performance_monitor`` assets."""
 
 import json
 from typing import Any
@@ -11,9 +13,22 @@ from dagster._core.definitions.unresolved_asset_job_definition import Unresolved
 
 from ct_assets import keys
 from ct_assets.defs.lineage import latest_metadata
-from ct_assets.defs.resources import DatasetStoreResource, EventLogResource, RegistryResource
-from ct_assets.defs.sensors import newest_dates, retrain_in_flight, retrain_request
+from ct_assets.defs.resources import (
+    CurationResource,
+    DatasetStoreResource,
+    EventLogResource,
+    RegistryResource,
+)
 from ct_assets.settings import Settings
+from ct_assets.triggers.evidence import LabeledCounter, champion_examples, champion_predictions
+from ct_assets.triggers.volume import volume_decision
+
+IN_FLIGHT = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
 
 DRIFT_MONITOR_SPEC = dg.AssetSpec(
     keys.DRIFT_MONITOR,
@@ -35,6 +50,31 @@ PERFORMANCE_MONITOR_SPEC = dg.AssetSpec(
         "promotion) and the one-sided binomial p-value, charted over time."
     ),
 )
+
+
+def retrain_request(
+    trigger: str, reason: str, mode: str, evidence: str, tags: dict[str, str] | None = None
+) -> dg.RunRequest:
+    """A run of the retrain job, keyed by its evidence so it is never requested twice;
+    ``tags``: more run tags (e.g. the change point the dataset starts at)."""
+    return dg.RunRequest(
+        run_key=f"{trigger}-{evidence}",
+        tags={
+            **(tags or {}),
+            keys.TAG_TRIGGER: trigger,
+            keys.TAG_REASON: reason[:1000],
+            keys.TAG_MODE: mode,
+            keys.TAG_JOB: keys.RETRAIN_JOB,
+        },
+    )
+
+
+def retrain_in_flight(instance: dg.DagsterInstance) -> str | None:
+    """The id of a retrain run queued or running, if any: triggers wait for it."""
+    runs = instance.get_runs(
+        dg.RunsFilter(tags={keys.TAG_JOB: keys.RETRAIN_JOB}, statuses=IN_FLIGHT), limit=1
+    )
+    return runs[0].run_id if runs else None
 
 
 def _outcome(
@@ -80,10 +120,58 @@ def _outcome(
     return dg.SensorResult(run_requests=[request], cursor=json.dumps(state), asset_events=[event])
 
 
+def build_volume_sensor(
+    settings: Settings, job: UnresolvedAssetJobDefinition
+) -> dg.SensorDefinition:
+    threshold = settings.volume_threshold
+    mode = settings.volume_mode
+    counter = LabeledCounter()
+
+    @dg.sensor(
+        name=keys.VOLUME_SENSOR,
+        job=job,
+        minimum_interval_seconds=settings.sensor_interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=(
+            f"Retrains ({mode}) when {threshold} labeled feedback events arrived since the "
+            "champion's dataset cutoff. Waits while a retrain is in flight."
+        ),
+    )
+    def volume_sensor(
+        context: dg.SensorEvaluationContext,
+        event_log: EventLogResource,
+        curation: CurationResource,
+    ) -> dg.SensorResult:
+        cursor = json.loads(context.cursor) if context.cursor else {}
+        last_requested = int(cursor.get("requested_upto", 0))
+        champion = latest_metadata(context.instance, keys.CHAMPION_MODEL) or {}
+        cutoff = int(champion.get(keys.META_LOG_POSITION, 0))
+        log = event_log.log()
+        position = log.counts().feedback
+        baseline = max(cutoff, last_requested)
+        labeled = counter.count(log, baseline, position, curation.policy())
+        decision = volume_decision(position, cutoff, last_requested, threshold, labeled)
+        if not decision.fire:
+            return dg.SensorResult(skip_reason=dg.SkipReason(decision.reason))
+        running = retrain_in_flight(context.instance)
+        if running is not None:
+            return dg.SensorResult(
+                skip_reason=dg.SkipReason(
+                    f"{decision.reason}, but retrain run {running} is in flight"
+                )
+            )
+        return dg.SensorResult(
+            run_requests=[retrain_request("volume", decision.reason, mode, str(position))],
+            cursor=json.dumps({"requested_upto": position}),
+        )
+
+    return volume_sensor
+
+
 def build_drift_sensor(
     settings: Settings, job: UnresolvedAssetJobDefinition
 ) -> dg.SensorDefinition:
-    from ct_assets.monitoring.drift import DriftConfig
+    from ct_assets.triggers.drift import DriftConfig
 
     config = DriftConfig(
         p_val=settings.drift_p_value,
@@ -117,7 +205,7 @@ def build_drift_sensor(
         registry: RegistryResource,
         dataset_store: DatasetStoreResource,
     ) -> dg.SensorResult:
-        from ct_assets.monitoring.drift import (
+        from ct_assets.triggers.drift import (
             build_reference,
             check_drift,
             get_or_build,
@@ -148,10 +236,7 @@ def build_drift_sensor(
             return build_reference(version, dataset, reg.load_validated_model(version))
 
         reference = get_or_build(drift_root, version, build)
-        recent = log.read("prediction", dates=newest_dates(log, 4 * config.max_window))
-        if "model_version" in recent.columns:
-            recent = recent.filter(pl.col("model_version") == version)
-        recent = recent.tail(config.max_window)
+        recent = champion_predictions(log, version, config.max_window)
         scores = prediction_scores(recent, reference.classes) if recent.height else None
         decision = check_drift(reference, recent, scores, config)
         reason = decision.reason()
@@ -192,8 +277,8 @@ def build_drift_sensor(
 def build_performance_sensor(
     settings: Settings, job: UnresolvedAssetJobDefinition
 ) -> dg.SensorDefinition:
-    from ct_assets.monitoring.change import ChangeConfig
-    from ct_assets.monitoring.performance import PerformanceConfig
+    from ct_assets.triggers.change import ChangeConfig
+    from ct_assets.triggers.performance import PerformanceConfig
 
     config = PerformanceConfig(
         min_samples=settings.performance_min_samples,
@@ -225,9 +310,8 @@ def build_performance_sensor(
         event_log: EventLogResource,
         registry: RegistryResource,
     ) -> dg.SensorResult:
-        from ct_assets.data.attribution import attribute_feedback
-        from ct_assets.monitoring.change import detect_change
-        from ct_assets.monitoring.performance import check_performance, outcome_stream
+        from ct_assets.triggers.decay import decide_decay
+        from ct_assets.triggers.performance import outcome_stream
 
         cursor = json.loads(context.cursor) if context.cursor else {}
         champion = latest_metadata(context.instance, keys.CHAMPION_MODEL) or {}
@@ -249,37 +333,15 @@ def build_performance_sensor(
                 )
             )
         window = config.window or 1000
-        dates = newest_dates(log, 2 * max(2 * window, change_config.max_window))
-        examples = attribute_feedback(
-            log.read("feedback", dates=dates), log.read("prediction", dates=dates)
-        )
-        if "model_version" in examples.columns:
-            examples = examples.filter(pl.col("model_version") == version)
+        examples = champion_examples(log, version, max(2 * window, change_config.max_window))
         if version not in models:
             models.clear()
             models[version] = registry.registry().load_model(version)
         model = models[version]
         outcomes = outcome_stream(examples, model, last=max(window, change_config.max_window))
-        y, proba = outcomes.y[-window:], outcomes.proba[-window:]
-        decision = check_performance(y, proba, float(baseline), config, classes=model.spec.classes)
-        change = detect_change(outcomes.errors, change_config)
-        reason = decision.reason()
-        tags: dict[str, str] = {}
-        start = outcomes.timestamps[-change.rows_since] if change.found else None
-        if start is not None:
-            tags[keys.TAG_WINDOW_START] = start.isoformat()
-            reason = f"change point at {start.isoformat()}: {change.reason()}; {reason}"
-        elif change.found:
-            reason = f"{change.reason()}; {reason}"
-        elif decision.fire and outcomes.timestamps and outcomes.timestamps[0] is not None:
-            # below its baseline with no cut in its outcomes: the concept changed before
-            # (or as) this champion began serving; learn from what it has served
-            first = outcomes.timestamps[0]
-            tags[keys.TAG_WINDOW_START] = first.isoformat()
-            reason = (
-                f"no change point within its {len(outcomes.timestamps)} outcomes: the window "
-                f"starts at its first, {first.isoformat()}; {reason}"
-            )
+        decay = decide_decay(outcomes, float(baseline), config, change_config, model.spec.classes)
+        decision, change, reason = decay.performance, decay.change, decay.reason
+        tags = {keys.TAG_WINDOW_START: decay.window_start} if decay.window_start else {}
         event = dg.AssetMaterialization(
             asset_key=keys.PERFORMANCE_MONITOR,
             metadata={
@@ -292,9 +354,7 @@ def build_performance_sensor(
                 "change_found": change.found,
                 "change_rows_since": change.rows_since,
                 "reason": reason,
-                "details": dg.MetadataValue.json(
-                    {**decision.to_dict(), "change": change.to_dict()}
-                ),
+                "details": dg.MetadataValue.json(decay.to_dict()),
             },
         )
         return _outcome(
@@ -302,7 +362,7 @@ def build_performance_sensor(
             cursor,
             trigger="performance",
             word="decay",
-            fire=decision.fire or change.found,
+            fire=decay.fire,
             reason=reason,
             mode=mode,
             version=version,
@@ -314,3 +374,30 @@ def build_performance_sensor(
         )
 
     return performance_sensor
+
+
+def build_retrain_schedule(
+    settings: Settings, job: UnresolvedAssetJobDefinition
+) -> dg.ScheduleDefinition:
+    cron = settings.retrain_cron
+    return dg.ScheduleDefinition(
+        name=keys.RETRAIN_SCHEDULE,
+        job=job,
+        cron_schedule=cron,
+        execution_timezone="UTC",
+        default_status=(
+            dg.DefaultScheduleStatus.RUNNING
+            if settings.retrain_schedule_on
+            else dg.DefaultScheduleStatus.STOPPED
+        ),
+        tags={
+            keys.TAG_TRIGGER: "schedule",
+            keys.TAG_MODE: "full",
+            keys.TAG_REASON: f"scheduled full retrain (cron '{cron}' UTC)",
+            keys.TAG_JOB: keys.RETRAIN_JOB,
+        },
+        description=(
+            f"A full retrain on cron '{cron}' (UTC), whatever the other triggers say; "
+            "stopped unless CT_RETRAIN_SCHEDULE_ON=1 or turned on in the UI."
+        ),
+    )
