@@ -206,21 +206,37 @@ def is_current(source: str | None, key: str, as_of: datetime) -> bool:
     return pending_as_of is None or pending_as_of == as_of.isoformat()
 
 
+# The tables one curation of a date writes, together, with the same source.
+CURATED_TABLES = (keys.VALIDATED_FEEDBACK, keys.FEEDBACK_QUARANTINE, keys.ATTRIBUTED_EXAMPLES)
+
+
 def write_curated(store: TableStore, day: str, curated: Curated, source: str) -> dict[str, Path]:
-    """The validated feedback, quarantine and attributed examples tables of ``day``."""
+    """The validated feedback, quarantine and attributed examples tables of ``day``, written
+    under the locks of all three (no other writer interleaves its tables with these).
+    Validated feedback goes last: a writer killed half way leaves it with its old source,
+    so the date reads as stale (:func:`curated_is_current`) and is curated again."""
     validated = curated.validated
-    return {
-        keys.VALIDATED_FEEDBACK: store.write(keys.VALIDATED_FEEDBACK, day, validated, source),
-        keys.FEEDBACK_QUARANTINE: store.write(
+    with store.locked(CURATED_TABLES, day):
+        examples = store.write(keys.ATTRIBUTED_EXAMPLES, day, curated.examples, source)
+        quarantine = store.write(
             keys.FEEDBACK_QUARANTINE,
             day,
             validated.filter(pl.col("status") == "quarantined"),
             source,
-        ),
-        keys.ATTRIBUTED_EXAMPLES: store.write(
-            keys.ATTRIBUTED_EXAMPLES, day, curated.examples, source
-        ),
+        )
+        validated_path = store.write(keys.VALIDATED_FEEDBACK, day, validated, source)
+    return {
+        keys.VALIDATED_FEEDBACK: validated_path,
+        keys.FEEDBACK_QUARANTINE: quarantine,
+        keys.ATTRIBUTED_EXAMPLES: examples,
     }
+
+
+def curated_is_current(store: TableStore, day: str, key: str, as_of: datetime) -> bool:
+    """Whether the curated tables of ``day`` were all written by one curation of inputs
+    ``key`` (and ``as_of``, while feedback was pending)."""
+    sources = {store.source(table, day) for table in CURATED_TABLES}
+    return len(sources) == 1 and is_current(sources.pop(), key, as_of)
 
 
 def refresh_tables(
@@ -235,24 +251,33 @@ def refresh_tables(
 ) -> list[str]:
     """Bring the tables a dataset is compiled from up to date with the log: the curated
     tables of ``dates`` and the raw predictions their feedback may refer to. A table is
-    rewritten only when its recorded source differs from the log's. Returns the dates
-    curated again."""
+    rewritten only when its recorded source differs from the log's; the check is made
+    again under the table's lock, so a date another run refreshed meanwhile is not
+    curated twice. Returns the dates this call curated again."""
     _, lookup = input_dates(dates, rules, 0)
     for day in [d for d in lookup if d in fingerprints]:
-        if store.source(keys.RAW_PREDICTIONS, day) != fingerprints[day]:
-            store.write(
-                keys.RAW_PREDICTIONS, day, log.read("prediction", dates=[day]), fingerprints[day]
-            )
+        if store.source(keys.RAW_PREDICTIONS, day) == fingerprints[day]:
+            continue
+        with store.locked([keys.RAW_PREDICTIONS], day):
+            if store.source(keys.RAW_PREDICTIONS, day) != fingerprints[day]:
+                store.write(
+                    keys.RAW_PREDICTIONS,
+                    day,
+                    log.read("prediction", dates=[day]),
+                    fingerprints[day],
+                )
     wanted = {d: curation_key(d, fingerprints, rules, policy) for d in dates}
-    stale = [
-        d
-        for d in dates
-        if not is_current(store.source(keys.VALIDATED_FEEDBACK, d), wanted[d], as_of)
-    ]
+    stale = [d for d in dates if not curated_is_current(store, d, wanted[d], as_of)]
+    curated_again = []
     for first in range(0, len(stale), REFRESH_BLOCK_DAYS):
         block = stale[first : first + REFRESH_BLOCK_DAYS]
-        inputs = CurationInputs.read(log, block, rules)
+        inputs: CurationInputs | None = None  # read once per block, when first needed
         for day in block:
-            curated = curate(log, [day], rules, policy, reference, as_of, inputs=inputs)
-            write_curated(store, day, curated, curated_source(wanted[day], curated))
-    return stale
+            with store.locked(CURATED_TABLES, day):
+                if curated_is_current(store, day, wanted[day], as_of):
+                    continue
+                inputs = inputs or CurationInputs.read(log, block, rules)
+                curated = curate(log, [day], rules, policy, reference, as_of, inputs=inputs)
+                write_curated(store, day, curated, curated_source(wanted[day], curated))
+                curated_again.append(day)
+    return curated_again

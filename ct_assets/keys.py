@@ -76,3 +76,11 @@ TAG_JOB = "ct/job"
 #: Set by the performance trigger when it found a change point: the retrain's dataset
 #: starts there (ISO timestamp).
 TAG_WINDOW_START = "ct/window_start"
+
+#: Dagster pool of the steps that write per-date tables (``daily_events``,
+#: ``training_dataset``, whose refresh curates stale dates again). No limit is set by
+#: default: correctness comes from the per-table lock (ct_assets/data/table_files.py),
+#: which is finer (one table and date, held only while that date is written) than any
+#: static key can be; the pool names the writers so that an operator can serialize them
+#: with ``dagster instance concurrency set ct_tables 1``.
+TABLES_POOL = "ct_tables"

@@ -263,6 +263,7 @@ def build_daily_assets(start_date: str) -> dg.AssetsDefinition:
             partitions_def=partitions,
             backfill_policy=dg.BackfillPolicy.single_run(),
             can_subset=False,
+            pool=keys.TABLES_POOL,  # writes per-date tables (see keys.TABLES_POOL)
         )
         def daily_events(
             context: dg.AssetExecutionContext,
@@ -318,6 +319,7 @@ def build_training_dataset(settings: Settings) -> dg.AssetsDefinition:
         deps=deps,
         kinds={"polars", "parquet"},
         code_version=DATASET_CODE_VERSION,
+        pool=keys.TABLES_POOL,  # refreshes stale per-date tables (see keys.TABLES_POOL)
         check_specs=[
             dg.AssetCheckSpec("not_empty", asset=keys.TRAINING_DATASET, blocking=True),
             dg.AssetCheckSpec("class_balance", asset=keys.TRAINING_DATASET, blocking=True),
