@@ -40,7 +40,7 @@ import numpy as np
 import polars as pl
 
 from ct_assets import keys
-from ct_assets.settings import Settings
+from ct_assets.settings import Settings, names_set_in
 
 if TYPE_CHECKING:
     import dagster as dg
@@ -397,12 +397,9 @@ def _gate_failures(result: Any) -> list[str]:
 
 def backtest_settings(base: Settings, home: Path, environ: dict[str, str]) -> Settings:
     """``base`` on ``home``, with the backtest defaults where the environment sets nothing."""
-    from ct_assets.settings import _ENV_VARS
-
+    set_by_environment = names_set_in(environ)
     overrides = {
-        name: value
-        for name, value in BACKTEST_DEFAULTS.items()
-        if not environ.get(_ENV_VARS[name][0])
+        name: value for name, value in BACKTEST_DEFAULTS.items() if name not in set_by_environment
     }
     return replace(base, **overrides).with_home(home)
 

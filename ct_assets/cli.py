@@ -350,6 +350,12 @@ def _cmd_dagster_home(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cmd_config(args: argparse.Namespace, settings: Settings) -> int:
+    from ct_assets.config_report import print_config
+
+    return print_config(settings, as_json=args.json)
+
+
 def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from ct_assets.demo import run_demo
 
@@ -490,6 +496,12 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--seed", type=int, default=0)
     cal.add_argument("--json", action="store_true")
     cal.set_defaults(func=_cmd_calibrate)
+
+    config = sub.add_parser(
+        "config", help="the effective settings by section, each with where it came from"
+    )
+    config.add_argument("--json", action="store_true")
+    config.set_defaults(func=_cmd_config)
 
     lineage = sub.add_parser(
         "lineage", help="model version <-> dataset <-> partitions and events, both ways"

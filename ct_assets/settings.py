@@ -1,8 +1,14 @@
-"""One settings object for the whole project.
+"""One settings object for the whole project, each setting declared once.
 
 Every path lives under ``CT_HOME`` (default ``.ct/`` in the project root). Values
 come from defaults, overridden by ``CT_*`` environment variables; nothing reads
 the environment at import time: call :meth:`Settings.from_env` where needed.
+
+Each field of :class:`Settings` is declared by :func:`setting`: its default, its
+environment variable, the parser of that variable's text, the check of its value, its
+section (``drift``, ``gate``, ...) and whether it is a secret. ``from_env``, ``as_env``,
+``validate``, :meth:`Settings.section` and ``ct-assets config`` are all derived from
+these declarations (see :func:`declarations`).
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import date
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Literal
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -21,126 +28,802 @@ DEFAULT_HOME = PROJECT_ROOT / ".ct"
 #: candidates (see ct_assets.training.candidates), incremental only when no change was found.
 TrainingMode = Literal["full", "incremental", "auto"]
 
+#: The sections settings are grouped in, in the order ``ct-assets config`` lists them.
+SECTIONS = (
+    "core",
+    "api",
+    "eventlog",
+    "curation",
+    "training",
+    "gate",
+    "drift",
+    "performance",
+    "canary",
+    "bias",
+    "monitoring",
+    "serving",
+)
+
 
 class SettingsError(ValueError):
     """An environment variable holds a value the settings cannot use."""
 
 
+#: A check of a setting's value: ``None`` when it is fine, else what is wrong ("must be
+#: >= 1"). It also receives the whole settings, for limits that depend on another one.
+Check = Callable[[Any, "Settings"], str | None]
+
+_DECLARATION = "ct_setting"
+
+
+@dataclass(frozen=True)
+class Declaration:
+    """What :func:`setting` declares about one field of :class:`Settings`."""
+
+    name: str
+    env: str
+    section: str
+    parse: Callable[[str], Any]
+    check: Check | None
+    secret: bool  # never printed (``ct-assets config`` shows it redacted)
+    uri: bool  # a URI that may carry credentials (redacted when shown)
+    help: str
+    default: Any
+
+
+def setting(
+    default: Any,
+    *,
+    env: str,
+    section: str,
+    parse: Callable[[str], Any] = str,
+    check: Check | None = None,
+    secret: bool = False,
+    uri: bool = False,
+    help: str = "",
+) -> Any:
+    """A field of :class:`Settings` with its environment variable, parser, check and section."""
+    if section not in SECTIONS:
+        raise ValueError(f"unknown settings section {section!r}")
+    spec = {
+        "env": env,
+        "section": section,
+        "parse": parse,
+        "check": check,
+        "secret": secret,
+        "uri": uri,
+        "help": help,
+    }
+    return field(default=default, repr=not secret, metadata={_DECLARATION: spec})
+
+
+# --- checks -----------------------------------------------------------------------------------
+
+
+def at_least(low: float) -> Check:
+    return lambda value, _s: None if value >= low else f"must be >= {low:g}"
+
+
+def above(low: float) -> Check:
+    return lambda value, _s: None if value > low else f"must be > {low:g}"
+
+
+def between(low: float, high: float, *, closed: str = "()") -> Check:
+    """``closed``: the brackets of the interval, ``"()"``, ``"[)"``, ``"(]"`` or ``"[]"``."""
+
+    def check(value: Any, _s: Settings) -> str | None:
+        ok_low = value >= low if closed[0] == "[" else value > low
+        ok_high = value <= high if closed[1] == "]" else value < high
+        return None if ok_low and ok_high else f"must be in {closed[0]}{low:g}, {high:g}{closed[1]}"
+
+    return check
+
+
+def one_of(*choices: str) -> Check:
+    return lambda value, _s: None if value in choices else "must be one of " + "|".join(choices)
+
+
+def _cron(value: Any, _s: Settings) -> str | None:
+    if len(str(value).split()) == 5:
+        return None
+    return "must be a cron with 5 fields (minute hour day month weekday)"
+
+
+def _iso_date(value: Any, _s: Settings) -> str | None:
+    try:
+        date.fromisoformat(value)
+    except (TypeError, ValueError):
+        return "must be a date YYYY-MM-DD"
+    return None if len(value) == 10 else "must be a date YYYY-MM-DD"
+
+
+_CANDIDATE_WINDOWS = ("window", "recent", "incremental")
+
+
+def _candidate_windows(value: Any, _s: Settings) -> str | None:
+    names = {part for part in value.replace(" ", "").split(",")}
+    if value.strip() and names <= set(_CANDIDATE_WINDOWS):
+        return None
+    return "must be a comma list of " + ", ".join(_CANDIDATE_WINDOWS)
+
+
+def _drift_min_window(value: Any, s: Settings) -> str | None:
+    if 1 <= value <= s.drift_window:
+        return None
+    return f"must be between 1 and CT_DRIFT_WINDOW ({s.drift_window})"
+
+
+# --- parsers ----------------------------------------------------------------------------------
+
+
+def _non_negative_int(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
+        raise ValueError("must not be negative")
+    return value
+
+
+def _fraction(raw: str) -> float:
+    value = float(raw)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError("must be between 0 and 1")
+    return value
+
+
+def _flag(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected 1/0, true/false, yes/no or on/off, got {raw!r}")
+
+
+def _mode(raw: str) -> str:
+    if raw not in ("full", "incremental", "auto"):
+        raise ValueError("must be 'full', 'incremental' or 'auto'")
+    return raw
+
+
+def _home(raw: str) -> Path:
+    return Path(raw).expanduser().resolve()
+
+
+def _positive_float(raw: str) -> float:
+    value = float(raw)
+    if not value > 0:
+        raise ValueError("must be a number > 0")
+    return value
+
+
+def _non_negative_float(raw: str) -> float:
+    value = float(raw)
+    if not value >= 0:
+        raise ValueError("must be a number >= 0")
+    return value
+
+
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value < 1:
+        raise ValueError("must be an integer >= 1")
+    return value
+
+
+def _queue_size(raw: str) -> int:
+    value = int(raw)
+    if value < 2:
+        raise ValueError("must be an integer >= 2 (a shadowed prediction makes two records)")
+    return value
+
+
+_MODES = ("full", "incremental", "auto")
+
+
 @dataclass(frozen=True)
 class Settings:
-    home: Path = DEFAULT_HOME
-    model_name: str = "ct_model"
-    # MLflow: None means SQLite + local artifacts under CT_HOME/mlflow.
-    tracking_uri_override: str | None = None
-    # Volume trigger: labeled feedback events since the champion's dataset cutoff.
-    volume_threshold: int = 2000
-    volume_mode: TrainingMode = "auto"
-    sensor_interval_seconds: int = 30
-    # Dataset compilation: most recent labeled examples, the last share held out by time.
-    training_window: int = 4000
-    holdout_fraction: float = 0.2
-    # Which examples a dataset is compiled from: the last `window_days` of attributed
-    # examples (at most `training_window`), plus a reservoir of older ones if asked.
-    window_mode: str = "sliding"
-    window_days: int = 30
-    reservoir_size: int = 0
+    # --- core: where state lives and which model --------------------------------------------
+    home: Path = setting(  # noqa: RUF009 (setting() is dataclasses.field)
+        DEFAULT_HOME, env="CT_HOME", section="core", parse=_home, help="all state"
+    )
+    model_name: str = setting(
+        "ct_model",
+        env="CT_MODEL_NAME",
+        section="core",
+        help="registered model and experiment name",
+    )
+    # None: SQLite + local artifacts under CT_HOME/mlflow.
+    tracking_uri_override: str | None = setting(
+        None,
+        env="CT_MLFLOW_TRACKING_URI",
+        section="core",
+        uri=True,
+        help="another MLflow server (default: SQLite under CT_HOME)",
+    )
+
+    # --- api: the ingestion API -------------------------------------------------------------
+    api_token: str | None = setting(
+        None, env="CT_API_TOKEN", section="api", secret=True, help="bearer token of the API"
+    )
+    api_max_body_bytes: int = setting(
+        5 * 1024 * 1024,
+        env="CT_API_MAX_BODY_BYTES",
+        section="api",
+        parse=_non_negative_int,
+        check=at_least(1024),
+        help="larger bodies get 413",
+    )
+    max_future_skew_seconds: int = setting(
+        300,
+        env="CT_MAX_FUTURE_SKEW_SECONDS",
+        section="api",
+        parse=_non_negative_int,
+        help="tolerated clock skew of event timestamps",
+    )
+
+    # --- eventlog: the log and the daily partitions of the raw assets ------------------------
+    segment_max_bytes: int = setting(
+        64 * 1024 * 1024,
+        env="CT_SEGMENT_MAX_BYTES",
+        section="eventlog",
+        parse=_non_negative_int,
+        check=at_least(4096),
+        help="segment size before it is closed",
+    )
+    max_event_bytes: int = setting(
+        32 * 1024,
+        env="CT_MAX_EVENT_BYTES",
+        section="eventlog",
+        parse=_non_negative_int,
+        check=at_least(1024),
+        help="largest event",
+    )
+    partition_start_date: str = setting(
+        "2020-01-01",
+        env="CT_PARTITION_START_DATE",
+        section="eventlog",
+        check=_iso_date,
+        help="first daily partition of the raw assets (UTC event dates)",
+    )
+    raw_sensor_interval_seconds: int = setting(
+        60,
+        env="CT_RAW_SENSOR_INTERVAL_SECONDS",
+        section="eventlog",
+        parse=_non_negative_int,
+        check=at_least(1),
+        help="how often raw_partitions_sensor looks",
+    )
+
+    # --- curation: feedback validation, dataset compilation, the labeling queue --------------
+    # Dataset compilation: the last `window_days` of attributed examples (at most
+    # `training_window`), plus a reservoir of older ones if asked; the last share held out.
+    training_window: int = setting(
+        4000,
+        env="CT_TRAINING_WINDOW",
+        section="curation",
+        parse=_non_negative_int,
+        check=at_least(10),
+        help="examples per dataset",
+    )
+    holdout_fraction: float = setting(
+        0.2,
+        env="CT_HOLDOUT_FRACTION",
+        section="curation",
+        parse=_fraction,
+        check=between(0.0, 0.9),
+        help="latest share held out",
+    )
+    window_mode: str = setting(
+        "sliding",
+        env="CT_WINDOW_MODE",
+        section="curation",
+        check=one_of("sliding", "all", "sliding_reservoir"),
+        help="which examples a dataset holds",
+    )
+    window_days: int = setting(
+        30,
+        env="CT_WINDOW_DAYS",
+        section="curation",
+        parse=_non_negative_int,
+        check=at_least(1),
+        help="days of a sliding window",
+    )
+    reservoir_size: int = setting(
+        0,
+        env="CT_RESERVOIR_SIZE",
+        section="curation",
+        parse=_non_negative_int,
+        help="older examples kept by sliding_reservoir",
+    )
     # Feedback validation (see ct_assets/data/validation.py for every rule).
-    pending_expiry_hours: int = 24
-    max_feedback_delay_days: int = 30
-    rate_factor: float = 10.0
-    dominance_share: float = 0.5
-    flip_disagreement: float = 0.5
-    max_quarantine_rate: float = 0.2
-    # Memory DuckDB may use compiling a dataset before it spills to disk.
-    compile_memory_mb: int = 1000
+    pending_expiry_hours: int = setting(
+        24,
+        env="CT_PENDING_EXPIRY_HOURS",
+        section="curation",
+        parse=_non_negative_int,
+        check=at_least(1),
+        help="pending feedback is then quarantined as unknown_prediction",
+    )
+    max_feedback_delay_days: int = setting(
+        30,
+        env="CT_MAX_FEEDBACK_DELAY_DAYS",
+        section="curation",
+        parse=_non_negative_int,
+        check=at_least(1),
+        help="feedback later than this after its prediction is quarantined",
+    )
+    rate_factor: float = setting(
+        10.0, env="CT_RATE_FACTOR", section="curation", parse=float, help="abuse threshold"
+    )
+    dominance_share: float = setting(
+        0.5,
+        env="CT_DOMINANCE_SHARE",
+        section="curation",
+        parse=_fraction,
+        help="abuse threshold",
+    )
+    flip_disagreement: float = setting(
+        0.5,
+        env="CT_FLIP_DISAGREEMENT",
+        section="curation",
+        parse=_fraction,
+        help="abuse threshold",
+    )
+    max_quarantine_rate: float = setting(
+        0.2,
+        env="CT_MAX_QUARANTINE_RATE",
+        section="curation",
+        parse=_fraction,
+        help="above it the dataset's blocking check stops training",
+    )
+    compile_memory_mb: int = setting(
+        1000,
+        env="CT_COMPILE_MEMORY_MB",
+        section="curation",
+        parse=_non_negative_int,
+        check=at_least(100),
+        help="memory DuckDB may use compiling a dataset before it spills to disk",
+    )
     # Active learning: the labeling queue.
-    labeling_method: str = "margin"
-    labeling_budget: int = 100
-    labeling_lookback_days: int = 7
-    # Promotion gate: candidate AUC must reach champion AUC - tolerance, and the floor;
-    # the paired bootstrap must not show it clearly worse; no historical slice may drop
-    # by more than the forgetting tolerance, no segment by more than the slice tolerance;
-    # calibration (ECE) must stay under its limit unless no worse than the champion's.
-    gate_tolerance: float = 0.02
-    gate_min_auc: float = 0.55
-    gate_forgetting_tolerance: float = 0.02
-    gate_slice_tolerance: float = 0.05
-    gate_max_ece: float = 0.15
-    gate_bootstrap_resamples: int = 1000
-    # Columns whose segments the gate compares (comma-separated; empty: categorical
-    # features and the serving arm).
-    slice_columns: str = ""
-    # The gate's report renders ROC, calibration and importance PNGs (for people only:
-    # the decision never reads them).
-    report_plots: bool = True
-    # The drift trigger: alibi-detect on the champion's latest logged predictions.
-    drift_detector: str = "tabular"
-    drift_p_value: float = 0.05
-    drift_min_distance: float = 0.1
-    drift_window: int = 2000
-    drift_min_window: int = 500
-    drift_cooldown_predictions: int = 5000
-    drift_mode: TrainingMode = "full"
-    # The performance trigger: the champion's accuracy on attributed feedback.
-    performance_window: int = 1000
-    performance_min_samples: int = 200
-    performance_tolerance: float = 0.02
-    performance_alpha: float = 0.01
-    performance_mode: TrainingMode = "full"
-    # ...and the change detector on the champion's error stream (ADWIN's cut test): its
-    # false-alarm level per check, how many of the newest outcomes it examines, and the
-    # fewest rows a dataset after a detected change keeps.
-    change_delta: float = 0.002
-    change_window: int = 5000
-    change_min_rows: int = 250
-    # Which candidate windows a retrain trains and the gate chooses among (comma list of
-    # window, recent, incremental; see ct_assets.training.candidates).
-    candidate_windows: str = "window,recent,incremental"
-    # Canary analysis: labeled requests per arm before promoting, non-inferiority margin.
-    canary_min_samples: int = 300
-    canary_margin: float = 0.02
-    canary_alpha: float = 0.05
-    # Monitoring of the loop itself (group monitoring): the segment columns of the
-    # feedback figures (comma-separated feature names; empty: the categorical features),
-    # the bias thresholds its checks warn on (or block training on, when turned on), the
-    # API metrics endpoint pipeline_health reads and the cron of monitoring_schedule.
-    monitoring_segments: str = ""
-    bias_max_top_users_share: float = 0.25
-    bias_max_hhi: float = 0.05
-    bias_max_label_shift: float = 0.15
-    bias_max_selection_ratio: float = 3.0
-    bias_block_training: bool = False
-    api_metrics_url: str = ""
-    monitoring_cron: str = "0 * * * *"
+    labeling_method: str = setting(
+        "margin",
+        env="CT_LABELING_METHOD",
+        section="curation",
+        check=one_of("margin", "entropy"),
+        help="uncertainty measure of the labeling queue",
+    )
+    labeling_budget: int = setting(
+        100,
+        env="CT_LABELING_BUDGET",
+        section="curation",
+        parse=_non_negative_int,
+        check=at_least(1),
+        help="predictions in the labeling queue",
+    )
+    labeling_lookback_days: int = setting(
+        7,
+        env="CT_LABELING_LOOKBACK_DAYS",
+        section="curation",
+        parse=_non_negative_int,
+        help="days of predictions the labeling queue looks at",
+    )
+
+    # --- training: when to retrain, how, and LightGBM ---------------------------------------
+    # Volume trigger: labeled feedback events since the champion's dataset cutoff.
+    volume_threshold: int = setting(
+        2000,
+        env="CT_VOLUME_THRESHOLD",
+        section="training",
+        parse=_non_negative_int,
+        check=at_least(1),
+        help="labeled events that trigger a retrain",
+    )
+    volume_mode: TrainingMode = setting(  # noqa: RUF009 (setting() is dataclasses.field)
+        "auto",
+        env="CT_VOLUME_MODE",
+        section="training",
+        parse=_mode,
+        check=one_of(*_MODES),
+        help="mode of volume-triggered runs",
+    )
+    sensor_interval_seconds: int = setting(
+        30,
+        env="CT_SENSOR_INTERVAL_SECONDS",
+        section="training",
+        parse=_non_negative_int,
+        check=at_least(1),
+        help="minimum sensor interval",
+    )
     # The schedule trigger: a full retrain on this cron (UTC), stopped unless turned on.
-    retrain_cron: str = "0 3 * * 0"
-    retrain_schedule_on: bool = False
-    # Training checkpoints: every N boosting rounds (0: none).
-    checkpoint_every: int = 25
-    # LightGBM (its own defaults). Early stopping picks the rounds only on datasets of at
-    # least early_stopping_min_rows training rows; below, a model is plain LightGBM's.
-    num_boost_round: int = 100
-    learning_rate: float = 0.1
-    num_leaves: int = 31
-    seed: int = 7
-    early_stopping_min_rows: int = 20_000
-    balance_classes: bool = False
-    # The registered model is the chosen candidate's recipe trained again with the holdout
-    # (the gate judges the candidate trained without it).
-    refit_on_holdout: bool = True
+    retrain_cron: str = setting(
+        "0 3 * * 0",
+        env="CT_RETRAIN_CRON",
+        section="training",
+        check=_cron,
+        help="cron (UTC) of the schedule trigger",
+    )
+    retrain_schedule_on: bool = setting(
+        False,
+        env="CT_RETRAIN_SCHEDULE_ON",
+        section="training",
+        parse=_flag,
+        help="start the schedule trigger running",
+    )
+    # Which candidate windows a retrain trains and the gate chooses among (see
+    # ct_assets.training.candidates).
+    candidate_windows: str = setting(
+        "window,recent,incremental",
+        env="CT_CANDIDATE_WINDOWS",
+        section="training",
+        check=_candidate_windows,
+        help="the candidate windows a retrain trains",
+    )
     # After this many incremental versions in a row the next retrain is full (0: no limit):
     # trees stacked without end cost prediction time and keep what the data no longer says.
-    max_incremental_chain: int = 10
-    # Event log
-    segment_max_bytes: int = 64 * 1024 * 1024
-    max_event_bytes: int = 32 * 1024
-    # Daily partitions of the raw assets (UTC event dates) and how often they are refreshed.
-    partition_start_date: str = "2020-01-01"
-    raw_sensor_interval_seconds: int = 60
-    # Ingestion API: bearer token (never printed), body limit, tolerated clock skew.
-    api_token: str | None = field(default=None, repr=False)
-    api_max_body_bytes: int = 5 * 1024 * 1024
-    max_future_skew_seconds: int = 300
+    max_incremental_chain: int = setting(
+        10,
+        env="CT_MAX_INCREMENTAL_CHAIN",
+        section="training",
+        parse=_non_negative_int,
+        help="incremental versions in a row before a full retrain (0: no limit)",
+    )
+    # The registered model is the chosen candidate's recipe trained again with the holdout
+    # (the gate judges the candidate trained without it).
+    refit_on_holdout: bool = setting(
+        True,
+        env="CT_REFIT_ON_HOLDOUT",
+        section="training",
+        parse=_flag,
+        help="register the chosen candidate trained again with the holdout",
+    )
+    checkpoint_every: int = setting(
+        25,
+        env="CT_CHECKPOINT_EVERY",
+        section="training",
+        parse=_non_negative_int,
+        help="boosting rounds between checkpoints (0: none)",
+    )
+    # LightGBM (its own defaults). Early stopping picks the rounds only on datasets of at
+    # least early_stopping_min_rows training rows; below, a model is plain LightGBM's.
+    num_boost_round: int = setting(
+        100,
+        env="CT_NUM_BOOST_ROUND",
+        section="training",
+        parse=_non_negative_int,
+        check=at_least(1),
+        help="LightGBM boosting rounds",
+    )
+    learning_rate: float = setting(
+        0.1,
+        env="CT_LEARNING_RATE",
+        section="training",
+        parse=float,
+        check=above(0.0),
+        help="LightGBM learning rate",
+    )
+    num_leaves: int = setting(
+        31,
+        env="CT_NUM_LEAVES",
+        section="training",
+        parse=_non_negative_int,
+        check=at_least(2),
+        help="LightGBM leaves per tree",
+    )
+    seed: int = setting(7, env="CT_SEED", section="training", parse=int, help="random seed")
+    early_stopping_min_rows: int = setting(
+        20_000,
+        env="CT_EARLY_STOPPING_MIN_ROWS",
+        section="training",
+        parse=_non_negative_int,
+        help="early stopping only from this many training rows",
+    )
+    balance_classes: bool = setting(
+        False,
+        env="CT_BALANCE_CLASSES",
+        section="training",
+        parse=_flag,
+        help="rebalance classes",
+    )
+
+    # --- gate: the promotion gate --------------------------------------------------------------
+    # Candidate AUC must reach champion AUC - tolerance, and the floor; the paired bootstrap
+    # must not show it clearly worse; no historical slice may drop by more than the
+    # forgetting tolerance, no segment by more than the slice tolerance; calibration (ECE)
+    # must stay under its limit unless no worse than the champion's.
+    gate_tolerance: float = setting(
+        0.02,
+        env="CT_GATE_TOLERANCE",
+        section="gate",
+        parse=_fraction,
+        help="non-inferiority margin of the candidate's AUC",
+    )
+    gate_min_auc: float = setting(
+        0.55,
+        env="CT_GATE_MIN_AUC",
+        section="gate",
+        parse=_fraction,
+        help="floor for any candidate",
+    )
+    gate_forgetting_tolerance: float = setting(
+        0.02,
+        env="CT_GATE_FORGETTING_TOLERANCE",
+        section="gate",
+        parse=_fraction,
+        help="largest AUC drop on older data",
+    )
+    gate_slice_tolerance: float = setting(
+        0.05,
+        env="CT_GATE_SLICE_TOLERANCE",
+        section="gate",
+        parse=_fraction,
+        help="largest AUC drop on a slice",
+    )
+    gate_max_ece: float = setting(
+        0.15,
+        env="CT_GATE_MAX_ECE",
+        section="gate",
+        parse=_fraction,
+        help="calibration ceiling",
+    )
+    gate_bootstrap_resamples: int = setting(
+        1000,
+        env="CT_GATE_BOOTSTRAP_RESAMPLES",
+        section="gate",
+        parse=_non_negative_int,
+        check=at_least(100),
+        help="paired bootstrap resamples of the holdout",
+    )
+    # Empty: categorical features and the serving arm.
+    slice_columns: str = setting(
+        "",
+        env="CT_SLICE_COLUMNS",
+        section="gate",
+        help="columns whose segments the gate compares (comma-separated)",
+    )
+    # For people only: the decision never reads the plots.
+    report_plots: bool = setting(
+        True,
+        env="CT_REPORT_PLOTS",
+        section="gate",
+        parse=_flag,
+        help="render the report's ROC, calibration and importance PNGs",
+    )
+
+    # --- drift: the drift trigger (alibi-detect on the champion's logged predictions) --------
+    drift_detector: str = setting(
+        "tabular",
+        env="CT_DRIFT_DETECTOR",
+        section="drift",
+        check=one_of("tabular", "ks"),
+        help="tabular (KS and Chi2) or ks",
+    )
+    drift_p_value: float = setting(
+        0.05, env="CT_DRIFT_P_VALUE", section="drift", parse=_fraction, help="test level"
+    )
+    drift_min_distance: float = setting(
+        0.1,
+        env="CT_DRIFT_MIN_DISTANCE",
+        section="drift",
+        parse=_fraction,
+        check=between(0.0, 1.0, closed="[)"),
+        help="smallest KS or total variation distance that counts",
+    )
+    drift_window: int = setting(
+        2000,
+        env="CT_DRIFT_WINDOW",
+        section="drift",
+        parse=_non_negative_int,
+        check=at_least(50),
+        help="latest logged predictions compared",
+    )
+    drift_min_window: int = setting(
+        500,
+        env="CT_DRIFT_MIN_WINDOW",
+        section="drift",
+        parse=_non_negative_int,
+        check=_drift_min_window,
+        help="new predictions before a check runs",
+    )
+    drift_cooldown_predictions: int = setting(
+        5000,
+        env="CT_DRIFT_COOLDOWN_PREDICTIONS",
+        section="drift",
+        parse=_non_negative_int,
+        help="predictions before the trigger fires again for the same champion",
+    )
+    drift_mode: TrainingMode = setting(  # noqa: RUF009 (setting() is dataclasses.field)
+        "full",
+        env="CT_DRIFT_MODE",
+        section="drift",
+        parse=_mode,
+        check=one_of(*_MODES),
+        help="mode of drift-triggered runs",
+    )
+
+    # --- performance: the champion's accuracy on attributed feedback --------------------------
+    performance_window: int = setting(
+        1000,
+        env="CT_PERFORMANCE_WINDOW",
+        section="performance",
+        parse=_non_negative_int,
+        check=at_least(10),
+        help="latest labeled feedback events scored",
+    )
+    performance_min_samples: int = setting(
+        200,
+        env="CT_PERFORMANCE_MIN_SAMPLES",
+        section="performance",
+        parse=_non_negative_int,
+        check=at_least(10),
+        help="fewest events before the trigger can fire",
+    )
+    performance_tolerance: float = setting(
+        0.02,
+        env="CT_PERFORMANCE_TOLERANCE",
+        section="performance",
+        parse=_fraction,
+        help="accuracy drop below the baseline that counts",
+    )
+    performance_alpha: float = setting(
+        0.01,
+        env="CT_PERFORMANCE_ALPHA",
+        section="performance",
+        parse=_fraction,
+        help="level of the one-sided binomial test",
+    )
+    performance_mode: TrainingMode = setting(  # noqa: RUF009 (setting() is dataclasses.field)
+        "full",
+        env="CT_PERFORMANCE_MODE",
+        section="performance",
+        parse=_mode,
+        check=one_of(*_MODES),
+        help="mode of performance-triggered runs",
+    )
+    # ...and the change detector on the champion's error stream (ADWIN's cut test).
+    change_delta: float = setting(
+        0.002,
+        env="CT_CHANGE_DELTA",
+        section="performance",
+        parse=_fraction,
+        check=between(0.0, 1.0),
+        help="false-alarm level of one check of the change detector",
+    )
+    change_window: int = setting(
+        5000,
+        env="CT_CHANGE_WINDOW",
+        section="performance",
+        parse=_non_negative_int,
+        check=at_least(200),
+        help="newest outcomes the change detector reads",
+    )
+    change_min_rows: int = setting(
+        250,
+        env="CT_CHANGE_MIN_ROWS",
+        section="performance",
+        parse=_non_negative_int,
+        help="fewest rows a dataset after a detected change keeps",
+    )
+
+    # --- canary: labeled requests per arm before promoting, non-inferiority margin -----------
+    canary_min_samples: int = setting(
+        300,
+        env="CT_CANARY_MIN_SAMPLES",
+        section="canary",
+        parse=_non_negative_int,
+        check=at_least(10),
+        help="fewest labeled requests per arm before a promotion",
+    )
+    canary_margin: float = setting(
+        0.02,
+        env="CT_CANARY_MARGIN",
+        section="canary",
+        parse=_fraction,
+        help="non-inferiority margin",
+    )
+    canary_alpha: float = setting(
+        0.05,
+        env="CT_CANARY_ALPHA",
+        section="canary",
+        parse=_fraction,
+        help="bound on a wrong decision of either kind",
+    )
+
+    # --- bias: thresholds of the feedback bias checks -----------------------------------------
+    bias_max_top_users_share: float = setting(
+        0.25,
+        env="CT_BIAS_MAX_TOP_USERS_SHARE",
+        section="bias",
+        parse=_fraction,
+        help="share of labels from the top 1% of users",
+    )
+    bias_max_hhi: float = setting(
+        0.05, env="CT_BIAS_MAX_HHI", section="bias", parse=_fraction, help="label concentration"
+    )
+    bias_max_label_shift: float = setting(
+        0.15,
+        env="CT_BIAS_MAX_LABEL_SHIFT",
+        section="bias",
+        parse=_fraction,
+        help="label-rate shift per segment",
+    )
+    bias_max_selection_ratio: float = setting(
+        3.0,
+        env="CT_BIAS_MAX_SELECTION_RATIO",
+        section="bias",
+        parse=float,
+        check=at_least(1.0),
+        help="highest/lowest score-decile selection ratio",
+    )
+    bias_block_training: bool = setting(
+        False,
+        env="CT_BIAS_BLOCK_TRAINING",
+        section="bias",
+        parse=_flag,
+        help="the bias checks block the retrain",
+    )
+
+    # --- monitoring: the loop itself (group monitoring) ---------------------------------------
+    monitoring_segments: str = setting(
+        "",
+        env="CT_MONITORING_SEGMENTS",
+        section="monitoring",
+        help="segment columns of the feedback figures (empty: the categorical features)",
+    )
+    api_metrics_url: str = setting(
+        "",
+        env="CT_API_METRICS_URL",
+        section="monitoring",
+        uri=True,
+        help="the API's /metrics, for pipeline_health",
+    )
+    monitoring_cron: str = setting(
+        "0 * * * *",
+        env="CT_MONITORING_CRON",
+        section="monitoring",
+        check=_cron,
+        help="cron of monitoring_schedule",
+    )
+
+    # --- serving: POST /v1/predict in each API worker (see ct_assets.serving) ----------------
+    serving_poll_seconds: float = setting(
+        2.0,
+        env="CT_SERVING_POLL_SECONDS",
+        section="serving",
+        parse=_positive_float,
+        check=above(0.0),
+        help="how often a worker reads the registry's aliases and deployment tags",
+    )
+    serving_log_queue: int = setting(
+        10_000,
+        env="CT_SERVING_LOG_QUEUE",
+        section="serving",
+        parse=_queue_size,
+        check=at_least(2),
+        help="prediction records a worker may hold not yet durable",
+    )
+    serving_log_timeout_seconds: float = setting(
+        2.0,
+        env="CT_SERVING_LOG_TIMEOUT_SECONDS",
+        section="serving",
+        parse=_non_negative_float,
+        check=at_least(0.0),
+        help="how long a request waits for room in a full queue before a 503",
+    )
+    serving_max_instances: int = setting(
+        1000,
+        env="CT_SERVING_MAX_INSTANCES",
+        section="serving",
+        parse=_positive_int,
+        check=at_least(1),
+        help="instances per request",
+    )
+    serving_log: bool = setting(
+        True,
+        env="CT_SERVING_LOG",
+        section="serving",
+        parse=_flag,
+        help="log served predictions (0: only for measurements and emergencies)",
+    )
 
     @property
     def eventlog_dir(self) -> Path:
@@ -223,17 +906,19 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Defaults overridden by ``CT_*`` variables from ``environ`` (default ``os.environ``)."""
+        """Defaults overridden by ``CT_*`` variables from ``environ`` (default ``os.environ``);
+        :class:`SettingsError` naming the variable when one holds a value it cannot use."""
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
-        for name, (var, parse) in _ENV_VARS.items():
-            raw = env.get(var)
-            if raw is None or raw == "":
+        for decl in declarations():
+            raw = _raw(env, decl.env)
+            if raw is None:
                 continue
             try:
-                values[name] = parse(raw)
+                values[decl.name] = decl.parse(raw)
             except ValueError as exc:
-                raise SettingsError(f"{var}={raw!r}: {exc}") from None
+                shown = "***" if decl.secret else repr(raw)
+                raise SettingsError(f"{decl.env}={shown}: {exc}") from None
         settings = cls(**values)
         settings.validate()
         return settings
@@ -242,200 +927,78 @@ class Settings:
         return replace(self, home=home.resolve())
 
     def validate(self) -> None:
-        checks = [
-            (self.volume_threshold >= 1, "CT_VOLUME_THRESHOLD must be >= 1"),
-            (self.training_window >= 10, "CT_TRAINING_WINDOW must be >= 10"),
-            (0.0 < self.holdout_fraction < 0.9, "CT_HOLDOUT_FRACTION must be in (0, 0.9)"),
-            (self.sensor_interval_seconds >= 1, "CT_SENSOR_INTERVAL_SECONDS must be >= 1"),
-            (self.num_boost_round >= 1, "CT_NUM_BOOST_ROUND must be >= 1"),
-            (self.learning_rate > 0.0, "CT_LEARNING_RATE must be > 0"),
-            (self.num_leaves >= 2, "CT_NUM_LEAVES must be >= 2"),
-            (self.max_event_bytes >= 1024, "CT_MAX_EVENT_BYTES must be >= 1024"),
-            (self.segment_max_bytes >= 4096, "CT_SEGMENT_MAX_BYTES must be >= 4096"),
-            (self.api_max_body_bytes >= 1024, "CT_API_MAX_BODY_BYTES must be >= 1024"),
-            (_is_date(self.partition_start_date), "CT_PARTITION_START_DATE must be YYYY-MM-DD"),
-            (self.raw_sensor_interval_seconds >= 1, "CT_RAW_SENSOR_INTERVAL_SECONDS must be >= 1"),
-            (
-                self.volume_mode in ("full", "incremental", "auto"),
-                "CT_VOLUME_MODE: full|incremental|auto",
-            ),
-            (
-                self.window_mode in ("sliding", "all", "sliding_reservoir"),
-                "CT_WINDOW_MODE: sliding|all|sliding_reservoir",
-            ),
-            (self.window_days >= 1, "CT_WINDOW_DAYS must be >= 1"),
-            (self.pending_expiry_hours >= 1, "CT_PENDING_EXPIRY_HOURS must be >= 1"),
-            (self.max_feedback_delay_days >= 1, "CT_MAX_FEEDBACK_DELAY_DAYS must be >= 1"),
-            (self.labeling_method in ("margin", "entropy"), "CT_LABELING_METHOD: margin|entropy"),
-            (self.labeling_budget >= 1, "CT_LABELING_BUDGET must be >= 1"),
-            (self.compile_memory_mb >= 100, "CT_COMPILE_MEMORY_MB must be >= 100"),
-            (self.drift_detector in ("tabular", "ks"), "CT_DRIFT_DETECTOR: tabular|ks"),
-            (self.drift_window >= 50, "CT_DRIFT_WINDOW must be >= 50"),
-            (0 <= self.drift_min_distance < 1, "CT_DRIFT_MIN_DISTANCE must be in [0, 1)"),
-            (
-                1 <= self.drift_min_window <= self.drift_window,
-                "CT_DRIFT_MIN_WINDOW must be between 1 and CT_DRIFT_WINDOW",
-            ),
-            (self.performance_window >= 10, "CT_PERFORMANCE_WINDOW must be >= 10"),
-            (0.0 < self.change_delta < 1.0, "CT_CHANGE_DELTA must be in (0, 1)"),
-            (
-                bool(self.candidate_windows.strip())
-                and set(self.candidate_windows.replace(" ", "").split(","))
-                <= {"window", "recent", "incremental"},
-                "CT_CANDIDATE_WINDOWS: a comma list of window, recent, incremental",
-            ),
-            (self.change_window >= 200, "CT_CHANGE_WINDOW must be >= 200"),
-            (
-                self.bias_max_selection_ratio >= 1.0,
-                "CT_BIAS_MAX_SELECTION_RATIO must be >= 1",
-            ),
-            (
-                len(self.monitoring_cron.split()) == 5,
-                f"CT_MONITORING_CRON must be a 5-field cron, got {self.monitoring_cron!r}",
-            ),
-            (self.canary_min_samples >= 10, "CT_CANARY_MIN_SAMPLES must be >= 10"),
-            (self.performance_min_samples >= 10, "CT_PERFORMANCE_MIN_SAMPLES must be >= 10"),
-            (
-                len(self.retrain_cron.split()) == 5,
-                f"CT_RETRAIN_CRON must have 5 fields (minute hour day month weekday), "
-                f"got {self.retrain_cron!r}",
-            ),
-            (
-                self.gate_bootstrap_resamples >= 100,
-                "CT_GATE_BOOTSTRAP_RESAMPLES must be >= 100",
-            ),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise SettingsError(message)
+        """Every declared check; :class:`SettingsError` naming the first variable that fails."""
+        for decl in declarations():
+            if decl.check is None:
+                continue
+            value = getattr(self, decl.name)
+            problem = decl.check(value, self)
+            if problem is not None:
+                shown = "***" if decl.secret else repr(value)
+                raise SettingsError(f"{decl.env} {problem}, got {shown}")
 
     def as_env(self) -> dict[str, str]:
         """The variables that reproduce these settings in a child process."""
         out: dict[str, str] = {}
-        for f in fields(self):
-            if f.name not in _ENV_VARS:
-                continue
-            value = getattr(self, f.name)
+        for decl in declarations():
+            value = getattr(self, decl.name)
             if value is not None:
-                out[_ENV_VARS[f.name][0]] = str(value)
+                out[decl.env] = str(value)
         out["DAGSTER_HOME"] = str(self.dagster_home)
         return out
 
-
-def _is_date(raw: str) -> bool:
-    try:
-        date.fromisoformat(raw)
-    except ValueError:
-        return False
-    return len(raw) == 10
-
-
-def _non_negative_int(raw: str) -> int:
-    value = int(raw)
-    if value < 0:
-        raise ValueError("must not be negative")
-    return value
+    def section(self, name: str) -> Mapping[str, Any]:
+        """The settings of one section (see :data:`SECTIONS`), read-only, by field name."""
+        if name not in SECTIONS:
+            raise KeyError(f"unknown settings section {name!r}; one of {', '.join(SECTIONS)}")
+        return MappingProxyType(
+            {d.name: getattr(self, d.name) for d in declarations() if d.section == name}
+        )
 
 
-def _fraction(raw: str) -> float:
-    value = float(raw)
-    if not 0.0 <= value <= 1.0:
-        raise ValueError("must be between 0 and 1")
-    return value
+def declarations() -> tuple[Declaration, ...]:
+    """Every setting, in declaration order."""
+    return _DECLARATIONS
 
 
-def _flag(raw: str) -> bool:
-    value = raw.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"expected 1/0, true/false, yes/no or on/off, got {raw!r}")
+def declaration(name: str) -> Declaration:
+    """The declaration of the field ``name`` of :class:`Settings`."""
+    for decl in _DECLARATIONS:
+        if decl.name == name:
+            return decl
+    raise KeyError(f"no setting {name!r}")
 
 
-def _mode(raw: str) -> str:
-    if raw not in ("full", "incremental", "auto"):
-        raise ValueError("must be 'full', 'incremental' or 'auto'")
+def env_var(name: str) -> str:
+    """The environment variable of the field ``name`` (``"drift_window"`` ->
+    ``"CT_DRIFT_WINDOW"``)."""
+    return declaration(name).env
+
+
+def names_set_in(environ: Mapping[str, str]) -> frozenset[str]:
+    """The fields whose variables ``environ`` sets (an empty value means unset)."""
+    return frozenset(d.name for d in _DECLARATIONS if _raw(environ, d.env) is not None)
+
+
+def _raw(environ: Mapping[str, str], var: str) -> str | None:
+    raw = environ.get(var)
+    if raw is None or not raw.strip():
+        return None
     return raw
 
 
-def _home(raw: str) -> Path:
-    return Path(raw).expanduser().resolve()
+def _declarations() -> tuple[Declaration, ...]:
+    out = []
+    for f in fields(Settings):
+        spec = f.metadata.get(_DECLARATION)
+        if spec is None:
+            raise TypeError(f"Settings.{f.name} is not declared with setting()")
+        out.append(Declaration(name=f.name, default=f.default, **spec))
+    envs = [d.env for d in out]
+    duplicates = {e for e in envs if envs.count(e) > 1}
+    if duplicates:
+        raise TypeError(f"environment variables declared twice: {sorted(duplicates)}")
+    return tuple(out)
 
 
-_ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
-    "home": ("CT_HOME", _home),
-    "model_name": ("CT_MODEL_NAME", str),
-    "tracking_uri_override": ("CT_MLFLOW_TRACKING_URI", str),
-    "volume_threshold": ("CT_VOLUME_THRESHOLD", _non_negative_int),
-    "volume_mode": ("CT_VOLUME_MODE", _mode),
-    "sensor_interval_seconds": ("CT_SENSOR_INTERVAL_SECONDS", _non_negative_int),
-    "training_window": ("CT_TRAINING_WINDOW", _non_negative_int),
-    "holdout_fraction": ("CT_HOLDOUT_FRACTION", _fraction),
-    "gate_tolerance": ("CT_GATE_TOLERANCE", _fraction),
-    "gate_min_auc": ("CT_GATE_MIN_AUC", _fraction),
-    "gate_forgetting_tolerance": ("CT_GATE_FORGETTING_TOLERANCE", _fraction),
-    "gate_slice_tolerance": ("CT_GATE_SLICE_TOLERANCE", _fraction),
-    "gate_max_ece": ("CT_GATE_MAX_ECE", _fraction),
-    "gate_bootstrap_resamples": ("CT_GATE_BOOTSTRAP_RESAMPLES", _non_negative_int),
-    "slice_columns": ("CT_SLICE_COLUMNS", str),
-    "report_plots": ("CT_REPORT_PLOTS", _flag),
-    "checkpoint_every": ("CT_CHECKPOINT_EVERY", _non_negative_int),
-    "retrain_cron": ("CT_RETRAIN_CRON", str),
-    "canary_min_samples": ("CT_CANARY_MIN_SAMPLES", _non_negative_int),
-    "canary_margin": ("CT_CANARY_MARGIN", _fraction),
-    "canary_alpha": ("CT_CANARY_ALPHA", _fraction),
-    "drift_detector": ("CT_DRIFT_DETECTOR", str),
-    "drift_p_value": ("CT_DRIFT_P_VALUE", _fraction),
-    "drift_min_distance": ("CT_DRIFT_MIN_DISTANCE", _fraction),
-    "drift_window": ("CT_DRIFT_WINDOW", _non_negative_int),
-    "drift_min_window": ("CT_DRIFT_MIN_WINDOW", _non_negative_int),
-    "drift_cooldown_predictions": ("CT_DRIFT_COOLDOWN_PREDICTIONS", _non_negative_int),
-    "drift_mode": ("CT_DRIFT_MODE", _mode),
-    "performance_window": ("CT_PERFORMANCE_WINDOW", _non_negative_int),
-    "performance_min_samples": ("CT_PERFORMANCE_MIN_SAMPLES", _non_negative_int),
-    "performance_tolerance": ("CT_PERFORMANCE_TOLERANCE", _fraction),
-    "performance_alpha": ("CT_PERFORMANCE_ALPHA", _fraction),
-    "performance_mode": ("CT_PERFORMANCE_MODE", _mode),
-    "change_delta": ("CT_CHANGE_DELTA", _fraction),
-    "change_window": ("CT_CHANGE_WINDOW", _non_negative_int),
-    "change_min_rows": ("CT_CHANGE_MIN_ROWS", _non_negative_int),
-    "candidate_windows": ("CT_CANDIDATE_WINDOWS", str),
-    "retrain_schedule_on": ("CT_RETRAIN_SCHEDULE_ON", _flag),
-    "monitoring_segments": ("CT_MONITORING_SEGMENTS", str),
-    "bias_max_top_users_share": ("CT_BIAS_MAX_TOP_USERS_SHARE", _fraction),
-    "bias_max_hhi": ("CT_BIAS_MAX_HHI", _fraction),
-    "bias_max_label_shift": ("CT_BIAS_MAX_LABEL_SHIFT", _fraction),
-    "bias_max_selection_ratio": ("CT_BIAS_MAX_SELECTION_RATIO", float),
-    "bias_block_training": ("CT_BIAS_BLOCK_TRAINING", _flag),
-    "api_metrics_url": ("CT_API_METRICS_URL", str),
-    "monitoring_cron": ("CT_MONITORING_CRON", str),
-    "num_boost_round": ("CT_NUM_BOOST_ROUND", _non_negative_int),
-    "learning_rate": ("CT_LEARNING_RATE", float),
-    "num_leaves": ("CT_NUM_LEAVES", _non_negative_int),
-    "seed": ("CT_SEED", int),
-    "early_stopping_min_rows": ("CT_EARLY_STOPPING_MIN_ROWS", _non_negative_int),
-    "balance_classes": ("CT_BALANCE_CLASSES", _flag),
-    "refit_on_holdout": ("CT_REFIT_ON_HOLDOUT", _flag),
-    "max_incremental_chain": ("CT_MAX_INCREMENTAL_CHAIN", _non_negative_int),
-    "segment_max_bytes": ("CT_SEGMENT_MAX_BYTES", _non_negative_int),
-    "max_event_bytes": ("CT_MAX_EVENT_BYTES", _non_negative_int),
-    "window_mode": ("CT_WINDOW_MODE", str),
-    "window_days": ("CT_WINDOW_DAYS", _non_negative_int),
-    "reservoir_size": ("CT_RESERVOIR_SIZE", _non_negative_int),
-    "pending_expiry_hours": ("CT_PENDING_EXPIRY_HOURS", _non_negative_int),
-    "max_feedback_delay_days": ("CT_MAX_FEEDBACK_DELAY_DAYS", _non_negative_int),
-    "rate_factor": ("CT_RATE_FACTOR", float),
-    "dominance_share": ("CT_DOMINANCE_SHARE", _fraction),
-    "flip_disagreement": ("CT_FLIP_DISAGREEMENT", _fraction),
-    "max_quarantine_rate": ("CT_MAX_QUARANTINE_RATE", _fraction),
-    "compile_memory_mb": ("CT_COMPILE_MEMORY_MB", _non_negative_int),
-    "labeling_method": ("CT_LABELING_METHOD", str),
-    "labeling_budget": ("CT_LABELING_BUDGET", _non_negative_int),
-    "labeling_lookback_days": ("CT_LABELING_LOOKBACK_DAYS", _non_negative_int),
-    "partition_start_date": ("CT_PARTITION_START_DATE", str),
-    "raw_sensor_interval_seconds": ("CT_RAW_SENSOR_INTERVAL_SECONDS", _non_negative_int),
-    "api_token": ("CT_API_TOKEN", str),
-    "api_max_body_bytes": ("CT_API_MAX_BODY_BYTES", _non_negative_int),
-    "max_future_skew_seconds": ("CT_MAX_FUTURE_SKEW_SECONDS", _non_negative_int),
-}
+_DECLARATIONS = _declarations()

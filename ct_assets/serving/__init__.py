@@ -5,20 +5,15 @@
 * :mod:`.predict` parses and validates request bodies and scores them on one snapshot;
 * :mod:`.inference_log` writes every served prediction to the event log, batched.
 
-Settings, read from the environment of each API worker (``ct-assets api`` passes its
-environment on):
-
-``CT_SERVING_POLL_SECONDS`` (default 2)
-    how often each worker reads the registry's aliases and deployment tags.
-``CT_SERVING_LOG_QUEUE`` (default 10000)
-    prediction records a worker may hold not yet durable; the most a crash can lose.
-``CT_SERVING_LOG_TIMEOUT_SECONDS`` (default 2)
-    how long a request waits for room in a full queue before it is answered 503.
-``CT_SERVING_MAX_INSTANCES`` (default 1000)
-    instances per request.
-``CT_SERVING_LOG`` (default 1)
-    ``0`` serves predictions without logging them (feedback can then not be attributed
-    to them: only for measurements and emergencies).
+Its settings are the ``serving`` section of :class:`ct_assets.settings.Settings`, read
+from the environment of each API worker (``ct-assets api`` passes its environment on):
+``CT_SERVING_POLL_SECONDS`` (how often each worker reads the registry's aliases and
+deployment tags), ``CT_SERVING_LOG_QUEUE`` (prediction records a worker may hold not yet
+durable: the most a crash can lose), ``CT_SERVING_LOG_TIMEOUT_SECONDS`` (how long a request
+waits for room in a full queue before it is answered 503), ``CT_SERVING_MAX_INSTANCES``
+(instances per request) and ``CT_SERVING_LOG`` (``0`` serves predictions without logging
+them: feedback can then not be attributed to them, only for measurements and emergencies).
+Their defaults and checks are declared there; ``ct-assets config`` lists them.
 
 The model registry is the one of the settings (``CT_HOME`` / ``CT_MLFLOW_TRACKING_URI``,
 ``CT_MODEL_NAME``); the deployment mode is read from the registered model's tags
@@ -27,81 +22,35 @@ The model registry is the one of the settings (``CT_HOME`` / ``CT_MLFLOW_TRACKIN
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
-POLL_ENV = "CT_SERVING_POLL_SECONDS"
-QUEUE_ENV = "CT_SERVING_LOG_QUEUE"
-TIMEOUT_ENV = "CT_SERVING_LOG_TIMEOUT_SECONDS"
-MAX_INSTANCES_ENV = "CT_SERVING_MAX_INSTANCES"
-LOG_ENV = "CT_SERVING_LOG"
+from ct_assets.settings import Settings, declaration
 
 
 @dataclass(frozen=True)
 class ServingConfig:
-    poll_seconds: float = 2.0
-    log_queue: int = 10_000
-    log_timeout_seconds: float = 2.0
-    max_instances: int = 1000
-    log_predictions: bool = True
+    """What an API worker needs of the ``serving`` settings (defaults: the declared ones)."""
+
+    poll_seconds: float = declaration("serving_poll_seconds").default
+    log_queue: int = declaration("serving_log_queue").default
+    log_timeout_seconds: float = declaration("serving_log_timeout_seconds").default
+    max_instances: int = declaration("serving_max_instances").default
+    log_predictions: bool = declaration("serving_log").default
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ServingConfig:
+        """The ``serving`` section of ``settings``."""
+        return cls(
+            poll_seconds=settings.serving_poll_seconds,
+            log_queue=settings.serving_log_queue,
+            log_timeout_seconds=settings.serving_log_timeout_seconds,
+            max_instances=settings.serving_max_instances,
+            log_predictions=settings.serving_log,
+        )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServingConfig:
-        """Defaults overridden by the ``CT_SERVING_*`` variables; ValueError naming a bad one."""
-        env = os.environ if environ is None else environ
-        parsers: dict[str, tuple[str, Callable[[str], Any]]] = {
-            "poll_seconds": (POLL_ENV, _positive_float),
-            "log_queue": (QUEUE_ENV, _queue_size),
-            "log_timeout_seconds": (TIMEOUT_ENV, _non_negative_float),
-            "max_instances": (MAX_INSTANCES_ENV, _positive_int),
-            "log_predictions": (LOG_ENV, _flag),
-        }
-        values: dict[str, Any] = {}
-        for name, (var, parse) in parsers.items():
-            raw = env.get(var, "").strip()
-            if not raw:
-                continue
-            try:
-                values[name] = parse(raw)
-            except ValueError as exc:
-                raise ValueError(f"{var}={raw!r}: {exc}") from None
-        return cls(**values)
-
-
-def _positive_float(raw: str) -> float:
-    value = float(raw)
-    if not value > 0:
-        raise ValueError("must be a number > 0")
-    return value
-
-
-def _non_negative_float(raw: str) -> float:
-    value = float(raw)
-    if not value >= 0:
-        raise ValueError("must be a number >= 0")
-    return value
-
-
-def _positive_int(raw: str) -> int:
-    value = int(raw)
-    if value < 1:
-        raise ValueError("must be an integer >= 1")
-    return value
-
-
-def _queue_size(raw: str) -> int:
-    value = int(raw)
-    if value < 2:
-        raise ValueError("must be an integer >= 2 (a shadowed prediction makes two records)")
-    return value
-
-
-def _flag(raw: str) -> bool:
-    value = raw.lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise ValueError("expected 1/0, true/false, yes/no or on/off")
+        """The ``serving`` section of the settings of ``environ`` (default ``os.environ``);
+        :class:`ct_assets.settings.SettingsError` (a ValueError) naming a bad variable."""
+        return cls.from_settings(Settings.from_env(environ))
