@@ -11,7 +11,8 @@ from ct_assets.defs.canary import (
     build_shadow_evaluation,
     canary_job,
 )
-from ct_assets.defs.curation import build_daily_assets, build_training_dataset, labeling_queue
+from ct_assets.defs.curation import build_daily_assets, labeling_queue
+from ct_assets.defs.dataset import build_training_dataset
 from ct_assets.defs.deployment import champion_model, deployment_history
 from ct_assets.defs.ingestion import build_raw_partitions_sensor, daily_partitions
 from ct_assets.defs.jobs import (

@@ -1,5 +1,5 @@
-"""Curation: validated feedback, its quarantine, attributed examples, the training dataset
-and the labeling queue."""
+"""Curation: validated feedback, its quarantine, attributed examples and the labeling queue
+(the training dataset: ``defs.dataset``)."""
 
 import warnings
 from collections.abc import Iterator
@@ -20,41 +20,27 @@ from ct_assets.curation import (
     curated_source,
     curation_key,
     day_end,
-    input_dates,
     load_reference,
     log_as_of,
-    refresh_tables,
     write_curated,
 )
 from ct_assets.data.attribution import LabelPolicy
-from ct_assets.data.compile import CompileSpec, compile_from_tables
 from ct_assets.data.dataset import (
-    EmptyDatasetError,
     preview_markdown,
     value_counts,
 )
-from ct_assets.data.reference import infer_reference_from_columns
 from ct_assets.data.tables import TableStore, write_bytes_atomically
 from ct_assets.data.uncertainty import labeling_queue as rank_queue
 from ct_assets.data.validation import validation_summary
-from ct_assets.data.windows import partitions_for
+from ct_assets.dataset_build import MAX_NULL_RATE, schema_drift
 from ct_assets.defs.ingestion import (
     RAW_FEEDBACK_DESCRIPTION,
     RAW_PREDICTIONS_DESCRIPTION,
     daily_partitions,
     raw_materialization,
 )
-from ct_assets.defs.lineage import latest_metadata
-from ct_assets.defs.resources import (
-    CurationResource,
-    DatasetStoreResource,
-    EventLogResource,
-    TrainingConfigResource,
-)
-from ct_assets.defs.tables import column_schema
-from ct_assets.settings import Settings
+from ct_assets.defs.resources import CurationResource, EventLogResource
 
-DATASET_CODE_VERSION = "dataset-v3"
 VALIDATED = keys.VALIDATED_FEEDBACK
 QUARANTINE = keys.FEEDBACK_QUARANTINE
 EXAMPLES = keys.ATTRIBUTED_EXAMPLES
@@ -160,7 +146,6 @@ DAILY_CHECKS = [
         description="features added or removed against the reference schema",
     ),
 ]
-MAX_NULL_RATE = 0.5
 
 
 class DailyChecks:
@@ -219,7 +204,7 @@ class DailyChecks:
                 "null_rates": _json(self.nulls),
             },
         )
-        drift = _schema_drift(self.reference, sorted(self.features)) if self.features else {}
+        drift = schema_drift(self.reference, sorted(self.features)) if self.features else {}
         yield dg.AssetCheckResult(
             asset_key=EXAMPLES,
             check_name="schema_vs_reference",
@@ -307,216 +292,6 @@ def build_daily_assets(start_date: str) -> dg.AssetsDefinition:
             yield from checks.results()
 
     return daily_events
-
-
-def build_training_dataset(settings: Settings) -> dg.AssetsDefinition:
-    """``training_dataset``; with ``CT_BIAS_BLOCK_TRAINING`` on it also depends on
-    ``feedback_bias_report``, so that the report's blocking checks stop it in a run."""
-    deps = [EXAMPLES, keys.FEEDBACK_BIAS_REPORT] if settings.bias_block_training else [EXAMPLES]
-    return dg.asset(
-        name=keys.TRAINING_DATASET,
-        group_name=keys.CURATION,
-        deps=deps,
-        kinds={"polars", "parquet"},
-        code_version=DATASET_CODE_VERSION,
-        pool=keys.TABLES_POOL,  # refreshes stale per-date tables (see keys.TABLES_POOL)
-        check_specs=[
-            dg.AssetCheckSpec("not_empty", asset=keys.TRAINING_DATASET, blocking=True),
-            dg.AssetCheckSpec("class_balance", asset=keys.TRAINING_DATASET, blocking=True),
-            dg.AssetCheckSpec("quarantine_rate", asset=keys.TRAINING_DATASET, blocking=True),
-            dg.AssetCheckSpec("null_rates", asset=keys.TRAINING_DATASET, blocking=False),
-            dg.AssetCheckSpec("schema_vs_reference", asset=keys.TRAINING_DATASET, blocking=False),
-        ],
-        description=(
-            "Attributed examples of a window of event dates (sliding, all, or sliding plus a "
-            "reservoir of older examples: CT_WINDOW_MODE) up to the log position at "
-            "materialization, split train/holdout by time. Written once as "
-            "`<version>.parquet`; the version is a hash of the content and also the asset's "
-            "data version. Blocking checks: not empty, both classes present, quarantine rate "
-            "of the window under CT_MAX_QUARANTINE_RATE"
-            + (
-                "; and the blocking bias checks of feedback_bias_report (CT_BIAS_BLOCK_TRAINING)."
-                if settings.bias_block_training
-                else "."
-            )
-        ),
-    )(training_dataset)
-
-
-def window_start(run_tags: dict[str, str], champion: dict[str, Any]) -> datetime | None:
-    """Where the dataset window starts after a detected change: the run's
-    ``ct/window_start`` tag (set by the performance trigger), else the champion's own
-    window start (the change it was trained after), else None (the configured window)."""
-    recorded = str(champion.get(keys.META_WINDOW_START) or "")
-    for where, raw in (
-        (f"run tag {keys.TAG_WINDOW_START}", run_tags.get(keys.TAG_WINDOW_START, "")),
-        (f"champion metadata {keys.META_WINDOW_START}", recorded),
-    ):
-        if not raw:
-            continue
-        try:
-            moment = datetime.fromisoformat(raw)
-        except ValueError as error:
-            raise dg.Failure(f"{where} is not an ISO timestamp: {raw!r}") from error
-        return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-    return None
-
-
-def training_dataset(
-    context: dg.AssetExecutionContext,
-    event_log: EventLogResource,
-    dataset_store: DatasetStoreResource,
-    training_config: TrainingConfigResource,
-    curation: CurationResource,
-) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:  # type: ignore[type-arg]
-    log = event_log.log()
-    position = log.counts().feedback  # the cut: every feedback event committed by now
-    days = list(log.counts_by_date())
-    if not days:
-        raise dg.Failure("the event log is empty: nothing to train on")
-    as_of = day_end(days[-1])
-    champion = latest_metadata(context.instance, keys.CHAMPION_MODEL) or {}
-    since = window_start(dict(context.run.tags), champion)
-    spec = curation.window(since)
-    dates = partitions_for(spec, as_of, datetime.fromisoformat(days[0]).date(), lookback_days=0)
-    with_events = set(days)
-    dates = [d for d in dates if d in with_events]
-    rules, policy = curation.rules(), curation.policy()
-    store = curation.store()
-    fingerprints = log.partition_fingerprints()
-    reference_before = load_reference(curation.rules_folder())
-    refreshed = refresh_tables(
-        log, store, dates, rules, policy, reference_before, as_of, fingerprints
-    )
-    if refreshed:
-        context.log.info(f"curated again from the log (tables stale or missing): {refreshed}")
-    lookup = [d for d in input_dates(dates, rules, 0)[1] if d in with_events]
-    compile_spec = CompileSpec(
-        spec, as_of, position, training_config.holdout_fraction, curation.compile_memory_mb
-    )
-    try:
-        info = compile_from_tables(
-            [store.path(VALIDATED, d) for d in dates],
-            [store.path(keys.RAW_PREDICTIONS, d) for d in lookup],
-            policy,
-            compile_spec,
-            dataset_store.datasets,
-        )
-    except EmptyDatasetError as exc:
-        yield dg.AssetCheckResult(check_name="not_empty", passed=False, description=str(exc))
-        raise dg.Failure(str(exc)) from exc
-    dataset = pl.scan_parquet(info.path)
-    train = dataset.filter(pl.col("split") == "train")
-    reference = infer_reference_from_columns(train, info.feature_names)
-    reference.save(dataset_store.datasets / f"{info.version}.reference.json")
-    reference.save(curation.rules_folder() / "latest.json")
-    label_counts = dataset.group_by("label").len().sort("label").collect()
-    statuses = _status_counts([store.path(VALIDATED, d) for d in dates])
-    total = sum(statuses.values())
-    quarantine_rate = statuses.get("quarantined", 0) / total if total else 0.0
-    head = dataset.head(5).collect()
-    yield dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": info.rows,
-            "dagster/column_schema": column_schema(head),
-            keys.META_DATASET_VERSION: info.version,
-            keys.META_DATASET_PATH: dg.MetadataValue.path(info.path),
-            keys.META_LOG_POSITION: position,
-            "train_rows": info.train_rows,
-            "holdout_rows": info.holdout_rows,
-            "window": spec.describe(),
-            keys.META_WINDOW_START: since.isoformat() if since is not None else "",
-            "by_window_part": _json(_counts(dataset, "window_part")),
-            "source_partitions": ", ".join([*dates[:3], "…", *dates[-3:]])
-            if len(dates) > 6
-            else ", ".join(dates),
-            "source_partition_count": len(dates),
-            "refreshed_partitions": ", ".join(refreshed) if refreshed else "(none)",
-            "event_id_range": f"{info.first_event_id} .. {info.last_event_id}",
-            "log_offset_range": f"{info.first_log_offset} .. {info.last_log_offset}",
-            "time_range": f"{info.start_time} .. {info.end_time}",
-            "features": ", ".join(info.feature_names),
-            "feedback_status": _json(statuses),
-            "quarantine_rate": quarantine_rate,
-            "reference_version": reference.version,
-            "label_counts": dg.MetadataValue.md(
-                "\n".join(
-                    f"- `{row['label']}`: {row['len']}"
-                    for row in label_counts.iter_rows(named=True)
-                )
-            ),
-            "preview": dg.MetadataValue.md(preview_markdown(head.drop("timestamp"))),
-        },
-        data_version=dg.DataVersion(info.version),
-    )
-    yield dg.AssetCheckResult(
-        check_name="not_empty", passed=info.rows > 0, metadata={"rows": info.rows}
-    )
-    classes = label_counts.height
-    train_classes = int(train.select(pl.col("label").n_unique()).collect().item())
-    yield dg.AssetCheckResult(
-        check_name="class_balance",
-        passed=classes >= 2 and train_classes >= 2,
-        metadata={
-            "classes": classes,
-            "train_classes": train_classes,
-            "minority_share": int(label_counts["len"].min() or 0) / info.rows,  # type: ignore[arg-type]
-        },
-        description="training needs at least two classes in the train split",
-    )
-    yield dg.AssetCheckResult(
-        check_name="quarantine_rate",
-        passed=quarantine_rate <= curation.max_quarantine_rate,
-        metadata={"rate": quarantine_rate, "threshold": curation.max_quarantine_rate},
-        description="a flood of quarantined feedback means the stream is under attack or broken",
-    )
-    null_counts = (
-        dataset.select([pl.col(c).null_count() for c in info.feature_names]).collect().row(0)
-        if info.feature_names
-        else ()
-    )
-    nulls = {
-        c: count / info.rows
-        for c, count in zip(info.feature_names, null_counts, strict=True)
-        if count
-    }
-    yield dg.AssetCheckResult(
-        check_name="null_rates",
-        passed=all(rate <= 0.5 for rate in nulls.values()),
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={"null_rates": _json(nulls)},
-    )
-    drift = _schema_drift(reference_before, info.feature_names)
-    yield dg.AssetCheckResult(
-        check_name="schema_vs_reference",
-        passed=not drift,
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={"changes": _json(drift)},
-        description="features added or removed since the reference schema",
-    )
-
-
-def _status_counts(paths: list[Path]) -> dict[str, int]:
-    """Feedback per validation status over the validated tables of the window."""
-    scans = [pl.scan_parquet(p).select("status") for p in paths if p.exists()]
-    if not scans:
-        return {}
-    counts = pl.concat(scans).group_by("status").len().sort("status").collect()
-    return {str(r["status"]): int(r["len"]) for r in counts.iter_rows(named=True)}
-
-
-def _counts(frame: pl.LazyFrame, column: str) -> dict[str, int]:
-    counts = frame.group_by(column).len().sort(column).collect()
-    return {str(r[column]): int(r["len"]) for r in counts.iter_rows(named=True)}
-
-
-def _schema_drift(reference: Any, features: list[str]) -> dict[str, list[str]]:
-    if reference is None:
-        return {}
-    known = set(reference.features)
-    now = set(features)
-    changes = {"added": sorted(now - known), "removed": sorted(known - now)}
-    return {k: v for k, v in changes.items() if v}
 
 
 @dg.asset(

@@ -89,7 +89,7 @@ def retrain_assets(settings: Settings, assets: Sequence[str]) -> list[str]:
     """The assets of the retrain job (``assets``, e.g. ``jobs.RETRAIN_ASSETS``) for
     ``settings``: unchanged, or with ``CT_BIAS_BLOCK_TRAINING`` on, ``feedback_bias_report``
     first. Its checks are then blocking, and ``training_dataset`` depends on it
-    (``defs.curation.build_training_dataset``), so a flagged bias skips the dataset, the
+    (``defs.dataset.build_training_dataset``), so a flagged bias skips the dataset, the
     candidate and the promotion of that run.
     """
     if not settings.bias_block_training:

@@ -1,42 +1,15 @@
 """Training: a LightGBM candidate, full or incremental, logged and registered in MLflow."""
 
-import json
-from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import polars as pl
 from pydantic import Field
 
 from ct_assets import keys
-from ct_assets.data.dataset import DatasetInfo
+from ct_assets.candidate_run import CandidateRunError, TrainingPlan, train_candidate
 from ct_assets.defs.lineage import model_version_metadata, required_metadata
 from ct_assets.defs.resources import DatasetStoreResource, RegistryResource, TrainingConfigResource
-from ct_assets.registry import (
-    CHAMPION,
-    TAG_CANDIDATE_WINDOW,
-    TAG_CANDIDATES,
-    TAG_DAGSTER_RUN_ID,
-    TAG_INCREMENTAL_CHAIN,
-    TAG_INIT_VERSION,
-    TAG_LOG_POSITION,
-    TAG_NEW_AFTER_OFFSET,
-    TAG_RUN_CONFIG,
-    TAG_TRAIN_PARAMS,
-    TAG_TRIGGER,
-    TAG_WINDOW_START,
-)
-from ct_assets.training.candidates import (
-    CandidateWindow,
-    RequestedMode,
-    candidates_markdown,
-    chain_is_full,
-    plan_windows,
-    refit,
-    train_candidates,
-)
-from ct_assets.training.checkpoint import Checkpoint
+from ct_assets.training.candidates import RequestedMode, candidates_markdown
 from ct_assets.training.train import TrainParams
 
 TRAINING_CODE_VERSION = "lightgbm-v3"
@@ -121,136 +94,52 @@ def candidate_model(
     dataset_meta = required_metadata(
         context.instance, keys.TRAINING_DATASET, keys.META_DATASET_VERSION
     )
-    version = str(dataset_meta[keys.META_DATASET_VERSION])
-    manifest = dataset_store.datasets / f"{version}.json"
-    if not manifest.exists():
-        raise dg.Failure(f"dataset {version} is recorded but {manifest} is missing")
-    info = DatasetInfo.from_json(manifest.read_text())
-    frame = pl.read_parquet(Path(info.path))
     run_tags = dict(context.run.tags)
-    window_start = str(dataset_meta.get(keys.META_WINDOW_START) or "")
-    mode = training_mode(config.mode, run_tags)
+    plan = TrainingPlan(
+        mode=training_mode(config.mode, run_tags),
+        params=training_params(config, training_config),
+        windows=[w.strip() for w in training_config.candidate_windows.split(",") if w.strip()],
+        max_incremental_chain=training_config.max_incremental_chain,
+        checkpoint_every=training_config.checkpoint_every,
+        refit_on_holdout=training_config.refit_on_holdout,
+    )
     reg = registry.registry()
-    champion_model = None
-    champion_version = ""
-    new_after: int | None = None
-    chain = 0
-    chain_note = ""
-    if mode != "full":
-        champion = reg.alias(CHAMPION)
-        chain = int((champion.tags if champion else {}).get(TAG_INCREMENTAL_CHAIN) or 0)
-        if champion is not None and chain_is_full(chain, training_config.max_incremental_chain):
-            chain_note = (
-                f"champion v{champion.version} ends {chain} incremental versions in a row "
-                f"(CT_MAX_INCREMENTAL_CHAIN {training_config.max_incremental_chain}): full retrain"
-            )
-            context.log.info(chain_note)
-            mode = "full"
-        elif champion is not None:
-            champion_version = champion.version
-            champion_model = reg.load_model(champion.version)
-            new_after = int(champion.tags.get(TAG_LOG_POSITION, "0")) - 1
-    params = training_params(config, training_config)
-    windows = plan_windows(
-        frame,
-        requested=mode,
-        allowed=[w.strip() for w in training_config.candidate_windows.split(",") if w.strip()],
-        champion_cutoff=new_after,
-        change_detected=bool(run_tags.get(keys.TAG_WINDOW_START)),
-    )
-
-    def checkpoint_for(window: CandidateWindow, refit: bool = False) -> Checkpoint | None:
-        if training_config.checkpoint_every <= 0:
-            return None
-        # a killed run's rerun (same dataset, window, parameters, champion) resumes here
-        return Checkpoint.for_job(
-            dataset_store.checkpoints,
-            dataset=info.version,
-            mode=window.mode,
-            params=params.lightgbm_params(len(info.classes)),
-            num_boost_round=params.num_boost_round,
-            init_model=champion_version if window.mode == "incremental" else None,
-            extra={"window": window.name, "after_offset": window.after_offset, "refit": refit},
+    try:
+        run = train_candidate(
+            reg,
+            str(dataset_meta[keys.META_DATASET_VERSION]),
+            plan,
+            datasets_dir=dataset_store.datasets,
+            checkpoints_dir=dataset_store.checkpoints,
+            run_id=context.run.run_id,
+            run_tags=run_tags,
+            run_config=config.recorded(),
+            window_start=str(dataset_meta.get(keys.META_WINDOW_START) or ""),
+            note=context.log.info,
         )
-
-    trained = train_candidates(
-        frame,
-        params,
-        windows,
-        champion_model,
-        checkpoint_for=checkpoint_for,
-        checkpoint_every=max(1, training_config.checkpoint_every),
-    )
-    chosen = trained[0]
-    result = chosen.result
-    if training_config.refit_on_holdout:
-        result = refit(
-            frame,
-            params,
-            chosen,
-            champion_model,
-            checkpoint=checkpoint_for(chosen.window, refit=True),
-            checkpoint_every=max(1, training_config.checkpoint_every),
-        )
-    notes = [f"{t.window.name}: {note}" for t in trained for note in t.result.notes]
-    if chain_note:
-        notes.append(chain_note)
-    if result is not chosen.result:
-        notes += result.notes
-    for note in notes:
-        context.log.info(note)
-    holdout = frame.filter(pl.col("split") == "holdout")
-    summaries = [t.summary(chosen=i == 0) for i, t in enumerate(trained)]
-    registered = reg.log_candidate(
-        result,
-        info,
-        tags={
-            TAG_DAGSTER_RUN_ID: context.run.run_id,
-            TAG_TRIGGER: run_tags.get(keys.TAG_TRIGGER, "manual"),
-            "ct.asset_key": keys.CANDIDATE_MODEL,
-            TAG_TRAIN_PARAMS: json.dumps(asdict(params), sort_keys=True),
-            TAG_CANDIDATE_WINDOW: chosen.window.name,
-            TAG_INCREMENTAL_CHAIN: str(chain + 1 if result.mode == "incremental" else 0),
-            **({TAG_RUN_CONFIG: json.dumps(config.recorded())} if config.recorded() else {}),
-            TAG_CANDIDATES: json.dumps(
-                [{k: v for k, v in s.items() if k != "notes"} for s in summaries], default=str
-            ),
-            **({TAG_WINDOW_START: window_start} if window_start else {}),
-            **(
-                {TAG_INIT_VERSION: champion_version, TAG_NEW_AFTER_OFFSET: str(new_after)}
-                if result.mode == "incremental" and champion_version
-                else {}
-            ),
-        },
-        example=holdout.head(5),
-        validated=chosen.result.model if result is not chosen.result else None,
-    )
-    validation = result.validation_metrics
+    except CandidateRunError as error:
+        raise dg.Failure(str(error)) from error
+    registered, result = run.registered, run.result
     return dg.MaterializeResult(
         metadata={
             keys.META_MODEL_VERSION: registered.version,
             keys.META_MLFLOW_RUN_ID: registered.run_id,
             **model_version_metadata(reg.tracking_uri, reg.model_name, registered.version),
-            keys.META_DATASET_VERSION: info.version,
+            keys.META_DATASET_VERSION: run.info.version,
             keys.META_MODE: result.mode,
-            keys.META_TRIGGER: run_tags.get(keys.TAG_TRIGGER, "manual"),
-            keys.META_WINDOW_START: window_start,
-            **{f"validation_{k}": float(v) for k, v in validation.items()},
-            "candidate_window": chosen.window.name,
-            "candidates": dg.MetadataValue.md(candidates_markdown(summaries)),
+            keys.META_TRIGGER: run.trigger,
+            keys.META_WINDOW_START: run.window_start,
+            **{f"validation_{k}": float(v) for k, v in result.validation_metrics.items()},
+            "candidate_window": run.chosen.window.name,
+            "candidates": dg.MetadataValue.md(candidates_markdown(run.summaries)),
             "best_iteration": result.best_iteration,
             "early_stopped": result.early_stopped,
             "train_rows": result.train_rows,
-            "validated_train_rows": chosen.result.train_rows,
-            "train_seconds": round(
-                sum(t.result.seconds for t in trained)
-                + (result.seconds if result is not chosen.result else 0.0),
-                3,
-            ),
-            "notes": "; ".join(notes) or "-",
+            "validated_train_rows": run.chosen.result.train_rows,
+            "train_seconds": run.train_seconds,
+            "notes": "; ".join(run.notes) or "-",
             "run_config": dg.MetadataValue.json(config.recorded()),
-            # any candidate's: a killed run's rerun resumes each window from its checkpoint
-            "resumed_from_iteration": max(t.result.resumed_from or 0 for t in trained),
+            "resumed_from_iteration": run.resumed_from_iteration,
         },
         data_version=dg.DataVersion(f"v{registered.version}"),
     )
