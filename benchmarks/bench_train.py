@@ -142,7 +142,7 @@ def materialize_candidate(home: Path, version: str, mode: str) -> tuple[float, d
     )
     started = time.perf_counter()
     result = job.execute_in_process(
-        instance=instance, resources=defs.resources, tags={keys.TAG_MODE: mode}
+        instance=instance, resources=defs.resources, tags={keys.RUN_TAG_MODE: mode}
     )
     seconds = time.perf_counter() - started
     assert result.success

@@ -260,7 +260,7 @@ class Replay:
                 for r in rows.iter_rows(named=True)
             ]
         )
-        self.retrain({keys.TAG_TRIGGER: "manual", keys.TAG_MODE: "full"}, at_row=0)
+        self.retrain({keys.RUN_TAG_TRIGGER: "manual", keys.RUN_TAG_MODE: "full"}, at_row=0)
         _, self.static = self.champion()
 
     def score(self, batch: pl.DataFrame) -> None:
@@ -320,7 +320,11 @@ class Replay:
         if (at_row - first) // every > (at_row - first - self.last_batch) // every:
             self.outcome.triggers["schedule"] += 1
             reason = f"fixed period: every {every} scored rows"
-            tags = {keys.TAG_TRIGGER: "schedule", keys.TAG_MODE: "full", keys.TAG_REASON: reason}
+            tags = {
+                keys.RUN_TAG_TRIGGER: "schedule",
+                keys.RUN_TAG_MODE: "full",
+                keys.RUN_TAG_REASON: reason,
+            }
             self.retrain(tags, at_row)
 
     def tick(self, at_row: int) -> None:
@@ -338,7 +342,7 @@ class Replay:
                 self.cursors[sensor.name] = data.cursor
             for request in data.run_requests or []:
                 tags = dict(request.tags)
-                self.outcome.triggers[tags.get(keys.TAG_TRIGGER, "unknown")] += 1
+                self.outcome.triggers[tags.get(keys.RUN_TAG_TRIGGER, "unknown")] += 1
                 self.retrain(tags, at_row)
 
     def retrain(self, tags: dict[str, str], at_row: int) -> None:
@@ -365,9 +369,9 @@ class Replay:
         self.outcome.events.append(
             {
                 "row": at_row,
-                "trigger": tags.get(keys.TAG_TRIGGER, "manual"),
-                "mode": tags.get(keys.TAG_MODE, "full"),
-                "reason": tags.get(keys.TAG_REASON, ""),
+                "trigger": tags.get(keys.RUN_TAG_TRIGGER, "manual"),
+                "mode": tags.get(keys.RUN_TAG_MODE, "full"),
+                "reason": tags.get(keys.RUN_TAG_REASON, ""),
                 "decision": decision,
                 "champion": after.version if after else None,
                 "gate_failed": _gate_failures(result),

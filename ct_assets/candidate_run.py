@@ -151,7 +151,7 @@ def train_candidate(
         requested=mode,
         allowed=list(plan.windows),
         champion_cutoff=new_after,
-        change_detected=bool(run_tags.get(keys.TAG_WINDOW_START)),
+        change_detected=bool(run_tags.get(keys.RUN_TAG_WINDOW_START)),
     )
 
     def checkpoint_for(window: CandidateWindow, refit: bool = False) -> Checkpoint | None:
@@ -197,7 +197,7 @@ def train_candidate(
         note(line)
     holdout = frame.filter(pl.col("split") == "holdout")
     summaries = [t.summary(chosen=i == 0) for i, t in enumerate(trained)]
-    trigger = run_tags.get(keys.TAG_TRIGGER, "manual")
+    trigger = run_tags.get(keys.RUN_TAG_TRIGGER, "manual")
     registered = registry.log_candidate(
         result,
         info,

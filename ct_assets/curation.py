@@ -24,9 +24,9 @@ import polars as pl
 from ct_assets import keys
 from ct_assets.data.attribution import LabelPolicy, attribute_feedback
 from ct_assets.data.dataset import value_counts
+from ct_assets.data.feedback_rules import ValidationRules, validate_feedback
 from ct_assets.data.reference import ReferenceSchema, apply_overrides
 from ct_assets.data.tables import TableStore
-from ct_assets.data.validation import ValidationRules, validate_feedback
 from ct_assets.eventlog import EventLog
 
 REFERENCE_FILE = "latest.json"

@@ -22,9 +22,9 @@ from ct_assets.curation import day_end, input_dates, load_reference, refresh_tab
 from ct_assets.data.attribution import LabelPolicy
 from ct_assets.data.compile import CompileSpec, compile_from_tables
 from ct_assets.data.dataset import DatasetInfo
+from ct_assets.data.feedback_rules import ValidationRules
 from ct_assets.data.reference import ReferenceSchema, infer_reference_from_columns
 from ct_assets.data.tables import TableStore
-from ct_assets.data.validation import ValidationRules
 from ct_assets.data.windows import WindowSpec, partitions_for
 from ct_assets.eventlog import EventLog
 
@@ -96,7 +96,7 @@ def window_start(run_tags: Mapping[str, str], champion: Mapping[str, Any]) -> da
     window start (the change it was trained after), else None (the configured window)."""
     recorded = str(champion.get(keys.META_WINDOW_START) or "")
     for where, raw in (
-        (f"run tag {keys.TAG_WINDOW_START}", run_tags.get(keys.TAG_WINDOW_START, "")),
+        (f"run tag {keys.RUN_TAG_WINDOW_START}", run_tags.get(keys.RUN_TAG_WINDOW_START, "")),
         (f"champion metadata {keys.META_WINDOW_START}", recorded),
     ):
         if not raw:

@@ -177,10 +177,10 @@ def _progress(settings: Settings) -> str:
         runs = instance.get_run_records(
             dg.RunsFilter(job_name=keys.RETRAIN_JOB), limit=1, ascending=False
         )
-    if not runs or runs[0].dagster_run.tags.get(keys.TAG_TRIGGER) == "manual":
+    if not runs or runs[0].dagster_run.tags.get(keys.RUN_TAG_TRIGGER) == "manual":
         return "no retrain launched yet (the volume sensor ticks every few seconds)"
     run = runs[0].dagster_run
-    trigger = run.tags.get(keys.TAG_TRIGGER, "?")
+    trigger = run.tags.get(keys.RUN_TAG_TRIGGER, "?")
     return f"retrain run {run.run_id[:8]} ({trigger}) is {run.status.value.lower()}"
 
 
@@ -214,7 +214,7 @@ def run_demo(base: Settings) -> int:
             build_definitions(settings).resolve_job_def(keys.RETRAIN_JOB),
             instance,
             runs_log,
-            tags={keys.TAG_TRIGGER: "manual"},
+            tags={keys.RUN_TAG_TRIGGER: "manual"},
             raise_on_error=False,
         )
     if not result.success:

@@ -68,14 +68,15 @@ META_TRIGGER = "ct/trigger"
 #: Where the dataset's window starts after a detected change of the concept ("" if none).
 META_WINDOW_START = "ct/window_start"
 
-# run tags
-TAG_TRIGGER = "ct/trigger"
-TAG_REASON = "ct/reason"
-TAG_MODE = "ct/mode"
-TAG_JOB = "ct/job"
+# Dagster run tags (``ct/...``); the MLflow tags of model versions are ``ct.*`` and live
+# in ct_assets/registry.py as ``TAG_*``.
+RUN_TAG_TRIGGER = "ct/trigger"
+RUN_TAG_REASON = "ct/reason"
+RUN_TAG_MODE = "ct/mode"
+RUN_TAG_JOB = "ct/job"
 #: Set by the performance trigger when it found a change point: the retrain's dataset
 #: starts there (ISO timestamp).
-TAG_WINDOW_START = "ct/window_start"
+RUN_TAG_WINDOW_START = "ct/window_start"
 
 #: Dagster pool of the steps that write per-date tables (``daily_events``,
 #: ``training_dataset``, whose refresh curates stale dates again). No limit is set by

@@ -335,7 +335,7 @@ class Settings:
         parse=_non_negative_int,
         help="older examples kept by sliding_reservoir",
     )
-    # Feedback validation (see ct_assets/data/validation.py for every rule).
+    # Feedback validation (see ct_assets/data/feedback_rules.py for every rule).
     pending_expiry_hours: int = setting(
         24,
         env="CT_PENDING_EXPIRY_HOURS",

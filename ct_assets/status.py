@@ -48,9 +48,9 @@ def _run_summary(run: Any) -> dict[str, Any]:
     return {
         "run_id": run.dagster_run.run_id,
         "status": run.dagster_run.status.value,
-        "trigger": run.dagster_run.tags.get(keys.TAG_TRIGGER),
-        "reason": run.dagster_run.tags.get(keys.TAG_REASON),
-        "mode": run.dagster_run.tags.get(keys.TAG_MODE),
+        "trigger": run.dagster_run.tags.get(keys.RUN_TAG_TRIGGER),
+        "reason": run.dagster_run.tags.get(keys.RUN_TAG_REASON),
+        "mode": run.dagster_run.tags.get(keys.RUN_TAG_MODE),
         "started_at": stamp(run.start_time),
         "ended_at": stamp(run.end_time),
     }
@@ -100,11 +100,11 @@ def _dagster_state(settings: Settings) -> dict[str, Any]:
             ("accuracy", "baseline", "p_value", "labeled_events"),
         )
         records = instance.get_run_records(
-            dg.RunsFilter(tags={keys.TAG_JOB: keys.RETRAIN_JOB}), limit=20
+            dg.RunsFilter(tags={keys.RUN_TAG_JOB: keys.RETRAIN_JOB}), limit=20
         )
         if records:
             out["last_retrain"] = _run_summary(records[0])
-        triggered = [r for r in records if r.dagster_run.tags.get(keys.TAG_TRIGGER) != "manual"]
+        triggered = [r for r in records if r.dagster_run.tags.get(keys.RUN_TAG_TRIGGER) != "manual"]
         if triggered:
             summary = _run_summary(triggered[0])
             out["last_trigger"] = {

@@ -36,7 +36,7 @@ from ct_assets.data.dataset import (
     ReservedFeatureError,
     compile_dataset,
 )
-from ct_assets.data.validation import ValidationRules
+from ct_assets.data.feedback_rules import ValidationRules
 from ct_assets.data.windows import WindowSpec, reservoir_keys, select_window
 from ct_assets.eventlog import EventLog
 from ct_assets.schema import convert_record, validate_events

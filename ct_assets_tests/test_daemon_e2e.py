@@ -51,13 +51,13 @@ def test_daemon_launches_a_retrain_and_the_champion_changes(settings: Settings) 
         # the champion moves in the run's last step; the run ends moments later
         with dg.DagsterInstance.from_config(str(home)) as instance:
             while time.monotonic() < deadline:
-                runs = instance.get_runs(dg.RunsFilter(tags={keys.TAG_TRIGGER: "volume"}))
+                runs = instance.get_runs(dg.RunsFilter(tags={keys.RUN_TAG_TRIGGER: "volume"}))
                 if runs and runs[0].is_finished:
                     break
                 time.sleep(1)
 
     with dg.DagsterInstance.from_config(str(home)) as instance:
-        runs = instance.get_runs(dg.RunsFilter(tags={keys.TAG_TRIGGER: "volume"}))
+        runs = instance.get_runs(dg.RunsFilter(tags={keys.RUN_TAG_TRIGGER: "volume"}))
         assert len(runs) == 1
         assert runs[0].status == dg.DagsterRunStatus.SUCCESS
         assert runs[0].tags["dagster/sensor_name"] == keys.VOLUME_SENSOR

@@ -13,7 +13,7 @@ from ct_assets.dataset_build import DatasetBuildError, schema_drift, window_star
 
 def test_window_start_prefers_the_run_tag_then_the_champion() -> None:
     champion = {keys.META_WINDOW_START: "2024-01-02T00:00:00+00:00"}
-    tagged = {keys.TAG_WINDOW_START: "2024-01-03T06:00:00"}
+    tagged = {keys.RUN_TAG_WINDOW_START: "2024-01-03T06:00:00"}
     assert window_start(tagged, champion) == datetime(2024, 1, 3, 6, tzinfo=UTC)
     assert window_start({}, champion) == datetime(2024, 1, 2, tzinfo=UTC)
     assert window_start({}, {}) is None
@@ -21,7 +21,7 @@ def test_window_start_prefers_the_run_tag_then_the_champion() -> None:
 
 def test_a_window_start_that_is_not_a_timestamp_names_where_it_came_from() -> None:
     with pytest.raises(DatasetBuildError, match=r"run tag .* is not an ISO timestamp"):
-        window_start({keys.TAG_WINDOW_START: "yesterday"}, {})
+        window_start({keys.RUN_TAG_WINDOW_START: "yesterday"}, {})
 
 
 def test_schema_drift_lists_added_and_removed_features() -> None:

@@ -72,7 +72,7 @@ def test_every_asset_check_job_and_sensor_is_defined(settings: Settings) -> None
     }
     assert blocking >= {keys.GATE_CHECK, "not_empty", "class_balance", "quarantine_rate"}
     job = defs.resolve_job_def(keys.RETRAIN_JOB)
-    assert job.tags[keys.TAG_JOB] == keys.RETRAIN_JOB
+    assert job.tags[keys.RUN_TAG_JOB] == keys.RETRAIN_JOB
     monitoring = defs.resolve_job_def(keys.MONITORING_JOB)
     assert {k.to_user_string() for k in monitoring.asset_layer.selected_asset_keys} >= {
         keys.PIPELINE_HEALTH

@@ -12,7 +12,7 @@ import pytest
 from ct_assets import keys
 from ct_assets.cli import main
 from ct_assets.defs import build_definitions
-from ct_assets.defs.lineage import latest_metadata
+from ct_assets.defs.metadata import latest_metadata
 from ct_assets.registry import CHALLENGER, CHAMPION, TAG_DEPLOYMENT_STATUS, Registry
 from ct_assets.settings import Settings
 

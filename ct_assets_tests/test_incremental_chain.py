@@ -32,7 +32,7 @@ def test_after_the_limit_the_next_retrain_is_full(
     events = simulated_events(8000, drift_at=1.0)
     job = build_definitions(limited).resolve_job_def(keys.RETRAIN_JOB)
     registry = Registry.from_settings(limited)
-    incremental = {keys.TAG_TRIGGER: "volume", keys.TAG_MODE: "incremental"}
+    incremental = {keys.RUN_TAG_TRIGGER: "volume", keys.RUN_TAG_MODE: "incremental"}
     chains = []
     with dg.instance_for_test() as instance:
         for part in (events[:2000], events[2000:4000], events[4000:]):

@@ -130,7 +130,7 @@ def test_sensor_requests_changed_dates_once_and_again_after_late_events(
         assert request.tags[RANGE_START] == "2026-03-01"
         assert request.tags[RANGE_END] == "2026-03-02"
         assert request.run_key and request.run_key.startswith("raw-2026-03-01-2026-03-02-")
-        assert "2 date(s) changed" in request.tags[keys.TAG_REASON]
+        assert "2 date(s) changed" in request.tags[keys.RUN_TAG_REASON]
 
         quiet = _tick(defs, instance, first.cursor)
         assert not quiet.run_requests
@@ -141,7 +141,7 @@ def test_sensor_requests_changed_dates_once_and_again_after_late_events(
         again = late.run_requests[0]
         # curating a date looks at its neighbours' feedback too, so 03-01 is refreshed
         assert (again.tags[RANGE_START], again.tags[RANGE_END]) == ("2026-03-01", "2026-03-02")
-        assert "1 date(s) changed: 2026-03-02" in again.tags[keys.TAG_REASON]
+        assert "1 date(s) changed: 2026-03-02" in again.tags[keys.RUN_TAG_REASON]
         assert again.run_key != request.run_key
 
         duplicate = log.append([_feedback(2, DAY2)])

@@ -75,7 +75,7 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[History]:
         assert job.execute_in_process(instance=instance).success
         first = registry.alias(CHAMPION)
         ingest(settings, events[PRE:])
-        tags = {keys.TAG_TRIGGER: "volume", keys.TAG_MODE: "incremental"}
+        tags = {keys.RUN_TAG_TRIGGER: "volume", keys.RUN_TAG_MODE: "incremental"}
         assert job.execute_in_process(instance=instance, tags=tags).success
         second = registry.alias(CHAMPION)
     assert first is not None and second is not None and first.version != second.version

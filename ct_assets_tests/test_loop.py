@@ -54,9 +54,9 @@ def test_a_second_champion_comes_only_from_the_volume_sensor(settings: Settings)
         tick = _evaluate_sensor(defs, instance, None)
         assert len(tick.run_requests) == 1
         request = tick.run_requests[0]
-        assert request.tags[keys.TAG_TRIGGER] == "volume"
-        assert request.tags[keys.TAG_MODE] == settings.volume_mode
-        assert f"{POST} new labeled feedback events" in request.tags[keys.TAG_REASON]
+        assert request.tags[keys.RUN_TAG_TRIGGER] == "volume"
+        assert request.tags[keys.RUN_TAG_MODE] == settings.volume_mode
+        assert f"{POST} new labeled feedback events" in request.tags[keys.RUN_TAG_REASON]
         assert request.run_key == f"volume-{PRE + POST}"
 
         again = _evaluate_sensor(defs, instance, tick.cursor)
@@ -122,7 +122,7 @@ def test_incremental_run_tag_continues_from_the_champion(settings: Settings, mod
         # the gate's decision is not this test's subject: on a stationary stream and a
         # 600-row holdout it may well be inconclusive
         result = job.execute_in_process(
-            instance=instance, tags={keys.TAG_MODE: mode}, raise_on_error=False
+            instance=instance, tags={keys.RUN_TAG_MODE: mode}, raise_on_error=False
         )
         assert result.is_node_success(keys.CANDIDATE_MODEL)
         candidate = next(

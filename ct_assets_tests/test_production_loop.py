@@ -269,8 +269,8 @@ def test_the_production_loop_closes_through_real_processes(
         retrains = sensor_runs(instance, keys.PERFORMANCE_SENSOR)
         canaries = sensor_runs(instance, keys.CANARY_SENSOR)
     assert [r.status for r in retrains] == [dg.DagsterRunStatus.SUCCESS], diagnostics()
-    assert retrains[0].tags[keys.TAG_TRIGGER] == "performance"
-    assert "accuracy" in retrains[0].tags[keys.TAG_REASON]
+    assert retrains[0].tags[keys.RUN_TAG_TRIGGER] == "performance"
+    assert "accuracy" in retrains[0].tags[keys.RUN_TAG_REASON]
     assert challenger.tags["ct.dagster_run_id"] == retrains[0].run_id
     dataset = pl.read_parquet(settings.datasets_dir / f"{challenger.dataset_version}.parquet")
     learned = dataset.filter(pl.col("event_id").is_in(traffic.feedback_ids[:decayed]))

@@ -40,7 +40,7 @@ def two_champions(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> tuple[
         ingest(settings, events[:PRE])
         assert job.execute_in_process(instance=instance).success
         ingest(settings, events[PRE:])
-        tags = {keys.TAG_TRIGGER: "volume", keys.TAG_MODE: "incremental"}
+        tags = {keys.RUN_TAG_TRIGGER: "volume", keys.RUN_TAG_MODE: "incremental"}
         assert job.execute_in_process(instance=instance, tags=tags).success
     trail = registry.audit_trail()
     assert [r.action for r in trail] == ["promote", "promote"]

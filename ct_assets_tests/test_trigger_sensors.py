@@ -15,7 +15,7 @@ from dagster._core.utils import make_new_run_id
 
 from ct_assets import keys
 from ct_assets.defs import build_definitions
-from ct_assets.defs.lineage import latest_metadata
+from ct_assets.defs.metadata import latest_metadata
 from ct_assets.registry import CHAMPION, Registry
 from ct_assets.settings import Settings
 from ct_assets.simulate import SimulationSpec, simulate_rows
@@ -111,7 +111,7 @@ def test_drift_sensor_is_silent_on_a_stationary_stream_and_fires_once_on_covaria
             job_name=keys.RETRAIN_JOB,
             run_id=make_new_run_id(),
             status=DagsterRunStatus.STARTED,
-            tags={keys.TAG_JOB: keys.RETRAIN_JOB},
+            tags={keys.RUN_TAG_JOB: keys.RETRAIN_JOB},
         )
         instance.add_run(running)
         waiting = _tick(defs, instance, keys.DRIFT_SENSOR, quiet.cursor)
@@ -122,9 +122,9 @@ def test_drift_sensor_is_silent_on_a_stationary_stream_and_fires_once_on_covaria
         fired = _tick(defs, instance, keys.DRIFT_SENSOR, waiting.cursor)
         assert len(fired.run_requests) == 1, fired.skip_message
         request = fired.run_requests[0]
-        assert request.tags[keys.TAG_TRIGGER] == "drift"
-        assert request.tags[keys.TAG_MODE] == "full"
-        assert "feature drift" in request.tags[keys.TAG_REASON]
+        assert request.tags[keys.RUN_TAG_TRIGGER] == "drift"
+        assert request.tags[keys.RUN_TAG_MODE] == "full"
+        assert "feature drift" in request.tags[keys.RUN_TAG_REASON]
         events = [e for e in fired.asset_events if e.asset_key == dg.AssetKey(keys.DRIFT_MONITOR)]
         assert events and events[0].metadata["fire"].value is True
 
@@ -158,8 +158,8 @@ def test_performance_sensor_fires_on_a_concept_change_and_not_on_a_stationary_st
         fired = _tick(defs, instance, keys.PERFORMANCE_SENSOR, quiet.cursor)
         assert len(fired.run_requests) == 1, fired.skip_message
         tags = fired.run_requests[0].tags
-        assert tags[keys.TAG_TRIGGER] == "performance" and tags[keys.TAG_MODE] == "full"
-        assert "baseline" in tags[keys.TAG_REASON]
+        assert tags[keys.RUN_TAG_TRIGGER] == "performance" and tags[keys.RUN_TAG_MODE] == "full"
+        assert "baseline" in tags[keys.RUN_TAG_REASON]
         again = _tick(defs, instance, keys.PERFORMANCE_SENSOR, fired.cursor)
         assert not again.run_requests
 
@@ -183,8 +183,8 @@ def test_a_change_point_starts_the_retrains_dataset_there(trained: Settings) -> 
         fired = _tick(defs, instance, keys.PERFORMANCE_SENSOR, None)
         assert len(fired.run_requests) == 1, fired.skip_message
         tags = dict(fired.run_requests[0].tags)
-        assert "change point at" in tags[keys.TAG_REASON]
-        change = datetime.fromisoformat(tags[keys.TAG_WINDOW_START])
+        assert "change point at" in tags[keys.RUN_TAG_REASON]
+        change = datetime.fromisoformat(tags[keys.RUN_TAG_WINDOW_START])
         # at the boundary, within the cut test's stride of 16 rows (one row a second): the
         # stationary stream was served until 30 minutes ago, the sudden one from 15 minutes
         # ago on, and nothing in between
@@ -196,14 +196,14 @@ def test_a_change_point_starts_the_retrains_dataset_there(trained: Settings) -> 
 
         assert job.execute_in_process(instance=instance, tags=tags).success
         dataset = latest_metadata(instance, keys.TRAINING_DATASET) or {}
-        assert dataset[keys.META_WINDOW_START] == tags[keys.TAG_WINDOW_START]
+        assert dataset[keys.META_WINDOW_START] == tags[keys.RUN_TAG_WINDOW_START]
         rows = dataset["train_rows"] + dataset["holdout_rows"]
         assert settings.change_min_rows <= rows <= 700, rows
         frame = pl.read_parquet(str(dataset[keys.META_DATASET_PATH]))
         assert frame["timestamp"].min() >= change
         candidate = latest_metadata(instance, keys.CANDIDATE_MODEL) or {}
         version = Registry.from_settings(settings).version(str(candidate[keys.META_MODEL_VERSION]))
-        assert version.tags[TAG_WINDOW_START] == tags[keys.TAG_WINDOW_START]
+        assert version.tags[TAG_WINDOW_START] == tags[keys.RUN_TAG_WINDOW_START]
 
 
 def test_a_champion_bad_all_its_life_retrains_on_what_it_served(trained: Settings) -> None:
@@ -218,8 +218,8 @@ def test_a_champion_bad_all_its_life_retrains_on_what_it_served(trained: Setting
         fired = _tick(defs, instance, keys.PERFORMANCE_SENSOR, None)
         assert len(fired.run_requests) == 1, fired.skip_message
         tags = dict(fired.run_requests[0].tags)
-        assert "no change point within its 400 outcomes" in tags[keys.TAG_REASON]
-        first = datetime.fromisoformat(tags[keys.TAG_WINDOW_START])
+        assert "no change point within its 400 outcomes" in tags[keys.RUN_TAG_REASON]
+        first = datetime.fromisoformat(tags[keys.RUN_TAG_WINDOW_START])
         # the first of the 400 rows served one a second up to 10 minutes ago
         expected = served - timedelta(minutes=10, seconds=400)
         assert abs((first - expected).total_seconds()) < 60

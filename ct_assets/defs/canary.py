@@ -252,7 +252,7 @@ canary_job = dg.define_asset_job(
         "going) and the shadow evaluation; then the feedback-loop latency, which a "
         "promotion changes."
     ),
-    tags={keys.TAG_JOB: keys.CANARY_JOB},
+    tags={keys.RUN_TAG_JOB: keys.CANARY_JOB},
 )
 
 
@@ -299,7 +299,7 @@ def build_canary_sensor(settings: Settings, job: Any) -> dg.SensorDefinition:
             run_requests=[
                 dg.RunRequest(
                     run_key=f"canary-v{challenger.version}-{position}",
-                    tags={keys.TAG_JOB: keys.CANARY_JOB, keys.TAG_TRIGGER: "canary"},
+                    tags={keys.RUN_TAG_JOB: keys.CANARY_JOB, keys.RUN_TAG_TRIGGER: "canary"},
                 )
             ],
             cursor=json.dumps({"challenger": challenger.version, "at": position}),

@@ -29,9 +29,9 @@ from ct_assets.data.dataset import (
     preview_markdown,
     value_counts,
 )
+from ct_assets.data.feedback_rules import validation_summary
 from ct_assets.data.tables import TableStore, write_bytes_atomically
 from ct_assets.data.uncertainty import labeling_queue as rank_queue
-from ct_assets.data.validation import validation_summary
 from ct_assets.dataset_build import MAX_NULL_RATE, schema_drift
 from ct_assets.defs.ingestion import (
     RAW_FEEDBACK_DESCRIPTION,

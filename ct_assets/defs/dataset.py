@@ -9,7 +9,7 @@ import dagster as dg
 from ct_assets import keys
 from ct_assets.data.dataset import EmptyDatasetError, preview_markdown
 from ct_assets.dataset_build import DatasetBuild, DatasetBuildError, build_dataset
-from ct_assets.defs.lineage import latest_metadata
+from ct_assets.defs.metadata import latest_metadata
 from ct_assets.defs.resources import (
     CurationResource,
     DatasetStoreResource,

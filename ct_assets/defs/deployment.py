@@ -5,7 +5,7 @@ import polars as pl
 
 from ct_assets import keys
 from ct_assets.data.dataset import preview_markdown
-from ct_assets.defs.lineage import latest_metadata, model_version_metadata
+from ct_assets.defs.metadata import latest_metadata, model_version_metadata
 from ct_assets.defs.resources import CurationResource, RegistryResource
 from ct_assets.registry import CHAMPION, TAG_LOG_POSITION, TAG_WINDOW_START, Registry
 
@@ -37,7 +37,7 @@ def champion_model(
     if not version or report.get(keys.META_DECISION) != "promote":
         raise dg.Failure(f"the latest validation report does not promote a candidate: {report}")
     reg = registry.registry()
-    trigger = dict(context.run.tags).get(keys.TAG_TRIGGER, "manual")
+    trigger = dict(context.run.tags).get(keys.RUN_TAG_TRIGGER, "manual")
     deployment = reg.deployment()
     current = reg.alias(CHAMPION)
     if deployment.mode != "off" and current is not None and current.version != version:

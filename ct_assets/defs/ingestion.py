@@ -150,8 +150,10 @@ def build_raw_partitions_sensor(
             json.dumps({day: fingerprints[day] for day in changed}, sort_keys=True).encode()
         ).hexdigest()[:16]
         tags = {
-            keys.TAG_TRIGGER: "events",
-            keys.TAG_REASON: f"events of {len(changed)} date(s) changed: {', '.join(changed[:10])}",
+            keys.RUN_TAG_TRIGGER: "events",
+            keys.RUN_TAG_REASON: (
+                f"events of {len(changed)} date(s) changed: {', '.join(changed[:10])}"
+            ),
         }
         if first == last:
             request = dg.RunRequest(

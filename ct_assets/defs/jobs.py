@@ -37,7 +37,11 @@ def build_retrain_job(settings: Settings) -> UnresolvedAssetJobDefinition:
                 else ""
             )
         ),
-        tags={keys.TAG_JOB: keys.RETRAIN_JOB, keys.TAG_TRIGGER: "manual", keys.TAG_MODE: "full"},
+        tags={
+            keys.RUN_TAG_JOB: keys.RETRAIN_JOB,
+            keys.RUN_TAG_TRIGGER: "manual",
+            keys.RUN_TAG_MODE: "full",
+        },
     )
 
 
@@ -73,7 +77,7 @@ monitoring_job = dg.define_asset_job(
     keys.MONITORING_JOB,
     selection=dg.AssetSelection.assets(*MONITORING_ASSETS),
     description="Refresh the monitoring of the loop itself (group monitoring).",
-    tags={keys.TAG_JOB: keys.MONITORING_JOB},
+    tags={keys.RUN_TAG_JOB: keys.MONITORING_JOB},
 )
 
 
@@ -87,7 +91,7 @@ def build_monitoring_schedule(
         cron_schedule=cron,
         execution_timezone="UTC",
         default_status=dg.DefaultScheduleStatus.RUNNING,
-        tags={keys.TAG_JOB: keys.MONITORING_JOB},
+        tags={keys.RUN_TAG_JOB: keys.MONITORING_JOB},
         description=(
             f"Refreshes the monitoring assets on cron '{cron}' (UTC, CT_MONITORING_CRON) so "
             "their figures chart over time."

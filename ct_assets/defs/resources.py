@@ -8,8 +8,8 @@ from pathlib import Path
 import dagster as dg
 
 from ct_assets.data.attribution import LabelPolicy
+from ct_assets.data.feedback_rules import ValidationRules
 from ct_assets.data.tables import TableStore
-from ct_assets.data.validation import ValidationRules
 from ct_assets.data.windows import WindowSpec
 from ct_assets.eventlog import EventLog
 from ct_assets.registry import Registry

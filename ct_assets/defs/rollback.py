@@ -9,7 +9,7 @@ from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
 from ct_assets import keys
 from ct_assets.defs.deployment import champion_baseline
-from ct_assets.defs.lineage import model_version_metadata
+from ct_assets.defs.metadata import model_version_metadata
 from ct_assets.defs.resources import RegistryResource
 from ct_assets.registry import TAG_LOG_POSITION, TAG_WINDOW_START, RollbackError
 
@@ -64,7 +64,7 @@ def rollback_champion(
 @dg.job(
     name=keys.ROLLBACK_JOB,
     description="Restore an earlier champion (config: reason, optional to and by); audited.",
-    tags={keys.TAG_JOB: keys.ROLLBACK_JOB, keys.TAG_TRIGGER: "rollback"},
+    tags={keys.RUN_TAG_JOB: keys.ROLLBACK_JOB, keys.RUN_TAG_TRIGGER: "rollback"},
 )
 def rollback_job() -> None:
     rollback_champion()

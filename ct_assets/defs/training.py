@@ -7,7 +7,7 @@ from pydantic import Field
 
 from ct_assets import keys
 from ct_assets.candidate_run import CandidateRunError, TrainingPlan, train_candidate
-from ct_assets.defs.lineage import model_version_metadata, required_metadata
+from ct_assets.defs.metadata import model_version_metadata, required_metadata
 from ct_assets.defs.resources import DatasetStoreResource, RegistryResource, TrainingConfigResource
 from ct_assets.training.candidates import RequestedMode, candidates_markdown
 from ct_assets.training.train import TrainParams
@@ -40,7 +40,7 @@ class CandidateConfig(dg.Config):
 
 
 def training_mode(config_mode: str, run_tags: dict[str, str]) -> RequestedMode:
-    mode = config_mode or run_tags.get(keys.TAG_MODE, "") or "full"
+    mode = config_mode or run_tags.get(keys.RUN_TAG_MODE, "") or "full"
     if mode not in ("full", "incremental", "auto"):
         raise dg.Failure(f"unknown training mode {mode!r}: use full, incremental or auto")
     return mode  # type: ignore[return-value]

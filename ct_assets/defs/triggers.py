@@ -12,7 +12,7 @@ import polars as pl
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from ct_assets import keys
-from ct_assets.defs.lineage import latest_metadata
+from ct_assets.defs.metadata import latest_metadata
 from ct_assets.defs.resources import (
     CurationResource,
     DatasetStoreResource,
@@ -61,10 +61,10 @@ def retrain_request(
         run_key=f"{trigger}-{evidence}",
         tags={
             **(tags or {}),
-            keys.TAG_TRIGGER: trigger,
-            keys.TAG_REASON: reason[:1000],
-            keys.TAG_MODE: mode,
-            keys.TAG_JOB: keys.RETRAIN_JOB,
+            keys.RUN_TAG_TRIGGER: trigger,
+            keys.RUN_TAG_REASON: reason[:1000],
+            keys.RUN_TAG_MODE: mode,
+            keys.RUN_TAG_JOB: keys.RETRAIN_JOB,
         },
     )
 
@@ -72,7 +72,7 @@ def retrain_request(
 def retrain_in_flight(instance: dg.DagsterInstance) -> str | None:
     """The id of a retrain run queued or running, if any: triggers wait for it."""
     runs = instance.get_runs(
-        dg.RunsFilter(tags={keys.TAG_JOB: keys.RETRAIN_JOB}, statuses=IN_FLIGHT), limit=1
+        dg.RunsFilter(tags={keys.RUN_TAG_JOB: keys.RETRAIN_JOB}, statuses=IN_FLIGHT), limit=1
     )
     return runs[0].run_id if runs else None
 
@@ -341,7 +341,7 @@ def build_performance_sensor(
         outcomes = outcome_stream(examples, model, last=max(window, change_config.max_window))
         decay = decide_decay(outcomes, float(baseline), config, change_config, model.spec.classes)
         decision, change, reason = decay.performance, decay.change, decay.reason
-        tags = {keys.TAG_WINDOW_START: decay.window_start} if decay.window_start else {}
+        tags = {keys.RUN_TAG_WINDOW_START: decay.window_start} if decay.window_start else {}
         event = dg.AssetMaterialization(
             asset_key=keys.PERFORMANCE_MONITOR,
             metadata={
@@ -391,10 +391,10 @@ def build_retrain_schedule(
             else dg.DefaultScheduleStatus.STOPPED
         ),
         tags={
-            keys.TAG_TRIGGER: "schedule",
-            keys.TAG_MODE: "full",
-            keys.TAG_REASON: f"scheduled full retrain (cron '{cron}' UTC)",
-            keys.TAG_JOB: keys.RETRAIN_JOB,
+            keys.RUN_TAG_TRIGGER: "schedule",
+            keys.RUN_TAG_MODE: "full",
+            keys.RUN_TAG_REASON: f"scheduled full retrain (cron '{cron}' UTC)",
+            keys.RUN_TAG_JOB: keys.RETRAIN_JOB,
         },
         description=(
             f"A full retrain on cron '{cron}' (UTC), whatever the other triggers say; "

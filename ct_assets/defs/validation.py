@@ -3,7 +3,7 @@
 import dagster as dg
 
 from ct_assets import keys
-from ct_assets.defs.lineage import require_metadata
+from ct_assets.defs.metadata import require_metadata
 from ct_assets.defs.resources import DatasetStoreResource, RegistryResource, TrainingConfigResource
 from ct_assets.gate_run import GateRunError, run_gate
 from ct_assets.training.evaluation import gate_config

@@ -1,5 +1,5 @@
 """Unit tests of the reference schema and feedback validation (ct_assets.data.reference,
-ct_assets.data.validation)."""
+ct_assets.data.feedback_rules)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,13 @@ import pytest
 
 from ct_assets import schema
 from ct_assets.data.dataset import compile_dataset, labeled_examples
+from ct_assets.data.feedback_rules import (
+    FeedbackReason,
+    FeedbackStatus,
+    ValidationRules,
+    validate_feedback,
+    validation_summary,
+)
 from ct_assets.data.reference import (
     MAX_CATEGORIES,
     FeatureStats,
@@ -22,13 +29,6 @@ from ct_assets.data.reference import (
     apply_overrides,
     infer_reference,
     infer_reference_from_columns,
-)
-from ct_assets.data.validation import (
-    FeedbackReason,
-    FeedbackStatus,
-    ValidationRules,
-    validate_feedback,
-    validation_summary,
 )
 from ct_assets.eventlog.reader import events_to_frame
 from ct_assets.simulate import DriftKind, SimulationSpec, simulate_events

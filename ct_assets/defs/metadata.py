@@ -1,4 +1,5 @@
-"""Reading what upstream assets recorded: their latest materialization's metadata."""
+"""Reading what upstream assets recorded (their latest materialization's metadata), and the
+metadata entries that link a model version to MLflow."""
 
 from __future__ import annotations
 
