@@ -170,8 +170,8 @@ def _cmd_deploy(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_reproduce(args: argparse.Namespace, settings: Settings) -> int:
+    from ct_assets.pipeline.reproduce import ReproduceError, reproduce
     from ct_assets.registry import Registry
-    from ct_assets.reproduce import ReproduceError, reproduce
 
     try:
         result = reproduce(Registry.from_settings(settings), args.version, settings.datasets_dir)

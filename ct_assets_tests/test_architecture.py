@@ -22,7 +22,9 @@ FORBIDDEN = {
     "training": {"registry", "triggers", "monitoring", "defs", "api", "serving", "lineage"},
     "triggers": {"defs", "api", "serving", "lineage", "status"},
     "monitoring": {"defs", "api", "lineage", "status"},
-    "api": {"defs", "training", "triggers"},
+    "api": {"defs", "training", "triggers", "pipeline"},
+    "pipeline": {"defs", "api", "cli", "demo", "backtest", "status"},
+    "registry": {"defs", "pipeline", "triggers", "api", "serving"},
 }
 
 

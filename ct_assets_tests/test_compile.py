@@ -21,7 +21,6 @@ from typing import Any
 import polars as pl
 import pytest
 
-from ct_assets.curation import Curated, curate
 from ct_assets.data.attribution import LabelPolicy, attribute_feedback
 from ct_assets.data.compile import (
     CompileSpec,
@@ -39,6 +38,7 @@ from ct_assets.data.dataset import (
 from ct_assets.data.feedback_rules import ValidationRules
 from ct_assets.data.windows import WindowSpec, reservoir_keys, select_window
 from ct_assets.eventlog import EventLog
+from ct_assets.pipeline.curation import Curated, curate
 from ct_assets.schema import convert_record, validate_events
 from ct_assets.simulate import SimulationSpec, simulate_events
 

@@ -8,7 +8,7 @@ import pytest
 
 from ct_assets import keys
 from ct_assets.data.reference import infer_reference
-from ct_assets.dataset_build import DatasetBuildError, schema_drift, window_start
+from ct_assets.pipeline.dataset_build import DatasetBuildError, schema_drift, window_start
 
 
 def test_window_start_prefers_the_run_tag_then_the_champion() -> None:

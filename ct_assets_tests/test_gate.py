@@ -635,7 +635,7 @@ def test_older_data_before_a_change_point_is_not_held_against_the_candidate() ->
     checked for forgetting, but only from a detected change point on."""
     from datetime import UTC, datetime, timedelta
 
-    from ct_assets.gate_run import history_frames
+    from ct_assets.pipeline.gate_run import history_frames
 
     t0 = datetime(2024, 1, 1, tzinfo=UTC)
 

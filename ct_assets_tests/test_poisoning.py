@@ -20,11 +20,11 @@ from typing import Any
 
 import polars as pl
 
-from ct_assets.curation import Curated, curate
 from ct_assets.data.attribution import LabelPolicy, attribute_feedback
 from ct_assets.data.dataset import LABEL, SPLIT, compile_dataset
 from ct_assets.defs.resources import CurationResource, resources_from_settings
 from ct_assets.eventlog import EventLog
+from ct_assets.pipeline.curation import Curated, curate
 from ct_assets.schema import convert_record, validate_events
 from ct_assets.settings import Settings
 from ct_assets.simulate import SimulationSpec, simulate_events

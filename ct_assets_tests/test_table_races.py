@@ -24,7 +24,13 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_START_TAG as RANGE_
 from polars.testing import assert_frame_equal
 
 from ct_assets import keys
-from ct_assets.curation import (
+from ct_assets.data.table_files import SOURCE_KEY, TableLockTimeout
+from ct_assets.data.tables import TableStore
+from ct_assets.defs import build_definitions
+from ct_assets.defs.ingestion import raw_materialization
+from ct_assets.defs.resources import CurationResource, resources_from_settings
+from ct_assets.eventlog import EventLog
+from ct_assets.pipeline.curation import (
     CURATED_TABLES,
     curate,
     curated_source,
@@ -34,12 +40,6 @@ from ct_assets.curation import (
     refresh_tables,
     write_curated,
 )
-from ct_assets.data.table_files import SOURCE_KEY, TableLockTimeout
-from ct_assets.data.tables import TableStore
-from ct_assets.defs import build_definitions
-from ct_assets.defs.ingestion import raw_materialization
-from ct_assets.defs.resources import CurationResource, resources_from_settings
-from ct_assets.eventlog import EventLog
 from ct_assets.schema import convert_record, validate_events
 from ct_assets.settings import Settings
 from ct_assets.simulate import SimulationSpec, simulate_events

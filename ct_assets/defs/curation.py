@@ -12,7 +12,22 @@ import msgspec
 import polars as pl
 
 from ct_assets import keys
-from ct_assets.curation import (
+from ct_assets.data.attribution import LabelPolicy
+from ct_assets.data.dataset import (
+    preview_markdown,
+    value_counts,
+)
+from ct_assets.data.feedback_rules import validation_summary
+from ct_assets.data.tables import TableStore, write_bytes_atomically
+from ct_assets.data.uncertainty import labeling_queue as rank_queue
+from ct_assets.defs.ingestion import (
+    RAW_FEEDBACK_DESCRIPTION,
+    RAW_PREDICTIONS_DESCRIPTION,
+    daily_partitions,
+    raw_materialization,
+)
+from ct_assets.defs.resources import CurationResource, EventLogResource
+from ct_assets.pipeline.curation import (
     REFRESH_BLOCK_DAYS,
     Curated,
     CurationInputs,
@@ -24,22 +39,7 @@ from ct_assets.curation import (
     log_as_of,
     write_curated,
 )
-from ct_assets.data.attribution import LabelPolicy
-from ct_assets.data.dataset import (
-    preview_markdown,
-    value_counts,
-)
-from ct_assets.data.feedback_rules import validation_summary
-from ct_assets.data.tables import TableStore, write_bytes_atomically
-from ct_assets.data.uncertainty import labeling_queue as rank_queue
-from ct_assets.dataset_build import MAX_NULL_RATE, schema_drift
-from ct_assets.defs.ingestion import (
-    RAW_FEEDBACK_DESCRIPTION,
-    RAW_PREDICTIONS_DESCRIPTION,
-    daily_partitions,
-    raw_materialization,
-)
-from ct_assets.defs.resources import CurationResource, EventLogResource
+from ct_assets.pipeline.dataset_build import MAX_NULL_RATE, schema_drift
 
 VALIDATED = keys.VALIDATED_FEEDBACK
 QUARANTINE = keys.FEEDBACK_QUARANTINE

@@ -8,7 +8,6 @@ import dagster as dg
 
 from ct_assets import keys
 from ct_assets.data.dataset import EmptyDatasetError, preview_markdown
-from ct_assets.dataset_build import DatasetBuild, DatasetBuildError, build_dataset
 from ct_assets.defs.metadata import latest_metadata
 from ct_assets.defs.resources import (
     CurationResource,
@@ -17,6 +16,7 @@ from ct_assets.defs.resources import (
     TrainingConfigResource,
 )
 from ct_assets.defs.tables import column_schema
+from ct_assets.pipeline.dataset_build import DatasetBuild, DatasetBuildError, build_dataset
 from ct_assets.settings import Settings
 
 DATASET_CODE_VERSION = "dataset-v3"

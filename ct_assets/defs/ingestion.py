@@ -15,12 +15,12 @@ from dagster._core.storage.tags import (
 )
 
 from ct_assets import keys
-from ct_assets.curation import CONTEXT_DAYS
 from ct_assets.data.dataset import value_counts
 from ct_assets.data.tables import TableStore
 from ct_assets.defs.resources import EventLogResource
 from ct_assets.defs.tables import column_schema
 from ct_assets.eventlog import EventLog
+from ct_assets.pipeline.curation import CONTEXT_DAYS
 from ct_assets.schema import EventKind
 from ct_assets.settings import Settings
 

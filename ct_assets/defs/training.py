@@ -6,9 +6,9 @@ import dagster as dg
 from pydantic import Field
 
 from ct_assets import keys
-from ct_assets.candidate_run import CandidateRunError, TrainingPlan, train_candidate
 from ct_assets.defs.metadata import model_version_metadata, required_metadata
 from ct_assets.defs.resources import DatasetStoreResource, RegistryResource, TrainingConfigResource
+from ct_assets.pipeline.candidate_run import CandidateRunError, TrainingPlan, train_candidate
 from ct_assets.training.candidates import RequestedMode, candidates_markdown
 from ct_assets.training.train import TrainParams
 

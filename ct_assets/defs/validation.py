@@ -5,7 +5,7 @@ import dagster as dg
 from ct_assets import keys
 from ct_assets.defs.metadata import require_metadata
 from ct_assets.defs.resources import DatasetStoreResource, RegistryResource, TrainingConfigResource
-from ct_assets.gate_run import GateRunError, run_gate
+from ct_assets.pipeline.gate_run import GateRunError, run_gate
 from ct_assets.training.evaluation import gate_config
 from ct_assets.uris import redact_uri
 

@@ -18,7 +18,6 @@ from typing import Any
 import polars as pl
 
 from ct_assets import keys
-from ct_assets.curation import day_end, input_dates, load_reference, refresh_tables
 from ct_assets.data.attribution import LabelPolicy
 from ct_assets.data.compile import CompileSpec, compile_from_tables
 from ct_assets.data.dataset import DatasetInfo
@@ -27,6 +26,7 @@ from ct_assets.data.reference import ReferenceSchema, infer_reference_from_colum
 from ct_assets.data.tables import TableStore
 from ct_assets.data.windows import WindowSpec, partitions_for
 from ct_assets.eventlog import EventLog
+from ct_assets.pipeline.curation import day_end, input_dates, load_reference, refresh_tables
 
 #: Largest share of missing values per feature before a null-rate check warns.
 MAX_NULL_RATE = 0.5
