@@ -8,8 +8,17 @@ Guarantees:
   journal record that commits them are fsynced;
 * an ``event_id`` already in the log (or earlier in the same commit) is
   acknowledged as a duplicate and not stored again, across restarts and across
-  processes: writers serialise on an exclusive ``flock`` and, holding it, first
-  read what other writers committed since they last looked;
+  processes: writers serialise on an exclusive ``flock`` and, holding it, look the
+  commit's ids up in the event id index (:mod:`.idindex`, on disk), which every
+  commit updates inside that lock right after its journal record is fsynced;
+* the index is a cache of the journal, never its master: a writer holding the lock
+  first checks it against the journal and catches it up from the journal's tail
+  (a writer killed between its journal record and the index update), cuts what it
+  holds past the journal's end, and rebuilds it from the journal when it is
+  missing, damaged or another journal's. So a writer starts in constant time and
+  memory whatever the log holds: it reads no segment to start;
+* before its first append to a segment, a writer checks the committed frames of
+  that segment (once, at most ``segment_max_bytes``): it never appends after damage;
 * closed segments are never modified; bytes past the committed end of a
   segment (a write whose commit never happened) are cut off before the next
   write to it, and by every writer when it starts.
@@ -18,9 +27,12 @@ Guarantees:
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
+import sqlite3
 import threading
 import time
+import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -30,6 +42,8 @@ from pathlib import Path
 import msgspec
 
 from ct_assets.eventlog.frames import (
+    HEADER,
+    JOURNAL_MAGIC,
     SEGMENT_MAGIC,
     CorruptLogError,
     Frame,
@@ -37,7 +51,8 @@ from ct_assets.eventlog.frames import (
     frame_at,
     fsync_dir,
 )
-from ct_assets.eventlog.journal import Commit, Part, encode_commit, scan_journal
+from ct_assets.eventlog.idindex import Covered, EventIdIndex, Indexed
+from ct_assets.eventlog.journal import Commit, JournalScan, Part, encode_commit, scan_journal
 from ct_assets.eventlog.layout import (
     LOCK_NAME,
     SEGMENTS_DIR,
@@ -65,6 +80,12 @@ class _EventId(msgspec.Struct):
 
 
 _IDS_DECODER = msgspec.json.Decoder(list[_EventId])
+_LOG = logging.getLogger(__name__)
+
+#: Ids per index transaction while catching the index up (bounds a rebuild's memory).
+CATCH_UP_CHUNK_IDS = 100_000
+#: Bytes read at a time when checking a segment's committed frames.
+_VERIFY_BUFFER = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -160,11 +181,14 @@ class EventLogWriter:
         self.segment_max_bytes = segment_max_bytes
         self.max_event_bytes = max_event_bytes
         self._thread_lock = threading.Lock()
-        self._known_ids: set[str] = set()
+        self._index = EventIdIndex(root)
+        self._loaded = False  # whether the state below is the index's (plus what was added)
         self._journal_end = 0
+        self._head = b""  # the journal's first record header
         self._sequence = 0
         self._extent: dict[str, int] = {}
         self._current: dict[str, str] = {}
+        self._verified: set[str] = set()  # segments whose committed frames were checked
         self._swept = False
         root.mkdir(parents=True, exist_ok=True)
         check_layout(root)
@@ -177,19 +201,22 @@ class EventLogWriter:
         """Commit several batches at once (one fsync per touched file); one result per batch."""
         with self._thread_lock, self._exclusive():
             self._catch_up()
+            known = self._lookup([event_id for batch in batches for event_id in batch.ids])
             pending: dict[tuple[str, bool], _Pending] = {}
             seen: set[str] = set()
-            results = [self._stage(batch, seen, pending) for batch in batches]
+            results = [self._stage(batch, known, seen, pending) for batch in batches]
             if pending:
-                self._write_commit(pending)
-                self._known_ids.update(seen)
+                self._write_commit(pending, seen)
         return results
 
     def _stage(
-        self, batch: PreparedBatch, seen: set[str], pending: dict[tuple[str, bool], _Pending]
+        self,
+        batch: PreparedBatch,
+        known: set[str],
+        seen: set[str],
+        pending: dict[tuple[str, bool], _Pending],
     ) -> AppendResult:
         """Queue the batch's new events into one frame per (date, kind); skip duplicates."""
-        known = self._known_ids
         ids = batch.ids
         if (
             known.isdisjoint(ids)
@@ -228,13 +255,14 @@ class EventLogWriter:
     def contains(self, event_id: str) -> bool:
         with self._thread_lock, self._exclusive():
             self._catch_up()
-            return event_id in self._known_ids
+            return event_id in self._lookup([event_id])
 
     def learn_committed(self) -> None:
-        """Learn the event ids other writers committed since this one last looked, without
-        the log's lock (as readers do: only whole journal records, never a torn or damaged
-        tail, which the next commit deals with). Skipped while this writer is committing,
-        since that commit catches up itself."""
+        """Bring the event id index up to the journal if a writer left it behind (killed
+        between its journal record and its index update), without waiting: only if the
+        log's lock is free (a writer holding it catches the index up itself), and never
+        while this writer is committing. Every commit updates the index, so this is
+        usually a single look at two numbers."""
         if not self._thread_lock.acquire(blocking=False):
             return
         try:
@@ -242,22 +270,35 @@ class EventLogWriter:
                 size = os.stat(journal_path(self.root)).st_size
             except FileNotFoundError:
                 return
-            if size <= self._journal_end:
+            if size <= self._index.covered_end():
                 return
-            scan = scan_journal(self.root, self._journal_end)
-            if scan.corrupt:
-                return
-            for commit in scan.commits:
-                self._learn(commit)
-            self._journal_end = scan.valid_end
+            fd = os.open(self.root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return
+                try:
+                    self._catch_up()
+                except CorruptLogError:
+                    return  # the next commit reports it
+                finally:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+            finally:
+                os.close(fd)
         finally:
             self._thread_lock.release()
 
     def knows(self, event_id: str) -> bool:
-        """Whether ``event_id`` was committed as far as this writer last looked (its own
-        commits and what :meth:`learn_committed` or its last commit learned): no lock, no
-        I/O."""
-        return event_id in self._known_ids
+        """Whether the event id index holds ``event_id``: no lock, one indexed lookup. It
+        holds every commit of this writer and of the others (see :meth:`learn_committed`
+        for a writer killed before its index update); False when it cannot be read."""
+        return self._index.knows(event_id)
+
+    def close(self) -> None:
+        """Close the index's connections (reopened if the writer is used again)."""
+        with self._thread_lock:
+            self._index.close()
 
     @contextmanager
     def _exclusive(self) -> Iterator[None]:
@@ -269,43 +310,196 @@ class EventLogWriter:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
 
-    # -- reading what is committed ---------------------------------------------------------
+    # -- reading what is committed (all with the log's lock held) ----------------------------
 
     def _catch_up(self) -> None:
-        """Learn what other writers committed; cut torn journal tails and orphan segment bytes."""
+        """Bring this writer and the id index up to the journal: check the index against
+        the journal (repairing it), take the state it records, then index the commits past
+        it (reading only their frames); cut torn journal tails and orphan segment bytes."""
         path = journal_path(self.root)
         try:
             size = os.stat(path).st_size
         except FileNotFoundError:
             size = 0
-        if size != self._journal_end:
-            scan = scan_journal(self.root, self._journal_end)
-            if scan.corrupt:
-                raise CorruptLogError(
-                    f"{path}: damaged journal record at byte {scan.valid_end}; refusing to append"
-                )
-            for commit in scan.commits:
-                self._learn(commit)
-            if scan.torn:
-                _truncate(path, scan.valid_end)
-            self._journal_end = scan.valid_end
+        try:
+            covered = self._checked_index(size)
+            self._load(covered)
+            if size != self._journal_end:
+                scan = scan_journal(self.root, self._journal_end)
+                if scan.corrupt:
+                    raise CorruptLogError(
+                        f"{path}: damaged journal record at byte {scan.valid_end}; "
+                        "refusing to append"
+                    )
+                self._index_scan(scan)
+                if scan.torn:
+                    _truncate(path, scan.valid_end)
+        except BaseException:
+            self._loaded = False  # start again from what the index holds
+            raise
         if not self._swept:
             for key in all_segments(self.root):
                 self._trim(key)
             self._swept = True
 
-    def _learn(self, commit: Commit) -> None:
-        for part in commit.parts:
-            frame = self._read_part(part)
-            if frame.payload:
-                ids = _IDS_DECODER.decode(b"[" + b",".join(frame.lines()) + b"]")
-                self._known_ids.update(i.event_id for i in ids)
-            self._extent[part.segment] = part.offset + part.length
-            day = key_date(part.segment)
-            current = self._current.get(day)
-            if current is None or key_sequence(part.segment) > key_sequence(current):
-                self._current[day] = part.segment
-        self._sequence = commit.sequence
+    def _checked_index(self, journal_size: int) -> Covered:
+        """What the index covers, once it agrees with the journal (repaired or emptied for a
+        rebuild if it did not; a damaged or missing index is made anew)."""
+        try:
+            covered = self._index_covered()
+        except sqlite3.DatabaseError as exc:
+            if not _damaged(exc):
+                raise
+            self._reset_index(f"unreadable ({exc})")
+            return self._index_covered()
+        self._head = _journal_head(self.root)
+        if covered.journal_end == 0:
+            if journal_size > 0 and not self._loaded:
+                _LOG.warning(
+                    "event log %s: the event id index is empty; building it from the journal",
+                    self.root,
+                )
+            return covered
+        if self._head != covered.head:
+            self._rebuild_index("it was built for another journal")
+            return Covered()
+        if journal_size < covered.journal_end:
+            return self._cut_index(covered)
+        if not _record_matches(self.root, covered):
+            self._rebuild_index(
+                f"the journal's record at byte {covered.last_at} is not the one it indexed"
+            )
+            return Covered()
+        return covered
+
+    def _index_covered(self) -> Covered:
+        fresh = not self._index.path.exists()
+        self._index.open()
+        if fresh and self._loaded:
+            _LOG.warning(
+                "event log %s: the event id index %s disappeared; rebuilding it from the journal",
+                self.root,
+                self._index.path,
+            )
+            self._loaded = False
+        return self._index.covered()
+
+    def _reset_index(self, why: str) -> None:
+        _LOG.warning(
+            "event log %s: the event id index %s is %s; deleting it and rebuilding it from "
+            "the journal",
+            self.root,
+            self._index.path,
+            why,
+        )
+        self._index.remove()
+        self._index.open()
+        self._loaded = False
+
+    def _rebuild_index(self, why: str) -> None:
+        _LOG.warning(
+            "event log %s: the event id index does not match the journal (%s); rebuilding it "
+            "from the journal",
+            self.root,
+            why,
+        )
+        self._index.clear()
+        self._loaded = False
+
+    def _cut_index(self, covered: Covered) -> Covered:
+        """The index is ahead of the journal (the journal lost records it indexed): keep what
+        the journal still holds, drop the rest."""
+        scan = scan_journal(self.root)
+        if scan.corrupt:
+            raise CorruptLogError(
+                f"{journal_path(self.root)}: damaged journal record at byte "
+                f"{scan.valid_end}; refusing to append"
+            )
+        extents: dict[str, tuple[int, int]] = {}
+        for commit, (at, _end, _crc) in zip(scan.commits, scan.records, strict=True):
+            for part in commit.parts:
+                extents[part.segment] = (part.offset + part.length, at)
+        if scan.commits:
+            at, end, crc = scan.records[-1]
+            kept = Covered(end, scan.commits[-1].sequence, at, crc, self._head)
+        else:
+            kept = Covered()
+        dropped = self._index.cut(kept, extents)
+        _LOG.warning(
+            "event log %s: the event id index covered the journal up to byte %d but the "
+            "journal ends at byte %d; dropped the %d ids committed past it",
+            self.root,
+            covered.journal_end,
+            kept.journal_end,
+            dropped,
+        )
+        self._loaded = False
+        return kept
+
+    def _load(self, covered: Covered) -> None:
+        """Take the state the index records (only what changed since this writer looked,
+        when it only moved forward)."""
+        if self._loaded and covered.journal_end == self._journal_end:
+            return
+        if self._loaded and covered.journal_end > self._journal_end:
+            changed = self._index.extents(since=self._journal_end)
+        else:
+            self._extent, self._current, changed = {}, {}, self._index.extents()
+        for key, end in changed.items():
+            self._extended(key, end)
+        self._journal_end = covered.journal_end
+        self._sequence = covered.sequence
+        self._loaded = True
+
+    def _extended(self, key: str, end: int) -> None:
+        self._extent[key] = end
+        day = key_date(key)
+        current = self._current.get(day)
+        if current is None or key_sequence(key) > key_sequence(current):
+            self._current[day] = key
+
+    def _index_scan(self, scan: JournalScan) -> None:
+        """Index the scanned commits (past what the index holds): read their frames."""
+        head = self._head or _journal_head(self.root)
+        chunk: list[Indexed] = []
+        pending_ids = 0
+        for commit, (at, end, crc) in zip(scan.commits, scan.records, strict=True):
+            ids: list[str] = []
+            extents: dict[str, int] = {}
+            for part in commit.parts:
+                frame = self._read_part(part)
+                if frame.payload:
+                    decoded = _IDS_DECODER.decode(b"[" + b",".join(frame.lines()) + b"]")
+                    ids.extend(i.event_id for i in decoded)
+                extents[part.segment] = part.offset + part.length
+            chunk.append(Indexed(at, end, commit.sequence, crc, ids, extents))
+            pending_ids += len(ids)
+            if pending_ids >= CATCH_UP_CHUNK_IDS:
+                self._add(chunk, head)
+                chunk, pending_ids = [], 0
+        self._add(chunk, head)
+        self._journal_end = scan.valid_end
+
+    def _add(self, records: Sequence[Indexed], head: bytes) -> None:
+        self._index.add(records, head)
+        for record in records:
+            for key, end in record.extents.items():
+                self._extended(key, end)
+        if records:
+            self._journal_end = records[-1].end
+            self._sequence = records[-1].sequence
+            self._head = head
+
+    def _lookup(self, event_ids: Sequence[str]) -> set[str]:
+        """Those of ``event_ids`` already committed (the index, rebuilt if found damaged)."""
+        try:
+            return self._index.existing(event_ids)
+        except sqlite3.DatabaseError as exc:
+            if not _damaged(exc):
+                raise
+            self._reset_index(f"unreadable ({exc})")
+            self._catch_up()
+            return self._index.existing(event_ids)
 
     def _read_part(self, part: Part) -> Frame:
         path = segment_file(self.root, part.segment)
@@ -322,15 +516,45 @@ class EventLogWriter:
         return frame
 
     def _trim(self, key: str) -> None:
-        """Cut bytes a crashed writer left past the committed end of a segment."""
+        """Cut bytes a crashed writer left past the committed end of a segment (after
+        checking its committed frames: a longer frame in place of a committed one is
+        damage to report, not bytes to cut)."""
         path = segment_file(self.root, key)
         extent = self._extent.get(key, 0)
         if path.stat().st_size > extent:
+            if key not in self._verified:
+                self._verify(key, extent)
             _truncate(path, extent)
+
+    def _verify(self, key: str, end: int) -> None:
+        """Check the committed frames of a segment (up to ``end``) before the first append
+        after them: whole, checksummed, and ending exactly at ``end``."""
+        path = segment_file(self.root, key)
+        position = 0
+        try:
+            with open(path, "rb", buffering=_VERIFY_BUFFER) as handle:
+                while position < end:
+                    header = handle.read(HEADER.size)
+                    if len(header) < HEADER.size:
+                        break
+                    magic, length, crc, _n_pred, _n_fb = HEADER.unpack(header)
+                    if magic != SEGMENT_MAGIC or position + HEADER.size + length > end:
+                        break
+                    payload = handle.read(length)
+                    if len(payload) != length or zlib.crc32(payload) != crc:
+                        break
+                    position += HEADER.size + length
+        except FileNotFoundError:
+            pass
+        if position != end:
+            raise CorruptLogError(
+                f"{path}: committed frame at byte {position} is missing or damaged"
+            )
+        self._verified.add(key)
 
     # -- writing ---------------------------------------------------------------------------
 
-    def _write_commit(self, pending: dict[tuple[str, bool], _Pending]) -> None:
+    def _write_commit(self, pending: dict[tuple[str, bool], _Pending], ids: set[str]) -> None:
         parts: list[Part] = []
         new_extents: dict[str, int] = {}
         for day, is_prediction in sorted(pending):
@@ -340,6 +564,8 @@ class EventLogWriter:
             frame = encode_frame(slot.lines, n_pred, n_fb)
             key = self._segment_for(day, len(frame), new_extents)
             offset = new_extents.get(key, self._extent.get(key, 0))
+            if key not in self._verified and key not in new_extents:
+                self._verify(key, offset)
             _append_synced(segment_file(self.root, key), frame, offset)
             parts.append(Part(key, offset, len(frame), n_pred, n_fb))
             new_extents[key] = offset + len(frame)
@@ -349,10 +575,31 @@ class EventLogWriter:
         if not journal.exists():
             journal.touch()
             fsync_dir(self.root)
-        _append_synced(journal, record, self._journal_end)
+        at = self._journal_end
+        _append_synced(journal, record, at)
         self._journal_end += len(record)
         self._sequence = commit.sequence
         self._extent.update(new_extents)
+        if at == 0:
+            self._head = record[: HEADER.size]
+        crc = HEADER.unpack_from(record)[2]
+        self._index_commit(
+            Indexed(at, at + len(record), commit.sequence, crc, list(ids), new_extents)
+        )
+
+    def _index_commit(self, record: Indexed) -> None:
+        """Record a commit whose journal record is durable in the id index. If that fails the
+        commit stands (it is in the journal): the next look at the log catches the index up."""
+        try:
+            self._index.add([record], self._head)
+        except sqlite3.Error:
+            _LOG.exception(
+                "event log %s: commit %d is durable but the event id index did not record it; "
+                "the next commit catches the index up from the journal",
+                self.root,
+                record.sequence,
+            )
+            self._loaded = False
 
     def _segment_for(self, day: str, frame_size: int, uncommitted: dict[str, int]) -> str:
         """The segment of ``day`` to append ``frame_size`` bytes to (a new one if it is full)."""
@@ -373,6 +620,36 @@ class EventLogWriter:
             fsync_dir(folder)
         self._current[day] = key
         return key
+
+
+def _damaged(exc: sqlite3.DatabaseError) -> bool:
+    """Whether SQLite says the index file is damaged or not an index (not merely busy)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+        return True
+    message = str(exc)
+    return message.startswith(("no such table", "no such column")) or "malformed" in message
+
+
+def _journal_head(root: Path) -> bytes:
+    """The journal's first record header (b"" while it has none)."""
+    try:
+        with open(journal_path(root), "rb") as handle:
+            return handle.read(HEADER.size)
+    except FileNotFoundError:
+        return b""
+
+
+def _record_matches(root: Path, covered: Covered) -> bool:
+    """Whether the journal's record ending at ``covered.journal_end`` is the one indexed."""
+    length = covered.journal_end - covered.last_at
+    try:
+        with open(journal_path(root), "rb") as handle:
+            data = os.pread(handle.fileno(), length, covered.last_at)
+    except FileNotFoundError:
+        return False
+    frame = frame_at(data, 0, JOURNAL_MAGIC)
+    return frame is not None and frame.length == length and frame.crc == covered.last_crc
 
 
 def _append_synced(path: Path, data: bytes, expected_size: int) -> None:
