@@ -175,7 +175,11 @@ def test_a_writer_killed_before_its_index_update_is_caught_up_exactly(
     assert (result.accepted_ids, result.duplicates) == ([f"ev-{n}" for n in range(40, 45)], 10)
     stored = stored_ids(tmp_path)
     assert sorted(stored) == sorted(f"ev-{n}" for n in range(45))  # each exactly once
+    assert "ev-44" not in index_rows(tmp_path)  # in the writer's tail, written lazily
+    assert writer.knows("ev-44") and writer.contains("ev-44")
+    writer.flush()
     assert index_rows(tmp_path) == set(stored)
+    assert covered_end(tmp_path) == journal_path(tmp_path).stat().st_size
 
 
 def test_knows_learns_a_commit_the_index_missed_when_the_lock_is_free(tmp_path: Path) -> None:
@@ -191,6 +195,46 @@ def test_knows_learns_a_commit_the_index_missed_when_the_lock_is_free(tmp_path: 
     assert writer.knows("ev-7")
 
 
+def _commit_unflushed_then_die(root: str, ns: list[int]) -> None:
+    """Commit several times (each acknowledged), then be killed before any flush."""
+    log = EventLog(Path(root))
+    for start in range(0, len(ns), 10):
+        log.append([event(n) for n in ns[start : start + 10]])
+    (Path(root) / "covered-before-kill").write_text(str(covered_end(Path(root))))
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_crash_with_an_unflushed_tail_loses_no_duplicate_detection(tmp_path: Path) -> None:
+    EventLog(tmp_path).append(events(range(10)))  # flushed when dropped
+    indexed = covered_end(tmp_path)
+    ctx = multiprocessing.get_context("spawn")
+    child = ctx.Process(
+        target=_commit_unflushed_then_die, args=(str(tmp_path), list(range(10, 50)))
+    )
+    child.start()
+    child.join(timeout=60)
+    assert child.exitcode == -signal.SIGKILL
+    assert (
+        int((tmp_path / "covered-before-kill").read_text()) == indexed
+    )  # four acknowledged commits, none in the index
+    assert covered_end(tmp_path) == indexed
+    assert not index_rows(tmp_path) & {f"ev-{n}" for n in range(10, 50)}
+    # a new process: every acknowledged id is a duplicate, lock-free knows() included
+    out = ctx.Queue()
+    child = ctx.Process(target=_append_in_child, args=(str(tmp_path), list(range(5, 55)), out))
+    child.start()
+    child.join(timeout=60)
+    assert child.exitcode == 0
+    assert out.get(timeout=10) == ([f"ev-{n}" for n in range(50, 55)], 45)
+    writer = EventLogWriter(tmp_path)
+    writer.learn_committed()
+    assert all(writer.knows(f"ev-{n}") for n in range(55))
+    assert sorted(stored_ids(tmp_path)) == sorted(f"ev-{n}" for n in range(55))
+    writer.close()
+    assert index_rows(tmp_path) == set(stored_ids(tmp_path))
+    assert covered_end(tmp_path) == journal_path(tmp_path).stat().st_size
+
+
 # --- start cost -------------------------------------------------------------------------------
 
 
@@ -202,6 +246,7 @@ def test_starting_a_writer_reads_no_segment_whatever_the_log_holds(
     log = EventLog(large)
     for start in range(0, 20_000, 2_000):  # two days
         log.append([event(n, timedelta(seconds=10)) for n in range(start, start + 2_000)])
+    log.writer.close()  # its tail is in the index
     reads = count_frame_reads(monkeypatch)
     for root in (small, large):
         writer = EventLogWriter(root)
@@ -230,6 +275,7 @@ def test_a_deleted_index_is_rebuilt_from_the_journal(
         result = writer.append(events(range(25, 35)))
     assert (result.accepted, result.duplicates) == (5, 5)
     assert "rebuilding it from the journal" in caplog.text or "building it" in caplog.text
+    writer.close()
     assert index_rows(tmp_path) == set(stored_ids(tmp_path))
     assert sorted(stored_ids(tmp_path)) == sorted(f"ev-{n}" for n in range(35))
     # and a new writer in place of one that disappears with it
@@ -258,6 +304,7 @@ def test_an_index_ahead_of_its_journal_is_cut_back(
     log.append(events(range(10)))
     kept = journal_path(tmp_path).read_bytes()
     log.append(events(range(10, 20)))
+    log.writer.flush()
     # the journal loses its last record (restored from an older copy) but the index had it
     journal_path(tmp_path).write_bytes(kept)
     with caplog.at_level(logging.WARNING, logger=writer_module.__name__):

@@ -1045,6 +1045,7 @@ def test_damaged_committed_segment_frame_is_reported_not_cut(tmp_path: Path, whe
     log.append([prediction(0, at=AT_1), feedback(0, at=AT_1), prediction(5, at=AT_2)])
     log.append([prediction(1, at=AT_1), feedback(1, at=AT_1)])
     log.append([prediction(2, at=AT_1), feedback(2, at=AT_1), feedback(5, at=AT_2)])
+    log.writer.close()  # its commits are in the event id index now
     on_d2 = {kind: rows(log.read(kind, dates=[D2])) for kind in KINDS}
     (key,) = date_segments(tmp_path, D1)
     segment = segment_file(tmp_path, key)

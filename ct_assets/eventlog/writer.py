@@ -26,6 +26,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -82,8 +83,13 @@ class _EventId(msgspec.Struct):
 _IDS_DECODER = msgspec.json.Decoder(list[_EventId])
 _LOG = logging.getLogger(__name__)
 
-#: Ids per index transaction while catching the index up (bounds a rebuild's memory).
-CATCH_UP_CHUNK_IDS = 100_000
+#: Ids a writer keeps in memory past the index's coverage (its own commits and those it
+#: caught up from the journal's tail) before writing them to the index in one transaction:
+#: bounds its memory (a few MiB) and makes each id's index insert cheap.
+FLUSH_IDS = 50_000
+#: The longest a writer leaves committed ids out of the index (checked at each commit and
+#: :meth:`EventLogWriter.learn_committed`; an idle writer flushes when closed).
+FLUSH_SECONDS = 5.0
 #: Bytes read at a time when checking a segment's committed frames.
 _VERIFY_BUFFER = 1 << 20
 
@@ -182,10 +188,17 @@ class EventLogWriter:
         self.max_event_bytes = max_event_bytes
         self._thread_lock = threading.Lock()
         self._index = EventIdIndex(root)
-        self._loaded = False  # whether the state below is the index's (plus what was added)
+        self._loaded = False  # whether the state below is the index's plus the tail
         self._journal_end = 0
         self._head = b""  # the journal's first record header
         self._sequence = 0
+        self._last_at = 0  # offset and checksum of the journal's last record known here
+        self._last_crc = 0
+        # the tail: what this writer knows is committed past the index's coverage
+        self._indexed_end = 0  # the journal byte the index covered when last looked at
+        self._tail: dict[str, int] = {}  # id -> offset of the record committing it
+        self._tail_extents: dict[str, tuple[int, int]] = {}  # segment -> (end, record offset)
+        self._tail_since = 0.0  # monotonic time of the oldest unflushed commit
         self._extent: dict[str, int] = {}
         self._current: dict[str, str] = {}
         self._verified: set[str] = set()  # segments whose committed frames were checked
@@ -207,6 +220,7 @@ class EventLogWriter:
             results = [self._stage(batch, known, seen, pending) for batch in batches]
             if pending:
                 self._write_commit(pending, seen)
+            self._maybe_flush()
         return results
 
     def _stage(
@@ -248,9 +262,20 @@ class EventLogWriter:
         return AppendResult(len(accepted), len(batch) - len(accepted), accepted)
 
     def refresh(self) -> None:
-        """Catch up with the log now (recovering it after a crash), not at the first commit."""
+        """Catch up with the log now (recovering it after a crash), not at the first commit,
+        and write what this writer knows past the index's coverage to it."""
         with self._thread_lock, self._exclusive():
             self._catch_up()
+            self._flush()
+
+    def flush(self) -> None:
+        """Write the ids this writer knows are committed past the index's coverage to it."""
+        with self._thread_lock:
+            if not self._tail_extents:
+                return
+            with self._exclusive():
+                self._catch_up()
+                self._flush()
 
     def contains(self, event_id: str) -> bool:
         with self._thread_lock, self._exclusive():
@@ -270,7 +295,10 @@ class EventLogWriter:
                 size = os.stat(journal_path(self.root)).st_size
             except FileNotFoundError:
                 return
-            if size <= self._index.covered_end():
+            known = self._journal_end if self._loaded else 0
+            if size <= max(known, self._index.covered_end()):
+                if self._tail_extents and self._flush_due():
+                    self._unlocked_flush()
                 return
             fd = os.open(self.root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
             try:
@@ -280,6 +308,7 @@ class EventLogWriter:
                     return
                 try:
                     self._catch_up()
+                    self._maybe_flush()
                 except CorruptLogError:
                     return  # the next commit reports it
                 finally:
@@ -290,15 +319,31 @@ class EventLogWriter:
             self._thread_lock.release()
 
     def knows(self, event_id: str) -> bool:
-        """Whether the event id index holds ``event_id``: no lock, one indexed lookup. It
-        holds every commit of this writer and of the others (see :meth:`learn_committed`
-        for a writer killed before its index update); False when it cannot be read."""
-        return self._index.knows(event_id)
+        """Whether ``event_id`` is committed, as far as this writer knows without the lock:
+        its tail (its own commits and those it caught up, not yet in the index), then one
+        indexed lookup. The index lags the journal by the other writers' tails: see
+        :meth:`learn_committed`. False when the index cannot be read."""
+        return event_id in self._tail or self._index.knows(event_id)
 
     def close(self) -> None:
-        """Close the index's connections (reopened if the writer is used again)."""
+        """Write the tail to the index and close its connections (reopened if the writer is
+        used again)."""
         with self._thread_lock:
-            self._index.close()
+            try:
+                if self._tail_extents:
+                    self._unlocked_flush()
+            finally:
+                self._index.close()
+
+    def __del__(self) -> None:
+        # a writer dropped without close(): still hand its tail to the index if it can
+        # (nothing is lost if not: the next writer catches up from the journal)
+        with contextlib.suppress(Exception):
+            if self._tail_extents and self._thread_lock.acquire(blocking=False):
+                try:
+                    self._unlocked_flush()
+                finally:
+                    self._thread_lock.release()
 
     @contextmanager
     def _exclusive(self) -> Iterator[None]:
@@ -322,6 +367,8 @@ class EventLogWriter:
         except FileNotFoundError:
             size = 0
         try:
+            if self._loaded and not self._position_holds(size):
+                self._loaded = False
             covered = self._checked_index(size)
             self._load(covered)
             if size != self._journal_end:
@@ -436,10 +483,22 @@ class EventLogWriter:
         self._loaded = False
         return kept
 
+    def _position_holds(self, journal_size: int) -> bool:
+        """Whether the journal still holds the last record this writer knows (it was not
+        cut back or replaced since): then its tail is still true."""
+        if self._journal_end == 0:
+            return True
+        if journal_size < self._journal_end:
+            return False
+        here = Covered(self._journal_end, self._sequence, self._last_at, self._last_crc)
+        return _record_matches(self.root, here)
+
     def _load(self, covered: Covered) -> None:
-        """Take the state the index records (only what changed since this writer looked,
-        when it only moved forward)."""
-        if self._loaded and covered.journal_end == self._journal_end:
+        """Take the state the index records, and drop the tail it now holds (only what
+        changed since this writer looked, when both only moved forward)."""
+        if self._loaded and self._indexed_end <= covered.journal_end <= self._journal_end:
+            # the index holds at most what this writer knows: its tail covers the rest
+            self._indexed_end = covered.journal_end
             return
         if self._loaded and covered.journal_end > self._journal_end:
             changed = self._index.extents(since=self._journal_end)
@@ -447,9 +506,15 @@ class EventLogWriter:
             self._extent, self._current, changed = {}, {}, self._index.extents()
         for key, end in changed.items():
             self._extended(key, end)
-        self._journal_end = covered.journal_end
+        self._drop_tail()
+        self._journal_end = self._indexed_end = covered.journal_end
         self._sequence = covered.sequence
+        self._last_at, self._last_crc = covered.last_at, covered.last_crc
         self._loaded = True
+
+    def _drop_tail(self) -> None:
+        self._tail = {}
+        self._tail_extents = {}
 
     def _extended(self, key: str, end: int) -> None:
         self._extent[key] = end
@@ -459,10 +524,9 @@ class EventLogWriter:
             self._current[day] = key
 
     def _index_scan(self, scan: JournalScan) -> None:
-        """Index the scanned commits (past what the index holds): read their frames."""
-        head = self._head or _journal_head(self.root)
-        chunk: list[Indexed] = []
-        pending_ids = 0
+        """Add the scanned commits (past what this writer knows) to the tail: read their
+        frames; flush whenever the tail is full (a rebuild's memory stays bounded)."""
+        self._head = self._head or _journal_head(self.root)
         for commit, (at, end, crc) in zip(scan.commits, scan.records, strict=True):
             ids: list[str] = []
             extents: dict[str, int] = {}
@@ -472,34 +536,77 @@ class EventLogWriter:
                     decoded = _IDS_DECODER.decode(b"[" + b",".join(frame.lines()) + b"]")
                     ids.extend(i.event_id for i in decoded)
                 extents[part.segment] = part.offset + part.length
-            chunk.append(Indexed(at, end, commit.sequence, crc, ids, extents))
-            pending_ids += len(ids)
-            if pending_ids >= CATCH_UP_CHUNK_IDS:
-                self._add(chunk, head)
-                chunk, pending_ids = [], 0
-        self._add(chunk, head)
+            self._add_to_tail(Indexed(at, end, commit.sequence, crc, ids, extents))
+            if len(self._tail) >= FLUSH_IDS:
+                self._flush()
         self._journal_end = scan.valid_end
 
-    def _add(self, records: Sequence[Indexed], head: bytes) -> None:
-        self._index.add(records, head)
-        for record in records:
-            for key, end in record.extents.items():
-                self._extended(key, end)
-        if records:
-            self._journal_end = records[-1].end
-            self._sequence = records[-1].sequence
-            self._head = head
+    def _add_to_tail(self, record: Indexed) -> None:
+        if not self._tail_extents:
+            self._tail_since = time.monotonic()
+        self._tail.update(dict.fromkeys(record.ids, record.at))
+        for key, end in record.extents.items():
+            self._tail_extents[key] = (end, record.at)
+            self._extended(key, end)
+        self._journal_end = record.end
+        self._sequence = record.sequence
+        self._last_at, self._last_crc = record.at, record.crc
+
+    def _flush_due(self) -> bool:
+        return len(self._tail) >= FLUSH_IDS or (
+            time.monotonic() - self._tail_since >= FLUSH_SECONDS
+        )
+
+    def _maybe_flush(self) -> None:
+        if self._tail_extents and self._flush_due():
+            self._flush()
+
+    def _unlocked_flush(self) -> None:
+        """:meth:`_flush`, taking the log's lock (the thread lock is held)."""
+        with self._exclusive():
+            self._catch_up()
+            self._flush()
+
+    def _flush(self) -> None:
+        """Write the tail to the index in one transaction (the log's lock held, caught up).
+        If that fails nothing is lost: the journal holds the commits, and the next look
+        at the log catches the index up from it."""
+        if not self._tail_extents or not self._loaded:
+            return
+        covered = Covered(
+            self._journal_end, self._sequence, self._last_at, self._last_crc, self._head
+        )
+        try:
+            self._index.flush(self._tail, self._tail_extents, covered)
+        except sqlite3.Error:
+            _LOG.exception(
+                "event log %s: could not write %d committed ids to the event id index; "
+                "the next commit catches the index up from the journal",
+                self.root,
+                len(self._tail),
+            )
+            self._loaded = False
+            self._drop_tail()
+            return
+        self._indexed_end = covered.journal_end
+        self._drop_tail()
 
     def _lookup(self, event_ids: Sequence[str]) -> set[str]:
-        """Those of ``event_ids`` already committed (the index, rebuilt if found damaged)."""
+        """Those of ``event_ids`` already committed: the tail's, then the index's (rebuilt
+        if found damaged)."""
+        known = self._tail.keys() & event_ids
+        rest = [event_id for event_id in event_ids if event_id not in known]
         try:
-            return self._index.existing(event_ids)
+            return known | self._index.existing(rest)
         except sqlite3.DatabaseError as exc:
             if not _damaged(exc):
                 raise
             self._reset_index(f"unreadable ({exc})")
             self._catch_up()
-            return self._index.existing(event_ids)
+            known = self._tail.keys() & event_ids
+            return known | self._index.existing(
+                [event_id for event_id in event_ids if event_id not in known]
+            )
 
     def _read_part(self, part: Part) -> Frame:
         path = segment_file(self.root, part.segment)
@@ -577,9 +684,6 @@ class EventLogWriter:
             fsync_dir(self.root)
         at = self._journal_end
         _append_synced(journal, record, at)
-        self._journal_end += len(record)
-        self._sequence = commit.sequence
-        self._extent.update(new_extents)
         if at == 0:
             self._head = record[: HEADER.size]
         crc = HEADER.unpack_from(record)[2]
@@ -588,18 +692,10 @@ class EventLogWriter:
         )
 
     def _index_commit(self, record: Indexed) -> None:
-        """Record a commit whose journal record is durable in the id index. If that fails the
-        commit stands (it is in the journal): the next look at the log catches the index up."""
-        try:
-            self._index.add([record], self._head)
-        except sqlite3.Error:
-            _LOG.exception(
-                "event log %s: commit %d is durable but the event id index did not record it; "
-                "the next commit catches the index up from the journal",
-                self.root,
-                record.sequence,
-            )
-            self._loaded = False
+        """Take a commit whose journal record is durable into the tail (the index gets it
+        at the next flush; a writer killed before then loses nothing: the next one catches
+        the index up from the journal)."""
+        self._add_to_tail(record)
 
     def _segment_for(self, day: str, frame_size: int, uncommitted: dict[str, int]) -> str:
         """The segment of ``day`` to append ``frame_size`` bytes to (a new one if it is full)."""
