@@ -204,7 +204,10 @@ class EventIdIndex:
             db = self._write.get()
             db.execute("BEGIN IMMEDIATE")
             try:
-                db.executemany("INSERT OR IGNORE INTO event_ids VALUES (?, ?)", sorted(ids.items()))
+                db.executemany(
+                    "INSERT OR IGNORE INTO event_ids VALUES (?, ?)",
+                    [(event_id, ids[event_id]) for event_id in sorted(ids)],
+                )
                 db.executemany(
                     "INSERT OR REPLACE INTO segments VALUES (?, ?, ?)",
                     [(key, end, at) for key, (end, at) in sorted(extents.items())],
