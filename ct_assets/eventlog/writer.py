@@ -18,7 +18,8 @@ Guarantees:
   missing, damaged or another journal's. So a writer starts in constant time and
   memory whatever the log holds: it reads no segment to start;
 * before its first append to a segment, a writer checks the committed frames of
-  that segment (once, at most ``segment_max_bytes``): it never appends after damage;
+  that segment (once, at most ``segment_max_bytes``): it never appends after damage
+  (:mod:`.segments`);
 * closed segments are never modified; bytes past the committed end of a
   segment (a write whose commit never happened) are cut off before the next
   write to it, and by every writer when it starts.
@@ -33,7 +34,6 @@ import os
 import sqlite3
 import threading
 import time
-import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -45,9 +45,7 @@ import msgspec
 from ct_assets.eventlog.frames import (
     HEADER,
     JOURNAL_MAGIC,
-    SEGMENT_MAGIC,
     CorruptLogError,
-    Frame,
     encode_frame,
     frame_at,
     fsync_dir,
@@ -57,15 +55,14 @@ from ct_assets.eventlog.journal import Commit, JournalScan, Part, encode_commit,
 from ct_assets.eventlog.layout import (
     LOCK_NAME,
     SEGMENTS_DIR,
-    all_segments,
     check_layout,
     date_segments,
     journal_path,
-    key_date,
     key_sequence,
     segment_file,
     segment_key,
 )
+from ct_assets.eventlog.segments import SegmentChecks, truncate_synced
 from ct_assets.schema import (
     Event,
     EventValidationError,
@@ -90,8 +87,6 @@ FLUSH_IDS = 50_000
 #: The longest a writer leaves committed ids out of the index (checked at each commit and
 #: :meth:`EventLogWriter.learn_committed`; an idle writer flushes when closed).
 FLUSH_SECONDS = 5.0
-#: Bytes read at a time when checking a segment's committed frames.
-_VERIFY_BUFFER = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -177,13 +172,13 @@ class _Pending:
     is_prediction: bool = False
 
 
-class EventLogWriter:
+class EventLogWriter(SegmentChecks):
     """Appends batches of validated events to the log under ``root``."""
 
     def __init__(
         self, root: Path, segment_max_bytes: int = 64 * 1024 * 1024, max_event_bytes: int = 32768
     ) -> None:
-        self.root = root
+        super().__init__(root)
         self.segment_max_bytes = segment_max_bytes
         self.max_event_bytes = max_event_bytes
         self._thread_lock = threading.Lock()
@@ -199,10 +194,6 @@ class EventLogWriter:
         self._tail: dict[str, int] = {}  # id -> offset of the record committing it
         self._tail_extents: dict[str, tuple[int, int]] = {}  # segment -> (end, record offset)
         self._tail_since = 0.0  # monotonic time of the oldest unflushed commit
-        self._extent: dict[str, int] = {}
-        self._current: dict[str, str] = {}
-        self._verified: set[str] = set()  # segments whose committed frames were checked
-        self._swept = False
         root.mkdir(parents=True, exist_ok=True)
         check_layout(root)
 
@@ -380,14 +371,11 @@ class EventLogWriter:
                     )
                 self._index_scan(scan)
                 if scan.torn:
-                    _truncate(path, scan.valid_end)
+                    truncate_synced(path, scan.valid_end)
         except BaseException:
             self._loaded = False  # start again from what the index holds
             raise
-        if not self._swept:
-            for key in all_segments(self.root):
-                self._trim(key)
-            self._swept = True
+        self._sweep()
 
     def _checked_index(self, journal_size: int) -> Covered:
         """What the index covers, once it agrees with the journal (repaired or emptied for a
@@ -516,13 +504,6 @@ class EventLogWriter:
         self._tail = {}
         self._tail_extents = {}
 
-    def _extended(self, key: str, end: int) -> None:
-        self._extent[key] = end
-        day = key_date(key)
-        current = self._current.get(day)
-        if current is None or key_sequence(key) > key_sequence(current):
-            self._current[day] = key
-
     def _index_scan(self, scan: JournalScan) -> None:
         """Add the scanned commits (past what this writer knows) to the tail: read their
         frames; flush whenever the tail is full (a rebuild's memory stays bounded)."""
@@ -607,57 +588,6 @@ class EventLogWriter:
             return known | self._index.existing(
                 [event_id for event_id in event_ids if event_id not in known]
             )
-
-    def _read_part(self, part: Part) -> Frame:
-        path = segment_file(self.root, part.segment)
-        try:
-            with open(path, "rb") as handle:
-                data = os.pread(handle.fileno(), part.length, part.offset)
-        except FileNotFoundError:
-            data = b""
-        frame = frame_at(data, 0, SEGMENT_MAGIC)
-        if frame is None or frame.length != part.length:
-            raise CorruptLogError(
-                f"{path}: committed frame at byte {part.offset} is missing or damaged"
-            )
-        return frame
-
-    def _trim(self, key: str) -> None:
-        """Cut bytes a crashed writer left past the committed end of a segment (after
-        checking its committed frames: a longer frame in place of a committed one is
-        damage to report, not bytes to cut)."""
-        path = segment_file(self.root, key)
-        extent = self._extent.get(key, 0)
-        if path.stat().st_size > extent:
-            if key not in self._verified:
-                self._verify(key, extent)
-            _truncate(path, extent)
-
-    def _verify(self, key: str, end: int) -> None:
-        """Check the committed frames of a segment (up to ``end``) before the first append
-        after them: whole, checksummed, and ending exactly at ``end``."""
-        path = segment_file(self.root, key)
-        position = 0
-        try:
-            with open(path, "rb", buffering=_VERIFY_BUFFER) as handle:
-                while position < end:
-                    header = handle.read(HEADER.size)
-                    if len(header) < HEADER.size:
-                        break
-                    magic, length, crc, _n_pred, _n_fb = HEADER.unpack(header)
-                    if magic != SEGMENT_MAGIC or position + HEADER.size + length > end:
-                        break
-                    payload = handle.read(length)
-                    if len(payload) != length or zlib.crc32(payload) != crc:
-                        break
-                    position += HEADER.size + length
-        except FileNotFoundError:
-            pass
-        if position != end:
-            raise CorruptLogError(
-                f"{path}: committed frame at byte {position} is missing or damaged"
-            )
-        self._verified.add(key)
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -763,10 +693,3 @@ def _append_synced(path: Path, data: bytes, expected_size: int) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _truncate(path: Path, size: int) -> None:
-    with open(path, "r+b") as handle:
-        handle.truncate(size)
-        handle.flush()
-        os.fsync(handle.fileno())
