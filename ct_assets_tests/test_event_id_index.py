@@ -24,8 +24,9 @@ import pytest
 
 import ct_assets.eventlog.writer as writer_module
 from ct_assets.eventlog import EventLog
+from ct_assets.eventlog.frames import Frame
 from ct_assets.eventlog.idindex import EventIdIndex
-from ct_assets.eventlog.journal import scan_journal
+from ct_assets.eventlog.journal import Part, scan_journal
 from ct_assets.eventlog.layout import index_path, journal_path
 from ct_assets.eventlog.writer import EventLogWriter
 from ct_assets.schema import Event, FeedbackEvent, PredictionEvent
@@ -95,7 +96,7 @@ def count_frame_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     read_part = EventLogWriter._read_part
     verify = EventLogWriter._verify
 
-    def counting_read(self: EventLogWriter, part: writer_module.Part) -> writer_module.Frame:
+    def counting_read(self: EventLogWriter, part: Part) -> Frame:
         reads.append(part.segment)
         return read_part(self, part)
 
