@@ -63,6 +63,8 @@ class JournalScan:
     valid_end: int
     torn: bool
     corrupt: bool
+    #: (offset, end, crc) of each commit's record, in the same order as ``commits``
+    records: list[tuple[int, int, int]] = field(default_factory=list)
 
 
 def scan_journal(root: Path, start: int = 0) -> JournalScan:
@@ -78,7 +80,8 @@ def scan_journal(root: Path, start: int = 0) -> JournalScan:
         return JournalScan([], 0, False, False)
     scan = scan_bytes(data, start, JOURNAL_MAGIC, strict_tail=True)
     commits = [_DECODER.decode(frame.payload) for frame in scan.frames]
-    return JournalScan(commits, scan.valid_end, scan.torn, scan.corrupt)
+    records = [(frame.offset, frame.end, frame.crc) for frame in scan.frames]
+    return JournalScan(commits, scan.valid_end, scan.torn, scan.corrupt, records)
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
     <root>/.lock                                   writers serialise on it (flock)
     <root>/journal.ctj                             commit records, in commit order
+    <root>/event_ids.sqlite                        the event id index (a cache of the journal)
     <root>/segments/<YYYY-MM-DD>/seg-00000001.ctlog  event frames, by event date (UTC)
 
 A segment is named in the journal by its key ``<YYYY-MM-DD>/seg-<sequence>.ctlog``.
@@ -18,6 +19,7 @@ from ct_assets.eventlog.frames import SEGMENT_SUFFIX
 
 LOCK_NAME = ".lock"
 JOURNAL_NAME = "journal.ctj"
+INDEX_NAME = "event_ids.sqlite"
 SEGMENTS_DIR = "segments"
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _SEGMENT_RE = re.compile(r"^seg-(\d{8})\.ctlog$")
@@ -29,6 +31,10 @@ class LayoutError(RuntimeError):
 
 def journal_path(root: Path) -> Path:
     return root / JOURNAL_NAME
+
+
+def index_path(root: Path) -> Path:
+    return root / INDEX_NAME
 
 
 def segment_name(sequence: int) -> str:

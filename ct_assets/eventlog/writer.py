@@ -8,8 +8,19 @@ Guarantees:
   journal record that commits them are fsynced;
 * an ``event_id`` already in the log (or earlier in the same commit) is
   acknowledged as a duplicate and not stored again, across restarts and across
-  processes: writers serialise on an exclusive ``flock`` and, holding it, first
-  read what other writers committed since they last looked;
+  processes: writers serialise on an exclusive ``flock`` and, holding it, look the
+  commit's ids up in the event id index (:mod:`.idindex`, on disk), which every
+  commit updates inside that lock right after its journal record is fsynced
+  (what a writer knows of the ids committed, and the index's repairs: :mod:`.dedup`);
+* the index is a cache of the journal, never its master: a writer holding the lock
+  first checks it against the journal and catches it up from the journal's tail
+  (a writer killed between its journal record and the index update), cuts what it
+  holds past the journal's end, and rebuilds it from the journal when it is
+  missing, damaged or another journal's. So a writer starts in constant time and
+  memory whatever the log holds: it reads no segment to start;
+* before its first append to a segment, a writer checks the committed frames of
+  that segment (once, at most ``segment_max_bytes``): it never appends after damage
+  (:mod:`.segments`);
 * closed segments are never modified; bytes past the committed end of a
   segment (a write whose commit never happened) are cut off before the next
   write to it, and by every writer when it starts.
@@ -17,6 +28,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import threading
@@ -29,23 +41,16 @@ from pathlib import Path
 
 import msgspec
 
-from ct_assets.eventlog.frames import (
-    SEGMENT_MAGIC,
-    CorruptLogError,
-    Frame,
-    encode_frame,
-    frame_at,
-    fsync_dir,
-)
-from ct_assets.eventlog.journal import Commit, Part, encode_commit, scan_journal
+from ct_assets.eventlog.dedup import IdDedup
+from ct_assets.eventlog.frames import HEADER, CorruptLogError, encode_frame, fsync_dir
+from ct_assets.eventlog.idindex import Indexed
+from ct_assets.eventlog.journal import Commit, Part, encode_commit
 from ct_assets.eventlog.layout import (
     LOCK_NAME,
     SEGMENTS_DIR,
-    all_segments,
     check_layout,
     date_segments,
     journal_path,
-    key_date,
     key_sequence,
     segment_file,
     segment_key,
@@ -58,13 +63,6 @@ from ct_assets.schema import (
     ReasonCode,
     encode_event,
 )
-
-
-class _EventId(msgspec.Struct):
-    event_id: str
-
-
-_IDS_DECODER = msgspec.json.Decoder(list[_EventId])
 
 
 @dataclass(frozen=True)
@@ -150,22 +148,16 @@ class _Pending:
     is_prediction: bool = False
 
 
-class EventLogWriter:
+class EventLogWriter(IdDedup):
     """Appends batches of validated events to the log under ``root``."""
 
     def __init__(
         self, root: Path, segment_max_bytes: int = 64 * 1024 * 1024, max_event_bytes: int = 32768
     ) -> None:
-        self.root = root
+        super().__init__(root)
         self.segment_max_bytes = segment_max_bytes
         self.max_event_bytes = max_event_bytes
         self._thread_lock = threading.Lock()
-        self._known_ids: set[str] = set()
-        self._journal_end = 0
-        self._sequence = 0
-        self._extent: dict[str, int] = {}
-        self._current: dict[str, str] = {}
-        self._swept = False
         root.mkdir(parents=True, exist_ok=True)
         check_layout(root)
 
@@ -177,19 +169,23 @@ class EventLogWriter:
         """Commit several batches at once (one fsync per touched file); one result per batch."""
         with self._thread_lock, self._exclusive():
             self._catch_up()
+            known = self._lookup([event_id for batch in batches for event_id in batch.ids])
             pending: dict[tuple[str, bool], _Pending] = {}
             seen: set[str] = set()
-            results = [self._stage(batch, seen, pending) for batch in batches]
+            results = [self._stage(batch, known, seen, pending) for batch in batches]
             if pending:
-                self._write_commit(pending)
-                self._known_ids.update(seen)
+                self._write_commit(pending, seen)
+            self._maybe_flush()
         return results
 
     def _stage(
-        self, batch: PreparedBatch, seen: set[str], pending: dict[tuple[str, bool], _Pending]
+        self,
+        batch: PreparedBatch,
+        known: set[str],
+        seen: set[str],
+        pending: dict[tuple[str, bool], _Pending],
     ) -> AppendResult:
         """Queue the batch's new events into one frame per (date, kind); skip duplicates."""
-        known = self._known_ids
         ids = batch.ids
         if (
             known.isdisjoint(ids)
@@ -221,20 +217,32 @@ class EventLogWriter:
         return AppendResult(len(accepted), len(batch) - len(accepted), accepted)
 
     def refresh(self) -> None:
-        """Catch up with the log now (recovering it after a crash), not at the first commit."""
+        """Catch up with the log now (recovering it after a crash), not at the first commit,
+        and write what this writer knows past the index's coverage to it."""
         with self._thread_lock, self._exclusive():
             self._catch_up()
+            self._flush()
+
+    def flush(self) -> None:
+        """Write the ids this writer knows are committed past the index's coverage to it."""
+        with self._thread_lock:
+            if not self._tail_extents:
+                return
+            with self._exclusive():
+                self._catch_up()
+                self._flush()
 
     def contains(self, event_id: str) -> bool:
         with self._thread_lock, self._exclusive():
             self._catch_up()
-            return event_id in self._known_ids
+            return event_id in self._lookup([event_id])
 
     def learn_committed(self) -> None:
-        """Learn the event ids other writers committed since this one last looked, without
-        the log's lock (as readers do: only whole journal records, never a torn or damaged
-        tail, which the next commit deals with). Skipped while this writer is committing,
-        since that commit catches up itself."""
+        """Bring the event id index up to the journal if a writer left it behind (killed
+        between its journal record and its index update), without waiting: only if the
+        log's lock is free (a writer holding it catches the index up itself), and never
+        while this writer is committing. Every commit updates the index, so this is
+        usually a single look at two numbers."""
         if not self._thread_lock.acquire(blocking=False):
             return
         try:
@@ -242,22 +250,55 @@ class EventLogWriter:
                 size = os.stat(journal_path(self.root)).st_size
             except FileNotFoundError:
                 return
-            if size <= self._journal_end:
+            known = self._journal_end if self._loaded else 0
+            if size <= max(known, self._index.covered_end()):
+                if self._tail_extents and self._flush_due():
+                    self._unlocked_flush()
                 return
-            scan = scan_journal(self.root, self._journal_end)
-            if scan.corrupt:
-                return
-            for commit in scan.commits:
-                self._learn(commit)
-            self._journal_end = scan.valid_end
+            fd = os.open(self.root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return
+                try:
+                    self._catch_up()
+                    self._maybe_flush()
+                except CorruptLogError:
+                    return  # the next commit reports it
+                finally:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+            finally:
+                os.close(fd)
         finally:
             self._thread_lock.release()
 
     def knows(self, event_id: str) -> bool:
-        """Whether ``event_id`` was committed as far as this writer last looked (its own
-        commits and what :meth:`learn_committed` or its last commit learned): no lock, no
-        I/O."""
-        return event_id in self._known_ids
+        """Whether ``event_id`` is committed, as far as this writer knows without the lock:
+        its tail (its own commits and those it caught up, not yet in the index), then one
+        indexed lookup. The index lags the journal by the other writers' tails: see
+        :meth:`learn_committed`. False when the index cannot be read."""
+        return event_id in self._tail or self._index.knows(event_id)
+
+    def close(self) -> None:
+        """Write the tail to the index and close its connections (reopened if the writer is
+        used again)."""
+        with self._thread_lock:
+            try:
+                if self._tail_extents:
+                    self._unlocked_flush()
+            finally:
+                self._index.close()
+
+    def __del__(self) -> None:
+        # a writer dropped without close(): still hand its tail to the index if it can
+        # (nothing is lost if not: the next writer catches up from the journal)
+        with contextlib.suppress(Exception):
+            if self._tail_extents and self._thread_lock.acquire(blocking=False):
+                try:
+                    self._unlocked_flush()
+                finally:
+                    self._thread_lock.release()
 
     @contextmanager
     def _exclusive(self) -> Iterator[None]:
@@ -269,68 +310,9 @@ class EventLogWriter:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
 
-    # -- reading what is committed ---------------------------------------------------------
-
-    def _catch_up(self) -> None:
-        """Learn what other writers committed; cut torn journal tails and orphan segment bytes."""
-        path = journal_path(self.root)
-        try:
-            size = os.stat(path).st_size
-        except FileNotFoundError:
-            size = 0
-        if size != self._journal_end:
-            scan = scan_journal(self.root, self._journal_end)
-            if scan.corrupt:
-                raise CorruptLogError(
-                    f"{path}: damaged journal record at byte {scan.valid_end}; refusing to append"
-                )
-            for commit in scan.commits:
-                self._learn(commit)
-            if scan.torn:
-                _truncate(path, scan.valid_end)
-            self._journal_end = scan.valid_end
-        if not self._swept:
-            for key in all_segments(self.root):
-                self._trim(key)
-            self._swept = True
-
-    def _learn(self, commit: Commit) -> None:
-        for part in commit.parts:
-            frame = self._read_part(part)
-            if frame.payload:
-                ids = _IDS_DECODER.decode(b"[" + b",".join(frame.lines()) + b"]")
-                self._known_ids.update(i.event_id for i in ids)
-            self._extent[part.segment] = part.offset + part.length
-            day = key_date(part.segment)
-            current = self._current.get(day)
-            if current is None or key_sequence(part.segment) > key_sequence(current):
-                self._current[day] = part.segment
-        self._sequence = commit.sequence
-
-    def _read_part(self, part: Part) -> Frame:
-        path = segment_file(self.root, part.segment)
-        try:
-            with open(path, "rb") as handle:
-                data = os.pread(handle.fileno(), part.length, part.offset)
-        except FileNotFoundError:
-            data = b""
-        frame = frame_at(data, 0, SEGMENT_MAGIC)
-        if frame is None or frame.length != part.length:
-            raise CorruptLogError(
-                f"{path}: committed frame at byte {part.offset} is missing or damaged"
-            )
-        return frame
-
-    def _trim(self, key: str) -> None:
-        """Cut bytes a crashed writer left past the committed end of a segment."""
-        path = segment_file(self.root, key)
-        extent = self._extent.get(key, 0)
-        if path.stat().st_size > extent:
-            _truncate(path, extent)
-
     # -- writing ---------------------------------------------------------------------------
 
-    def _write_commit(self, pending: dict[tuple[str, bool], _Pending]) -> None:
+    def _write_commit(self, pending: dict[tuple[str, bool], _Pending], ids: set[str]) -> None:
         parts: list[Part] = []
         new_extents: dict[str, int] = {}
         for day, is_prediction in sorted(pending):
@@ -340,6 +322,8 @@ class EventLogWriter:
             frame = encode_frame(slot.lines, n_pred, n_fb)
             key = self._segment_for(day, len(frame), new_extents)
             offset = new_extents.get(key, self._extent.get(key, 0))
+            if key not in self._verified and key not in new_extents:
+                self._verify(key, offset)
             _append_synced(segment_file(self.root, key), frame, offset)
             parts.append(Part(key, offset, len(frame), n_pred, n_fb))
             new_extents[key] = offset + len(frame)
@@ -349,10 +333,20 @@ class EventLogWriter:
         if not journal.exists():
             journal.touch()
             fsync_dir(self.root)
-        _append_synced(journal, record, self._journal_end)
-        self._journal_end += len(record)
-        self._sequence = commit.sequence
-        self._extent.update(new_extents)
+        at = self._journal_end
+        _append_synced(journal, record, at)
+        if at == 0:
+            self._head = record[: HEADER.size]
+        crc = HEADER.unpack_from(record)[2]
+        self._index_commit(
+            Indexed(at, at + len(record), commit.sequence, crc, list(ids), new_extents)
+        )
+
+    def _index_commit(self, record: Indexed) -> None:
+        """Take a commit whose journal record is durable into the tail (the index gets it
+        at the next flush; a writer killed before then loses nothing: the next one catches
+        the index up from the journal)."""
+        self._add_to_tail(record)
 
     def _segment_for(self, day: str, frame_size: int, uncommitted: dict[str, int]) -> str:
         """The segment of ``day`` to append ``frame_size`` bytes to (a new one if it is full)."""
@@ -390,10 +384,3 @@ def _append_synced(path: Path, data: bytes, expected_size: int) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _truncate(path: Path, size: int) -> None:
-    with open(path, "r+b") as handle:
-        handle.truncate(size)
-        handle.flush()
-        os.fsync(handle.fileno())
