@@ -68,6 +68,13 @@ def dagster_database() -> Iterator[str]:
         admin.close()
 
 
+def _unavailable(reason: str) -> None:
+    """Skip (fail under CT_REQUIRE_CELERY=1, as in .ci/run): a server is missing."""
+    if os.environ.get("CT_REQUIRE_CELERY") == "1":
+        pytest.fail(f"CT_REQUIRE_CELERY=1 but {reason}")
+    pytest.skip(reason)
+
+
 @pytest.fixture
 def broker_url() -> Iterator[str]:
     """A RabbitMQ virtual host of this test's own (its queues go with it), on the server of
@@ -81,8 +88,8 @@ def broker_url() -> Iterator[str]:
 
     try:
         ctl("add_vhost", vhost)
-    except (OSError, subprocess.CalledProcessError) as exc:
-        pytest.fail(f"cannot create a RabbitMQ vhost with rabbitmqctl: {exc}")
+    except (OSError, subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+        _unavailable(f"cannot create a RabbitMQ vhost with rabbitmqctl: {exc}")
     try:
         ctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*")
         yield f"{server.rstrip('/')}/{vhost}"
@@ -95,10 +102,15 @@ def backend_url(dagster_database: str) -> Iterator[str]:
     """Redis for task states (CT_TEST_REDIS_URL, default redis://127.0.0.1:6379/0); the
     states of the test's runs are deleted afterwards (after the worker stopped: its
     fixture is torn down first)."""
-    url = os.environ.get("CT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-    yield url
     import psycopg2
     import redis
+
+    url = os.environ.get("CT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    try:
+        redis.Redis.from_url(url, socket_timeout=5).ping()
+    except redis.RedisError as exc:
+        _unavailable(f"Redis at {url} does not answer: {exc}")
+    yield url
 
     with psycopg2.connect(dagster_database) as conn, conn.cursor() as cur:
         cur.execute("SELECT value FROM run_tags WHERE key = %s", (TASK_ID_TAG,))
