@@ -22,9 +22,10 @@ $(BIN)/python:
 # downloads a browser of its own.
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
 
-# Installs the pinned stack (constraints = the lock) and the project in editable mode.
+# Installs the pinned stack (constraints = the lock) and the project in editable mode,
+# with the celery extra the distributed profile's tests need.
 $(VENV)/.installed: $(BIN)/python pyproject.toml $(CONSTRAINTS)
-	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e '.[dev]'
+	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e '.[dev,celery]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -50,7 +51,7 @@ dev: install
 
 # The benchmarks need the bench extra (river's drift streams) on top of the lock.
 bench: install
-	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e '.[dev,bench]'
+	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e '.[dev,celery,bench]'
 	$(BIN)/python benchmarks/bench_load_definitions.py
 	$(BIN)/python benchmarks/bench_ingest_api.py
 	$(BIN)/python benchmarks/bench_compile_dataset.py

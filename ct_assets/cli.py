@@ -346,7 +346,11 @@ def _cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_dagster_home(args: argparse.Namespace, settings: Settings) -> int:
     from ct_assets.instance import prepare_dagster_home
 
-    print(prepare_dagster_home(settings, args.storage))
+    try:
+        print(prepare_dagster_home(settings, args.storage))
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -446,7 +450,12 @@ def build_parser() -> argparse.ArgumentParser:
     status.set_defaults(func=_cmd_status)
 
     home = sub.add_parser("dagster-home", help="write $CT_HOME/dagster/dagster.yaml")
-    home.add_argument("--storage", choices=["sqlite", "postgres"], default="sqlite")
+    home.add_argument(
+        "--storage",
+        choices=["sqlite", "postgres", "celery"],
+        default=None,
+        help="the instance template (default: CT_DAGSTER_INSTANCE, else sqlite)",
+    )
     home.set_defaults(func=_cmd_dagster_home)
 
     rollback = sub.add_parser("rollback", help="move the champion alias back, audited")

@@ -160,6 +160,20 @@ def _duration(seconds: Any) -> str:
     return f"{seconds:.0f}s"
 
 
+def _backends(settings: Settings) -> dict[str, Any]:
+    """What this CT_HOME runs on (the contract of ``status --json`` ``backends``)."""
+    from ct_assets.instance import instance_backends
+
+    return {
+        **instance_backends(settings),
+        "tracking_uri": redact_uri(settings.tracking_uri),
+        "artifact_root": redact_uri(settings.artifact_root),
+        "table_root": str(settings.tables_dir),
+        # the embedded segment log until an event broker replaces it
+        "event_store": str(settings.eventlog_dir),
+    }
+
+
 def collect_status(settings: Settings) -> dict[str, Any]:
     counts = EventLog.from_settings(settings).counts()
     return {
@@ -172,6 +186,7 @@ def collect_status(settings: Settings) -> dict[str, Any]:
         "feedback_states": _feedback_states(settings),
         "volume_trigger": {"threshold": settings.volume_threshold, "mode": settings.volume_mode},
         "feedback_loop_latency": _loop_latency(settings),
+        "backends": _backends(settings),
     }
 
 
