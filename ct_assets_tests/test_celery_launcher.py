@@ -238,7 +238,7 @@ def _ancestors(pid: int) -> list[int]:
 
 
 def _volume_run(instance: dg.DagsterInstance) -> dg.DagsterRun | None:
-    runs = instance.get_runs(dg.RunsFilter(tags={keys.TAG_TRIGGER: "volume"}), limit=1)
+    runs = instance.get_runs(dg.RunsFilter(tags={keys.RUN_TAG_TRIGGER: "volume"}), limit=1)
     return runs[0] if runs else None
 
 
