@@ -374,7 +374,7 @@ def run_gc(settings: Settings, registry: Registry, *, dry_run: bool, by: str = "
     _append_durably(tombstones_path(settings), fresh)
     after_delete = _kill_hook()
     done = 0
-    deleted_versions: list[str] = []
+    touched: set[str] = set()
     cancelled: set[str] = set()
     for item in plan.deleted:
         if _owners(item) & cancelled:
@@ -394,7 +394,6 @@ def run_gc(settings: Settings, registry: Registry, *, dry_run: bool, by: str = "
                 continue
             if current is not None:
                 registry.client.delete_model_version(registry.model_name, item.id)
-            deleted_versions.append(item.id)
         elif item.what == RUN:
             try:
                 if registry.client.get_run(item.id).info.lifecycle_stage != "deleted":
@@ -406,13 +405,14 @@ def run_gc(settings: Settings, registry: Registry, *, dry_run: bool, by: str = "
         else:
             for path in item.paths:
                 _remove(path)
+        touched |= _owners(item)
         done += 1
         after_delete(done)
-    if deleted_versions:
+    if touched:
         registry.audit(
             AuditRecord(
                 "gc",
-                ",".join(deleted_versions),
+                ",".join(sorted(touched, key=int)),
                 None,
                 by,
                 f"deleted {len(plan.deleted)} object(s); kept {len(plan.kept)} "
