@@ -299,6 +299,31 @@ def _cmd_lineage(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cmd_gc(args: argparse.Namespace, settings: Settings) -> int:
+    import getpass
+
+    from ct_assets.registry import Registry
+    from ct_assets.retention import run_gc
+
+    registry = Registry.existing(settings)
+    if registry is None:
+        out: dict[str, Any] = {"kept": [], "deleted": [], "dry_run": args.dry_run}
+        print(json.dumps(out) if args.json else "nothing registered: nothing to collect")
+        return 0
+    plan = run_gc(settings, registry, dry_run=args.dry_run, by=getpass.getuser())
+    if args.json:
+        print(json.dumps(plan.as_json(args.dry_run), indent=2, default=str))
+        return 0
+    verb = "would delete" if args.dry_run else "deleted"
+    for item in plan.kept:
+        print(f"keep   {item.what} {item.id}: {'; '.join(item.why)}")
+    mark = "delete" if args.dry_run else "gone  "
+    for item in plan.deleted:
+        print(f"{mark} {item.what} {item.id}: {'; '.join(item.why)}")
+    print(f"{verb} {len(plan.deleted)} object(s), kept {len(plan.kept)}")
+    return 0
+
+
 def _version_number(raw: str) -> str:
     from ct_assets.lineage import parse_version
 
@@ -527,6 +552,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     lineage.add_argument("--json", action="store_true")
     lineage.set_defaults(func=_cmd_lineage)
+
+    gc = sub.add_parser(
+        "gc", help="retention: delete old versions, datasets, reports nothing kept needs"
+    )
+    gc.add_argument("--dry-run", action="store_true", help="print the plan, delete nothing")
+    gc.add_argument("--json", action="store_true")
+    gc.set_defaults(func=_cmd_gc)
 
     demo = sub.add_parser("demo", help="the closed loop on simulated drifting feedback")
     demo.set_defaults(func=_cmd_demo)

@@ -42,6 +42,7 @@ SECTIONS = (
     "bias",
     "monitoring",
     "serving",
+    "retention",
 )
 
 
@@ -823,6 +824,18 @@ class Settings:
         section="serving",
         parse=_flag,
         help="log served predictions (0: only for measurements and emergencies)",
+    )
+
+    # --- retention: what ``ct-assets gc`` keeps (see ct_assets.retention) ---------------------
+    # Besides these, gc keeps every version an alias or a deployment points at and what each
+    # kept version's lineage needs (its dataset, the versions it continued from, ...).
+    keep_versions: int = setting(
+        10,
+        env="CT_KEEP_VERSIONS",
+        section="retention",
+        parse=_positive_int,
+        check=at_least(1),
+        help="newest registered model versions gc keeps",
     )
 
     @property

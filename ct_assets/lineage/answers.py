@@ -26,15 +26,28 @@ from ct_assets.lineage.registry_view import (
     version_summary,
 )
 from ct_assets.registry import Registry
+from ct_assets.retention import tombstone_of_version
 from ct_assets.settings import Settings
 
 
 def version_lineage(settings: Settings, registry: Registry | None, version: str) -> dict[str, Any]:
     """A model version, where it stands, what it continued from, its dataset, the dataset's
-    partitions and counts. :class:`LineageNotFoundError` when the registry has no such
-    version."""
+    partitions and counts; for a version ``ct-assets gc`` deleted, its tombstone (when,
+    why, its dataset version and tags). :class:`LineageNotFoundError` when the registry
+    has no such version and gc never deleted it."""
     mv = model_version(registry, version) if registry is not None else None
     if registry is None or mv is None:
+        tombstone = tombstone_of_version(settings, version)
+        if tombstone is not None:
+            return {
+                "model_name": settings.model_name,
+                "version": version,
+                "deleted": {"when": tombstone.get("when"), "why": tombstone.get("why")},
+                "dataset_version": tombstone.get("dataset_version"),
+                "run_id": tombstone.get("run_id"),
+                "created_at": tombstone.get("created_at"),
+                "tags": tombstone.get("tags", {}),
+            }
         raise LineageNotFoundError(
             f"model version {version} not found in registry {settings.model_name!r}"
         )

@@ -34,6 +34,17 @@ def _chain_line(lineage: dict[str, Any]) -> str:
 
 
 def render_version_lineage(lineage: dict[str, Any]) -> str:
+    if lineage.get("deleted"):
+        deleted = lineage["deleted"]
+        return "\n".join(
+            [
+                f"model {lineage['model_name']} v{lineage['version']}: deleted by gc at "
+                f"{deleted['when']} ({deleted['why']})",
+                f"  run          {lineage['run_id'] or '-'}  "
+                f"created {lineage['created_at'] or '-'}",
+                f"  dataset      {lineage['dataset_version'] or '-'}",
+            ]
+        )
     lines = [
         f"model {lineage['model_name']} {_status_of(lineage)}",
         f"  run          {lineage['run_id']}  created {lineage['created_at']}",
