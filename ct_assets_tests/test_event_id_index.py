@@ -330,3 +330,23 @@ def test_an_index_of_another_journal_is_rebuilt(
     assert "does not match the journal" in caplog.text
     assert (result.accepted_ids, result.duplicates) == (["ev-3"], 1)
     assert index_rows(second) == set(stored_ids(second))
+
+
+def test_ids_with_any_character_are_duplicates_after_a_restart(tmp_path: Path) -> None:
+    """An id may hold NUL, astral-plane and control characters: a new writer, reading the
+    index, finds every one of them."""
+    from ct_assets.schema import convert_record, validate_events
+    from ct_assets.simulate import SimulationSpec, simulate_events
+
+    odd = ["a\x00b", "nul-at-end\x00", "fz-\u00db\U000845aa:\x9f\u00a1", "emoji-\U0001f600", "a"]
+    events = list(simulate_events(SimulationSpec(rows=len(odd), seed=3)))
+    for event, event_id in zip(events, odd, strict=True):
+        event["event_id"] = event_id
+    records = validate_events([convert_record(e, i) for i, e in enumerate(events)])
+    root = tmp_path / "log"
+    first = EventLog(root)
+    assert first.append(records).accepted == len(odd)
+    first.writer.close()  # its tail is in the index: the next writer looks ids up there
+    again = EventLog(root).append(records)
+    assert again.accepted == 0 and again.duplicates == len(odd)
+    assert EventLog(root).counts().feedback == len(odd)

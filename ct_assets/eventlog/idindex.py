@@ -25,7 +25,6 @@ is ahead of it, or is missing or damaged) is repaired or rebuilt by the writer
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sqlite3
 import threading
@@ -84,6 +83,10 @@ class Indexed:
     crc: int
     ids: Sequence[str]
     extents: dict[str, int]
+
+
+#: Ids looked up per query (each a bound parameter).
+LOOKUP_CHUNK = 500
 
 
 class _Connection:
@@ -178,17 +181,22 @@ class EventIdIndex:
         return dict(rows)
 
     def existing(self, event_ids: Iterable[str]) -> set[str]:
-        """Those of ``event_ids`` the index holds (one query, whatever their number)."""
+        """Those of ``event_ids`` the index holds (one query per :data:`LOOKUP_CHUNK` ids).
+
+        The ids are bound as parameters, never passed through SQLite's JSON functions:
+        those cut a string at an escaped NUL, and an id may hold any character."""
         wanted = list(dict.fromkeys(event_ids))
-        if not wanted:
-            return set()
+        found: set[str] = set()
         with self._write.lock:
-            rows = self._write.get().execute(
-                "SELECT e.event_id FROM json_each(?) AS j "
-                "JOIN event_ids AS e ON e.event_id = j.value",
-                (json.dumps(wanted),),
-            )
-            return {row[0] for row in rows}
+            connection = self._write.get()
+            for start in range(0, len(wanted), LOOKUP_CHUNK):
+                chunk = wanted[start : start + LOOKUP_CHUNK]
+                marks = ",".join("?" * len(chunk))
+                rows = connection.execute(
+                    f"SELECT event_id FROM event_ids WHERE event_id IN ({marks})", chunk
+                )
+                found.update(row[0] for row in rows)
+        return found
 
     def flush(
         self,
