@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+from dagster._core.execution.context.output import RUN_ID_PLACEHOLDER
 
 from ct_assets import keys
 
@@ -117,11 +118,13 @@ class HandoffIOManager(dg.ConfigurableIOManager):
 
 
 def _run_id(upstream: dg.OutputContext) -> str | None:
-    """The run that stored the upstream output; None when the asset is not in this run."""
+    """The run that stored the upstream output; None when the asset is not in this run
+    (Dagster then builds an upstream context without a run: the placeholder id)."""
     try:
-        return upstream.run_id
+        run_id = upstream.run_id
     except dg.DagsterInvariantViolationError:
         return None
+    return None if not run_id or run_id == RUN_ID_PLACEHOLDER else run_id
 
 
 def _write_atomically(path: Path, text: str) -> None:
