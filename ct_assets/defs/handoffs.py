@@ -87,9 +87,16 @@ class HandoffIOManager(dg.ConfigurableIOManager):
                 f"{asset} must hand off a {getattr(record, '__name__', 'known record')}, "
                 f"not {type(obj).__name__}"
             )
-        text = json.dumps(dataclasses.asdict(obj), indent=2, sort_keys=True)
-        _write_atomically(self._of_run(asset, context.run_id), text)
+        self.store(asset, obj, context.run_id)
+
+    def store(self, asset: str, record: Any, run_id: str | None = None) -> Path:
+        """Writes ``record`` as ``asset``'s latest hand-off (and ``run_id``'s, if given), as
+        a run does; also for a hand-off recorded outside a run (e.g. a benchmark's dataset)."""
+        text = json.dumps(dataclasses.asdict(record), indent=2, sort_keys=True)
+        if run_id is not None:
+            _write_atomically(self._of_run(asset, run_id), text)
         _write_atomically(self._latest(asset), text)
+        return self._latest(asset)
 
     def load_input(self, context: dg.InputContext) -> Any:
         asset = context.asset_key.to_user_string()
