@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ import dagster as dg
 from dagster._core.execution.context.output import RUN_ID_PLACEHOLDER
 
 from ct_assets import keys
+from ct_assets.data.table_files import write_bytes
 
 #: The IO manager key of the hand-offs; every other asset keeps the default IO manager.
 HANDOFF_IO_MANAGER = "handoff_io_manager"
@@ -94,8 +93,8 @@ class HandoffIOManager(dg.ConfigurableIOManager):
         a run does; also for a hand-off recorded outside a run (e.g. a benchmark's dataset)."""
         text = json.dumps(dataclasses.asdict(record), indent=2, sort_keys=True)
         if run_id is not None:
-            _write_atomically(self._of_run(asset, run_id), text)
-        _write_atomically(self._latest(asset), text)
+            write_bytes(self._of_run(asset, run_id), text.encode())
+        write_bytes(self._latest(asset), text.encode())
         return self._latest(asset)
 
     def load_input(self, context: dg.InputContext) -> Any:
@@ -132,17 +131,3 @@ def _run_id(upstream: dg.OutputContext) -> str | None:
     except dg.DagsterInvariantViolationError:
         return None
     return None if not run_id or run_id == RUN_ID_PLACEHOLDER else run_id
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(handle, "w") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
