@@ -127,6 +127,7 @@ def materialize_candidate(home: Path, version: str, mode: str) -> tuple[float, d
 
     from ct_assets import keys
     from ct_assets.defs import build_definitions
+    from ct_assets.defs.handoffs import DatasetHandoff, HandoffIOManager
     from ct_assets.settings import Settings
 
     settings = Settings.from_env().with_home(home)
@@ -139,6 +140,17 @@ def materialize_candidate(home: Path, version: str, mode: str) -> tuple[float, d
         dg.AssetMaterialization(
             keys.TRAINING_DATASET, metadata={keys.META_DATASET_VERSION: version}
         )
+    )
+    # candidate_model's input: the dataset to train on, as training_dataset hands it off
+    HandoffIOManager(root=str(settings.handoffs_dir)).store(
+        keys.TRAINING_DATASET,
+        DatasetHandoff(
+            version=version,
+            path=str(settings.datasets_dir / f"{version}.parquet"),
+            log_position=0,
+            window_start="",
+            rows=0,
+        ),
     )
     started = time.perf_counter()
     result = job.execute_in_process(

@@ -855,6 +855,11 @@ class Settings:
         return self.home / "checkpoints"
 
     @property
+    def handoffs_dir(self) -> Path:
+        """The retrain job's typed hand-offs between its assets (``<asset>.json``)."""
+        return self.home / "handoffs"
+
+    @property
     def drift_dir(self) -> Path:
         return self.home / "drift"
 

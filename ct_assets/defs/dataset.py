@@ -8,6 +8,7 @@ import dagster as dg
 
 from ct_assets import keys
 from ct_assets.data.dataset import EmptyDatasetError, preview_markdown
+from ct_assets.defs.handoffs import HANDOFF_IO_MANAGER, DatasetHandoff
 from ct_assets.defs.metadata import latest_metadata
 from ct_assets.defs.resources import (
     CurationResource,
@@ -37,6 +38,7 @@ def build_training_dataset(settings: Settings) -> dg.AssetsDefinition:
         deps=deps,
         kinds={"polars", "parquet"},
         code_version=DATASET_CODE_VERSION,
+        io_manager_key=HANDOFF_IO_MANAGER,  # candidate_model's input: a DatasetHandoff
         pool=keys.TABLES_POOL,  # refreshes stale per-date tables (see keys.TABLES_POOL)
         check_specs=[
             dg.AssetCheckSpec("not_empty", asset=keys.TRAINING_DATASET, blocking=True),
@@ -67,7 +69,7 @@ def training_dataset(
     dataset_store: DatasetStoreResource,
     training_config: TrainingConfigResource,
     curation: CurationResource,
-) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:  # type: ignore[type-arg]
+) -> Iterator[dg.Output[DatasetHandoff] | dg.AssetCheckResult]:
     try:
         build = build_dataset(
             event_log.log(),
@@ -88,10 +90,23 @@ def training_dataset(
         raise dg.Failure(str(exc)) from exc
     except DatasetBuildError as exc:
         raise dg.Failure(str(exc)) from exc
-    yield dg.MaterializeResult(
-        metadata=dataset_metadata(build), data_version=dg.DataVersion(build.info.version)
+    yield dg.Output(
+        dataset_handoff(build),
+        metadata=dataset_metadata(build),
+        data_version=dg.DataVersion(build.info.version),
     )
     yield from dataset_checks(build, curation.max_quarantine_rate)
+
+
+def dataset_handoff(build: DatasetBuild) -> DatasetHandoff:
+    """What ``candidate_model`` trains on: this dataset version and its window."""
+    return DatasetHandoff(
+        version=build.info.version,
+        path=str(build.info.path),
+        log_position=int(build.position),
+        window_start=build.since.isoformat() if build.since is not None else "",
+        rows=int(build.info.rows),
+    )
 
 
 def dataset_metadata(build: DatasetBuild) -> dict[str, Any]:

@@ -5,7 +5,8 @@ import polars as pl
 
 from ct_assets import keys
 from ct_assets.data.dataset import preview_markdown
-from ct_assets.defs.metadata import latest_metadata, model_version_metadata
+from ct_assets.defs.handoffs import GateHandoff
+from ct_assets.defs.metadata import model_version_metadata
 from ct_assets.defs.resources import CurationResource, RegistryResource
 from ct_assets.registry import CHAMPION, TAG_LOG_POSITION, TAG_WINDOW_START, Registry
 
@@ -19,7 +20,7 @@ def champion_baseline(reg: Registry, run_id: str) -> dict[str, float]:
 @dg.asset(
     name=keys.CHAMPION_MODEL,
     group_name=keys.DEPLOYMENT,
-    deps=[keys.VALIDATION_REPORT],
+    ins={"gate": dg.AssetIn(key=keys.VALIDATION_REPORT)},
     kinds={"mlflow"},
     description=(
         "The registry's `champion`: moved to the validated candidate when the deployment "
@@ -30,12 +31,11 @@ def champion_baseline(reg: Registry, run_id: str) -> dict[str, float]:
     ),
 )
 def champion_model(
-    context: dg.AssetExecutionContext, registry: RegistryResource
+    context: dg.AssetExecutionContext, gate: GateHandoff, registry: RegistryResource
 ) -> dg.MaterializeResult:  # type: ignore[type-arg]
-    report = latest_metadata(context.instance, keys.VALIDATION_REPORT) or {}
-    version = str(report.get(keys.META_MODEL_VERSION, ""))
-    if not version or report.get(keys.META_DECISION) != "promote":
-        raise dg.Failure(f"the latest validation report does not promote a candidate: {report}")
+    version = gate.model_version
+    if not version or not gate.promote or gate.decision != "promote":
+        raise dg.Failure(f"the validation report does not promote a candidate: {gate}")
     reg = registry.registry()
     trigger = dict(context.run.tags).get(keys.RUN_TAG_TRIGGER, "manual")
     deployment = reg.deployment()

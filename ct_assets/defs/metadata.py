@@ -1,5 +1,6 @@
-"""Reading what upstream assets recorded (their latest materialization's metadata), and the
-metadata entries that link a model version to MLflow."""
+"""Reading an asset's latest materialization's metadata (for sensors and the dataset's
+champion), and the metadata entries that link a model version to MLflow. The retrain job's
+assets pass what they need to each other as inputs (``handoffs.py``), not through this."""
 
 from __future__ import annotations
 
@@ -20,20 +21,6 @@ def latest_metadata(instance: dg.DagsterInstance, asset: str) -> dict[str, Any] 
     if materialization is None:
         return None
     return {key: getattr(value, "value", value) for key, value in materialization.metadata.items()}
-
-
-def require_metadata(instance: dg.DagsterInstance, asset: str, key: str) -> Any:
-    return required_metadata(instance, asset, key)[key]
-
-
-def required_metadata(instance: dg.DagsterInstance, asset: str, key: str) -> dict[str, Any]:
-    """All metadata of the asset's latest materialization, which must hold ``key``."""
-    metadata = latest_metadata(instance, asset)
-    if metadata is None:
-        raise dg.Failure(f"{asset} has never been materialized; materialize it first")
-    if key not in metadata:
-        raise dg.Failure(f"the latest {asset} materialization has no {key!r} metadata")
-    return metadata
 
 
 def model_version_metadata(

@@ -11,6 +11,7 @@ from ct_assets.data.attribution import LabelPolicy
 from ct_assets.data.feedback_rules import ValidationRules
 from ct_assets.data.tables import TableStore
 from ct_assets.data.windows import WindowSpec
+from ct_assets.defs.handoffs import HANDOFF_IO_MANAGER, HandoffIOManager
 from ct_assets.eventlog import EventLog
 from ct_assets.registry import Registry
 from ct_assets.settings import Settings
@@ -143,8 +144,11 @@ class CurationResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         return folder
 
 
-def resources_from_settings(settings: Settings) -> dict[str, dg.ConfigurableResource]:  # type: ignore[type-arg]
+def resources_from_settings(
+    settings: Settings,
+) -> dict[str, dg.ConfigurableResource | dg.ConfigurableIOManager]:  # type: ignore[type-arg]
     return {
+        HANDOFF_IO_MANAGER: HandoffIOManager(root=str(settings.handoffs_dir)),
         "event_log": EventLogResource(
             root=str(settings.eventlog_dir), segment_max_bytes=settings.segment_max_bytes
         ),

@@ -6,7 +6,8 @@ import dagster as dg
 from pydantic import Field
 
 from ct_assets import keys
-from ct_assets.defs.metadata import model_version_metadata, required_metadata
+from ct_assets.defs.handoffs import HANDOFF_IO_MANAGER, CandidateHandoff, DatasetHandoff
+from ct_assets.defs.metadata import model_version_metadata
 from ct_assets.defs.resources import DatasetStoreResource, RegistryResource, TrainingConfigResource
 from ct_assets.pipeline.candidate_run import CandidateRunError, TrainingPlan, train_candidate
 from ct_assets.training.candidates import RequestedMode, candidates_markdown
@@ -69,7 +70,8 @@ def _pick(override: Any, configured: Any) -> Any:
 @dg.asset(
     name=keys.CANDIDATE_MODEL,
     group_name=keys.TRAINING,
-    deps=[keys.TRAINING_DATASET],
+    ins={"dataset": dg.AssetIn(key=keys.TRAINING_DATASET)},
+    io_manager_key=HANDOFF_IO_MANAGER,  # validation_report's input: a CandidateHandoff
     kinds={"lightgbm", "mlflow"},
     code_version=TRAINING_CODE_VERSION,
     description=(
@@ -86,14 +88,11 @@ def _pick(override: Any, configured: Any) -> Any:
 def candidate_model(
     context: dg.AssetExecutionContext,
     config: CandidateConfig,
+    dataset: DatasetHandoff,
     dataset_store: DatasetStoreResource,
     registry: RegistryResource,
     training_config: TrainingConfigResource,
-) -> dg.MaterializeResult:  # type: ignore[type-arg]
-    # one read of the dataset's materialization: its version and its window start
-    dataset_meta = required_metadata(
-        context.instance, keys.TRAINING_DATASET, keys.META_DATASET_VERSION
-    )
+) -> dg.Output[CandidateHandoff]:
     run_tags = dict(context.run.tags)
     plan = TrainingPlan(
         mode=training_mode(config.mode, run_tags),
@@ -107,20 +106,28 @@ def candidate_model(
     try:
         run = train_candidate(
             reg,
-            str(dataset_meta[keys.META_DATASET_VERSION]),
+            dataset.version,
             plan,
             datasets_dir=dataset_store.datasets,
             checkpoints_dir=dataset_store.checkpoints,
             run_id=context.run.run_id,
             run_tags=run_tags,
             run_config=config.recorded(),
-            window_start=str(dataset_meta.get(keys.META_WINDOW_START) or ""),
+            window_start=dataset.window_start,
             note=context.log.info,
         )
     except CandidateRunError as error:
         raise dg.Failure(str(error)) from error
     registered, result = run.registered, run.result
-    return dg.MaterializeResult(
+    handoff = CandidateHandoff(
+        model_version=str(registered.version),
+        run_id=registered.run_id,
+        dataset_version=run.info.version,
+        mode=result.mode,
+        dagster_run_id=context.run.run_id,
+    )
+    return dg.Output(
+        handoff,
         metadata={
             keys.META_MODEL_VERSION: registered.version,
             keys.META_MLFLOW_RUN_ID: registered.run_id,

@@ -1,9 +1,11 @@
 """Validation: the candidate against the champion on the same time-based holdout."""
 
+from collections.abc import Iterator
+
 import dagster as dg
 
 from ct_assets import keys
-from ct_assets.defs.metadata import require_metadata
+from ct_assets.defs.handoffs import HANDOFF_IO_MANAGER, CandidateHandoff, GateHandoff
 from ct_assets.defs.resources import DatasetStoreResource, RegistryResource, TrainingConfigResource
 from ct_assets.pipeline.gate_run import GateRunError, run_gate
 from ct_assets.training.evaluation import gate_config
@@ -15,7 +17,8 @@ GATE_CODE_VERSION = "gate-v2"
 @dg.asset(
     name=keys.VALIDATION_REPORT,
     group_name=keys.VALIDATION,
-    deps=[keys.CANDIDATE_MODEL],
+    ins={"candidate": dg.AssetIn(key=keys.CANDIDATE_MODEL)},
+    io_manager_key=HANDOFF_IO_MANAGER,  # champion_model's input: a GateHandoff
     kinds={"lightgbm", "mlflow"},
     code_version=GATE_CODE_VERSION,
     check_specs=[
@@ -37,13 +40,12 @@ GATE_CODE_VERSION = "gate-v2"
 )
 def validation_report(
     context: dg.AssetExecutionContext,
+    candidate: CandidateHandoff,
     dataset_store: DatasetStoreResource,
     registry: RegistryResource,
     training_config: TrainingConfigResource,
-) -> dg.MaterializeResult:  # type: ignore[type-arg]
-    candidate_version = str(
-        require_metadata(context.instance, keys.CANDIDATE_MODEL, keys.META_MODEL_VERSION)
-    )
+) -> Iterator[dg.Output[GateHandoff] | dg.AssetCheckResult]:
+    candidate_version = candidate.model_version
     try:
         run = run_gate(
             registry.registry(),
@@ -58,7 +60,14 @@ def validation_report(
     except GateRunError as error:
         raise dg.Failure(str(error)) from error
     gate, decision, bootstrap = run.gate, run.decision, run.gate.bootstrap
-    return dg.MaterializeResult(
+    yield dg.Output(
+        GateHandoff(
+            decision=decision.label,
+            model_version=candidate_version,
+            promote=bool(decision.promote),
+            champion_version=str(run.champion_version or ""),
+            dagster_run_id=context.run.run_id,
+        ),
         metadata={
             keys.META_MODEL_VERSION: candidate_version,
             keys.META_DECISION: decision.label,
@@ -74,16 +83,14 @@ def validation_report(
             "report_path": dg.MetadataValue.path(str(run.report_path)),
             "mlflow_artifact": redact_uri(run.artifact_uri),
         },
-        check_results=[
-            dg.AssetCheckResult(
-                check_name=keys.GATE_CHECK,
-                passed=decision.promote,
-                severity=dg.AssetCheckSeverity.ERROR,
-                metadata={
-                    "decision": decision.label,
-                    "reasons": "\n".join(f"- {reason}" for reason in decision.reasons),
-                    "failed": "\n".join(f"- {r}" for r in decision.failed) or "(none)",
-                },
-            )
-        ],
+    )
+    yield dg.AssetCheckResult(
+        check_name=keys.GATE_CHECK,
+        passed=decision.promote,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={
+            "decision": decision.label,
+            "reasons": "\n".join(f"- {reason}" for reason in decision.reasons),
+            "failed": "\n".join(f"- {r}" for r in decision.failed) or "(none)",
+        },
     )

@@ -1,0 +1,133 @@
+"""The retrain job's hand-offs: what each of its assets passes on to the next, as small
+typed records through :class:`HandoffIOManager`.
+
+In one run, a step loads the record its upstream step stored in that same run, so a model
+materialized by hand in between cannot take the place of the run's own. Materializing an
+asset alone loads its upstream's latest stored record (Dagster's usual semantics)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from dagster._core.execution.context.output import RUN_ID_PLACEHOLDER
+
+from ct_assets import keys
+from ct_assets.data.table_files import write_bytes
+
+#: The IO manager key of the hand-offs; every other asset keeps the default IO manager.
+HANDOFF_IO_MANAGER = "handoff_io_manager"
+
+
+@dataclass(frozen=True)
+class DatasetHandoff:
+    """``training_dataset`` → ``candidate_model``: the dataset version to train on."""
+
+    version: str
+    path: str
+    log_position: int
+    window_start: str
+    rows: int
+
+
+@dataclass(frozen=True)
+class CandidateHandoff:
+    """``candidate_model`` → ``validation_report``: the registered version to judge."""
+
+    model_version: str
+    run_id: str
+    dataset_version: str
+    mode: str
+    dagster_run_id: str
+
+
+@dataclass(frozen=True)
+class GateHandoff:
+    """``validation_report`` → ``champion_model``: the gate's decision on a version."""
+
+    decision: str
+    model_version: str
+    promote: bool
+    champion_version: str
+    dagster_run_id: str
+
+
+#: Which record each hand-off asset stores.
+RECORDS: dict[str, type[Any]] = {
+    keys.TRAINING_DATASET: DatasetHandoff,
+    keys.CANDIDATE_MODEL: CandidateHandoff,
+    keys.VALIDATION_REPORT: GateHandoff,
+}
+
+
+class HandoffIOManager(dg.ConfigurableIOManager):
+    """Stores each hand-off as JSON: ``<root>/<asset>.json`` (the latest) and
+    ``<root>/<asset>/runs/<run_id>.json`` (the run's own), both written atomically.
+    An input from a step of the same run (or of the run it re-executes) loads that run's
+    record; an input whose asset is not in the run loads the latest."""
+
+    root: str
+
+    def _latest(self, asset: str) -> Path:
+        return Path(self.root) / f"{asset}.json"
+
+    def _of_run(self, asset: str, run_id: str) -> Path:
+        return Path(self.root) / asset / "runs" / f"{run_id}.json"
+
+    def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
+        asset = context.asset_key.to_user_string()
+        record = RECORDS.get(asset)
+        if record is None or not isinstance(obj, record):
+            raise dg.Failure(
+                f"{asset} must hand off a {getattr(record, '__name__', 'known record')}, "
+                f"not {type(obj).__name__}"
+            )
+        self.store(asset, obj, context.run_id)
+
+    def store(self, asset: str, record: Any, run_id: str | None = None) -> Path:
+        """Writes ``record`` as ``asset``'s latest hand-off (and ``run_id``'s, if given), as
+        a run does; also for a hand-off recorded outside a run (e.g. a benchmark's dataset)."""
+        text = json.dumps(dataclasses.asdict(record), indent=2, sort_keys=True)
+        if run_id is not None:
+            write_bytes(self._of_run(asset, run_id), text.encode())
+        write_bytes(self._latest(asset), text.encode())
+        return self._latest(asset)
+
+    def load_input(self, context: dg.InputContext) -> Any:
+        asset = context.asset_key.to_user_string()
+        record = RECORDS.get(asset)
+        if record is None:
+            raise dg.Failure(f"{asset} hands nothing off")
+        upstream = context.upstream_output
+        run_id = _run_id(upstream) if upstream is not None else None
+        if run_id is not None:
+            path = self._of_run(asset, run_id)
+            if not path.exists():
+                raise dg.Failure(f"run {run_id} stored no {asset} hand-off at {path}")
+        else:
+            path = self._latest(asset)
+            if not path.exists():
+                raise dg.Failure(f"{asset} has handed nothing off yet: materialize {asset} first")
+        fields = {f.name for f in dataclasses.fields(record)}
+        data = json.loads(path.read_text())
+        missing = fields - set(data)
+        if missing:
+            raise dg.Failure(
+                f"the stored {asset} hand-off {path} lacks {sorted(missing)}: "
+                f"materialize {asset} again"
+            )
+        return record(**{k: v for k, v in data.items() if k in fields})
+
+
+def _run_id(upstream: dg.OutputContext) -> str | None:
+    """The run that stored the upstream output; None when the asset is not in this run
+    (Dagster then builds an upstream context without a run: the placeholder id)."""
+    try:
+        run_id = upstream.run_id
+    except dg.DagsterInvariantViolationError:
+        return None
+    return None if not run_id or run_id == RUN_ID_PLACEHOLDER else run_id
