@@ -39,6 +39,7 @@ def test_demo_runs_the_loop_and_keeps_run_events_in_the_log_it_names(tmp_path: P
     assert "== ct_assets demo ==" in out
     # the console has the demo's lines, not Dagster's step events
     assert not [line for line in lines if re.search(r"STEP_(START|SUCCESS)|DEBUG", line)]
+    assert "BetaWarning" not in done.stderr, done.stderr[-2000:]
     events = log.read_text()
     assert "STEP_SUCCESS" in events and "candidate_model" in events
     assert "RUN_SUCCESS" in events

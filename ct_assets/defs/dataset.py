@@ -8,7 +8,7 @@ import dagster as dg
 
 from ct_assets import keys
 from ct_assets.data.dataset import EmptyDatasetError, preview_markdown
-from ct_assets.defs.handoffs import HANDOFF_IO_MANAGER, DatasetHandoff
+from ct_assets.defs.handoffs import HANDOFF_IO_MANAGER, DatasetHandoff, handoff_output
 from ct_assets.defs.metadata import latest_metadata
 from ct_assets.defs.resources import (
     CurationResource,
@@ -90,11 +90,7 @@ def training_dataset(
         raise dg.Failure(str(exc)) from exc
     except DatasetBuildError as exc:
         raise dg.Failure(str(exc)) from exc
-    yield dg.Output(
-        dataset_handoff(build),
-        metadata=dataset_metadata(build),
-        data_version=dg.DataVersion(build.info.version),
-    )
+    yield handoff_output(dataset_handoff(build), dataset_metadata(build), build.info.version)
     yield from dataset_checks(build, curation.max_quarantine_rate)
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,3 +133,13 @@ def _run_id(upstream: dg.OutputContext) -> str | None:
     except dg.DagsterInvariantViolationError:
         return None
     return None if not run_id or run_id == RUN_ID_PLACEHOLDER else run_id
+
+
+def handoff_output(record: Any, metadata: Mapping[str, Any], data_version: str) -> dg.Output[Any]:
+    """The hand-off ``record`` as the asset's output, with its metadata and data version.
+    ``data_version`` on an ``Output`` is marked beta in Dagster 1.13 (it is what a
+    ``MaterializeResult`` carried before without a warning): the warning is kept out of
+    every run's log."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        return dg.Output(record, metadata=dict(metadata), data_version=dg.DataVersion(data_version))

@@ -6,7 +6,12 @@ import dagster as dg
 from pydantic import Field
 
 from ct_assets import keys
-from ct_assets.defs.handoffs import HANDOFF_IO_MANAGER, CandidateHandoff, DatasetHandoff
+from ct_assets.defs.handoffs import (
+    HANDOFF_IO_MANAGER,
+    CandidateHandoff,
+    DatasetHandoff,
+    handoff_output,
+)
 from ct_assets.defs.metadata import model_version_metadata
 from ct_assets.defs.resources import DatasetStoreResource, RegistryResource, TrainingConfigResource
 from ct_assets.pipeline.candidate_run import CandidateRunError, TrainingPlan, train_candidate
@@ -126,9 +131,9 @@ def candidate_model(
         mode=result.mode,
         dagster_run_id=context.run.run_id,
     )
-    return dg.Output(
+    return handoff_output(
         handoff,
-        metadata={
+        {
             keys.META_MODEL_VERSION: registered.version,
             keys.META_MLFLOW_RUN_ID: registered.run_id,
             **model_version_metadata(reg.tracking_uri, reg.model_name, registered.version),
@@ -148,5 +153,5 @@ def candidate_model(
             "run_config": dg.MetadataValue.json(config.recorded()),
             "resumed_from_iteration": run.resumed_from_iteration,
         },
-        data_version=dg.DataVersion(f"v{registered.version}"),
+        f"v{registered.version}",
     )
