@@ -28,7 +28,7 @@ import contextlib
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -198,6 +198,34 @@ class EventIdIndex:
                 found.update(row[0] for row in rows)
         return found
 
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """The write connection inside one immediate transaction, committed on success and
+        rolled back on any error."""
+        with self._write.lock:
+            db = self._write.get()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+
+    @staticmethod
+    def _set_covered(db: sqlite3.Connection, covered: Covered) -> None:
+        db.execute(
+            "INSERT OR REPLACE INTO covered VALUES (1, ?, ?, ?, ?, ?)",
+            (
+                covered.journal_end,
+                covered.sequence,
+                covered.last_at,
+                covered.last_crc,
+                covered.head,
+            ),
+        )
+
     def flush(
         self,
         ids: dict[str, int],
@@ -208,81 +236,39 @@ class EventIdIndex:
         journal record committing it), ``extents`` (segment -> (committed end, offset of the
         record that last extended it)); the index then covers the journal up to
         ``covered``. Ids are inserted in key order (far fewer B-tree pages touched)."""
-        with self._write.lock:
-            db = self._write.get()
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                db.executemany(
-                    "INSERT OR IGNORE INTO event_ids VALUES (?, ?)",
-                    [(event_id, ids[event_id]) for event_id in sorted(ids)],
-                )
-                db.executemany(
-                    "INSERT OR REPLACE INTO segments VALUES (?, ?, ?)",
-                    [(key, end, at) for key, (end, at) in sorted(extents.items())],
-                )
-                db.execute(
-                    "INSERT OR REPLACE INTO covered VALUES (1, ?, ?, ?, ?, ?)",
-                    (
-                        covered.journal_end,
-                        covered.sequence,
-                        covered.last_at,
-                        covered.last_crc,
-                        covered.head,
-                    ),
-                )
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO event_ids VALUES (?, ?)",
+                [(event_id, ids[event_id]) for event_id in sorted(ids)],
+            )
+            db.executemany(
+                "INSERT OR REPLACE INTO segments VALUES (?, ?, ?)",
+                [(key, end, at) for key, (end, at) in sorted(extents.items())],
+            )
+            self._set_covered(db, covered)
 
     def cut(self, covered: Covered, extents: dict[str, tuple[int, int]]) -> int:
         """Forget every id committed at or after ``covered.journal_end`` (an index ahead of
         its journal) and set the segment ends (``extents``: segment -> (end, offset of the
         record that last extended it)); returns how many ids were dropped."""
-        with self._write.lock:
-            db = self._write.get()
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                dropped = db.execute(
-                    "DELETE FROM event_ids WHERE commit_at >= ?", (covered.journal_end,)
-                ).rowcount
-                db.execute("DELETE FROM segments")
-                db.executemany(
-                    "INSERT INTO segments VALUES (?, ?, ?)",
-                    [(key, end, at) for key, (end, at) in sorted(extents.items())],
-                )
-                db.execute("DELETE FROM covered")
-                if covered.journal_end:
-                    db.execute(
-                        "INSERT INTO covered VALUES (1, ?, ?, ?, ?, ?)",
-                        (
-                            covered.journal_end,
-                            covered.sequence,
-                            covered.last_at,
-                            covered.last_crc,
-                            covered.head,
-                        ),
-                    )
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
+        with self._transaction() as db:
+            dropped = db.execute(
+                "DELETE FROM event_ids WHERE commit_at >= ?", (covered.journal_end,)
+            ).rowcount
+            db.execute("DELETE FROM segments")
+            db.executemany(
+                "INSERT INTO segments VALUES (?, ?, ?)",
+                [(key, end, at) for key, (end, at) in sorted(extents.items())],
+            )
+            db.execute("DELETE FROM covered")
+            if covered.journal_end:
+                self._set_covered(db, covered)
         return int(dropped)
 
     def clear(self) -> None:
-        with self._write.lock:
-            db = self._write.get()
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                for table in ("event_ids", "segments", "covered"):
-                    db.execute(f"DELETE FROM {table}")
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
+        with self._transaction() as db:
+            for table in ("event_ids", "segments", "covered"):
+                db.execute(f"DELETE FROM {table}")
 
     def remove(self) -> None:
         """Delete the index files (a damaged index, to be rebuilt)."""
