@@ -25,7 +25,7 @@ from ct_assets.data.attribution import (
 from ct_assets.data.dataset import compile_dataset
 from ct_assets.data.uncertainty import QUEUE_COLUMNS, labeling_queue, uncertainty
 from ct_assets.data.windows import WindowSpec, partitions_for, select_window
-from ct_assets.eventlog.reader import events_to_frame
+from ct_assets.eventlog.decode import events_to_frame
 
 T0 = datetime(2024, 5, 1, tzinfo=UTC)
 

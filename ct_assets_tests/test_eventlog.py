@@ -27,6 +27,7 @@ import pytest
 import ct_assets.eventlog.writer as writer_module
 from ct_assets.eventlog import CorruptLogError, EventLog, LayoutError
 from ct_assets.eventlog.committer import CommitterClosedError, GroupCommitter, GroupStats
+from ct_assets.eventlog.counts import count_events
 from ct_assets.eventlog.frames import (
     HEADER,
     JOURNAL_MAGIC,
@@ -51,7 +52,7 @@ from ct_assets.eventlog.layout import (
     segment_key,
     segment_name,
 )
-from ct_assets.eventlog.reader import count_events, read_lines
+from ct_assets.eventlog.reader import read_lines
 from ct_assets.eventlog.writer import (
     AppendResult,
     EventLogWriter,
@@ -350,9 +351,10 @@ def test_log_offset_counts_events_of_one_kind_across_batches(tmp_path: Path) -> 
 
 def _fresh_read(log: EventLog, kind: EventKind) -> pl.DataFrame:
     """The events of ``kind`` decoded at once, without the process's decoded frames."""
-    from ct_assets.eventlog.reader import _decode, _entries, _pieces
+    from ct_assets.eventlog.decode import decode_entries
+    from ct_assets.eventlog.reader import _entries, _pieces
 
-    return _decode(_entries(_pieces(log.root, kind, None, None)), kind)
+    return decode_entries(_entries(_pieces(log.root, kind, None, None)), kind)
 
 
 def test_reads_of_frames_with_and_without_features_equal_a_fresh_decode(tmp_path: Path) -> None:

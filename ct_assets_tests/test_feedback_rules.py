@@ -30,7 +30,7 @@ from ct_assets.data.reference import (
     infer_reference,
     infer_reference_from_columns,
 )
-from ct_assets.eventlog.reader import events_to_frame
+from ct_assets.eventlog.decode import events_to_frame
 from ct_assets.simulate import DriftKind, SimulationSpec, simulate_events
 
 T0 = datetime(2024, 5, 1, tzinfo=UTC)

@@ -5,16 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ct_assets.eventlog.frames import CorruptLogError
-from ct_assets.eventlog.layout import LayoutError
-from ct_assets.eventlog.reader import (
+from ct_assets.eventlog.counts import (
     LogCounts,
     count_events,
     counts_by_date,
     partition_fingerprint,
     partition_fingerprints,
-    read_events,
 )
+from ct_assets.eventlog.frames import CorruptLogError
+from ct_assets.eventlog.layout import LayoutError
+from ct_assets.eventlog.reader import read_events
 from ct_assets.eventlog.writer import AppendResult, EventLogWriter, PreparedBatch, prepare_batch
 
 if TYPE_CHECKING:

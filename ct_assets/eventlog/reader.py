@@ -1,4 +1,5 @@
-"""Reading the event log: counts, raw lines and Polars frames, in append order.
+"""Reading the event log: raw lines and Polars frames, in append order (the counts, from
+the journal alone: :mod:`ct_assets.eventlog.counts`; decoding: :mod:`ct_assets.eventlog.decode`).
 
 Readers take no lock. They read the journal first and then only the frames it
 names, so they see every commit that was complete when they looked and never a
@@ -10,147 +11,47 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import msgspec
-
+from ct_assets.eventlog.counts import (
+    LogCounts,
+    count_events,
+    counts_by_date,
+    partition_fingerprint,
+    partition_fingerprints,
+)
+from ct_assets.eventlog.decode import (
+    EVENT_FIELDS,
+    Entries,
+    decode_entries,
+    events_to_frame,
+    received_time,
+)
 from ct_assets.eventlog.frames import SEGMENT_MAGIC, CorruptLogError, Frame, frame_at
-from ct_assets.eventlog.journal import Commit, Part, committed
+from ct_assets.eventlog.journal import Part, committed
 from ct_assets.eventlog.layout import key_date, segment_file
-from ct_assets.schema import EVENT_TYPES, EventKind, FeedbackEvent, PredictionEvent
+from ct_assets.schema import EventKind
 
 if TYPE_CHECKING:
     import polars as pl
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-# Columns every frame of a kind has, in order, besides `features` (a struct).
-_COMMON = ["log_offset", "event_id", "kind", "schema_version", "timestamp", "received_at"]
-_COLUMNS: dict[EventKind, list[str]] = {
-    "prediction": [
-        *_COMMON,
-        "prediction_id",
-        "model_name",
-        "model_version",
-        "arm",
-        "entity_id",
-        "prediction",
-    ],
-    "feedback": [
-        *_COMMON,
-        "feedback_type",
-        "prediction_id",
-        "entity_id",
-        "user_id",
-        "source",
-        "signal",
-        "value",
-        "label",
-    ],
-}
-
-
-#: The fields of an event of each kind besides those every event has.
-EVENT_FIELDS: dict[EventKind, tuple[str, ...]] = {
-    kind: tuple(columns[len(_COMMON) :]) for kind, columns in _COLUMNS.items()
-}
-
-
-def received_time(received_us: int) -> datetime:
-    """When the log received an event, from the microseconds it stores."""
-    return _EPOCH + timedelta(microseconds=received_us)
-
-
-@dataclass(frozen=True)
-class LogCounts:
-    prediction: int
-    feedback: int
-
-    def of(self, kind: EventKind) -> int:
-        return self.prediction if kind == "prediction" else self.feedback
-
-
-@dataclass
-class _Summary:
-    """What the commits of one journal add up to, per event date: events of each kind and
-    the committed extent of every segment. Commits are only ever appended, so the summary
-    of a longer journal adds the new commits to that of its prefix."""
-
-    commits: int = 0
-    last: Commit | None = None
-    totals: dict[str, list[int]] = field(default_factory=dict)
-    extents: dict[str, dict[str, int]] = field(default_factory=dict)
-
-    def follows(self, commits: Sequence[Commit]) -> bool:
-        """Whether ``commits`` extend the ones summed (the same objects: a journal read
-        afresh, e.g. recreated, gives new ones)."""
-        return self.commits <= len(commits) and (
-            self.commits == 0 or commits[self.commits - 1] is self.last
-        )
-
-    def add(self, commits: Sequence[Commit]) -> None:
-        for commit in commits[self.commits :]:
-            for part in commit.parts:
-                day = key_date(part.segment)
-                slot = self.totals.setdefault(day, [0, 0])
-                slot[0] += part.n_prediction
-                slot[1] += part.n_feedback
-                self.extents.setdefault(day, {})[part.segment] = part.offset + part.length
-        self.commits = len(commits)
-        self.last = commits[-1] if commits else None
-
-
-_SUMMARIES: dict[Path, _Summary] = {}
-_SUMMARIES_LOCK = threading.Lock()
-
-
-def _summary(root: Path) -> _Summary:
-    """The summary of every commit of the log at ``root`` (kept per process, extended with
-    the commits added since; built anew when the journal was replaced)."""
-    commits = committed(root)
-    key = root.resolve()
-    with _SUMMARIES_LOCK:
-        summary = _SUMMARIES.get(key)
-        if summary is None or not summary.follows(commits):
-            summary = _SUMMARIES[key] = _Summary()
-        summary.add(commits)
-        return _Summary(
-            summary.commits,
-            summary.last,
-            {day: list(slot) for day, slot in summary.totals.items()},
-            {day: dict(ends) for day, ends in summary.extents.items()},
-        )
-
-
-def count_events(root: Path, dates: Collection[str] | None = None) -> LogCounts:
-    """Committed events of each kind (on ``dates`` only, if given), from the journal alone."""
-    totals = _summary(root).totals
-    chosen = totals.values() if dates is None else [totals[d] for d in set(dates) if d in totals]
-    return LogCounts(sum(slot[0] for slot in chosen), sum(slot[1] for slot in chosen))
-
-
-def counts_by_date(root: Path) -> dict[str, LogCounts]:
-    """Committed events of each kind per event date (``YYYY-MM-DD``), in date order."""
-    totals = _summary(root).totals
-    return {day: LogCounts(*totals[day]) for day in sorted(totals)}
-
-
-def partition_fingerprints(root: Path) -> dict[str, str]:
-    """Per event date, a string that changes whenever events of that date are committed
-    (the committed extents of its segments)."""
-    extents = _summary(root).extents
-    return {
-        day: ",".join(f"{key.split('/', 1)[1]}:{end}" for key, end in sorted(ends.items()))
-        for day, ends in sorted(extents.items())
-    }
-
-
-def partition_fingerprint(root: Path, day: str) -> str:
-    """The fingerprint of one date ("" when it has no events)."""
-    return partition_fingerprints(root).get(day, "")
+__all__ = [
+    "DECODED_CACHE_ROWS",
+    "EVENT_FIELDS",
+    "Entries",
+    "LogCounts",
+    "count_events",
+    "counts_by_date",
+    "events_to_frame",
+    "partition_fingerprint",
+    "partition_fingerprints",
+    "read_entries",
+    "read_events",
+    "read_lines",
+    "received_time",
+]
 
 
 class _SegmentCache:
@@ -176,15 +77,6 @@ class _SegmentCache:
                 f"{part.offset} is missing or damaged"
             )
         return frame
-
-
-@dataclass(frozen=True)
-class Entries:
-    """Committed lines of one kind with their log offsets and commit times (unix µs)."""
-
-    offsets: list[int]
-    lines: list[bytes]
-    received_us: list[int]
 
 
 @dataclass(frozen=True)
@@ -292,12 +184,12 @@ def read_events(
 
     pieces = _pieces(root, kind, limit, dates, since)
     if not pieces:
-        return _decode(Entries([], [], []), kind)
+        return decode_entries(Entries([], [], []), kind)
     key = str(root.resolve())
     decoded = [_DECODED.get(key, piece, kind) for piece in pieces]
     frames = _same_schema(decoded)
     if frames is None:
-        return _decode(_entries(pieces), kind)
+        return decode_entries(_entries(pieces), kind)
     frames = [
         f if p.skip == 0 and p.count == f.height else f.slice(p.skip, p.count - p.skip)
         for f, p in zip(frames, pieces, strict=True)
@@ -332,17 +224,6 @@ def _same_schema(decoded: Sequence[_Decoded]) -> list[pl.DataFrame] | None:
         )
         for d in decoded
     ]
-
-
-def _decode(entries: Entries, kind: EventKind) -> pl.DataFrame:
-    event_type: Any = EVENT_TYPES[kind]
-    events = msgspec.json.Decoder(list[event_type]).decode(b"[" + b",".join(entries.lines) + b"]")
-    received = [received_time(us) for us in entries.received_us]
-    events = [
-        msgspec.structs.replace(event, received_at=at)
-        for event, at in zip(events, received, strict=True)
-    ]
-    return events_to_frame(events, kind, entries.offsets)
 
 
 @dataclass(frozen=True)
@@ -390,7 +271,7 @@ class _DecodedFrames:
                 return cached
         lines = frame.lines()
         decoded = _Decoded.of(
-            _decode(
+            decode_entries(
                 Entries(
                     list(range(piece.base, piece.base + len(lines))),
                     lines,
@@ -418,49 +299,3 @@ class _DecodedFrames:
 #: Rows of decoded frames kept per process (a few hundred bytes each).
 DECODED_CACHE_ROWS = 250_000
 _DECODED = _DecodedFrames(DECODED_CACHE_ROWS)
-
-
-def events_to_frame(
-    events: Sequence[FeedbackEvent | PredictionEvent],
-    kind: EventKind,
-    offsets: Sequence[int] | None = None,
-) -> pl.DataFrame:
-    import polars as pl
-
-    columns = _COLUMNS[kind]
-    rows: list[dict[str, Any]] = []
-    for offset, event in enumerate(events):
-        row = {name: getattr(event, name, None) for name in columns[1:]}
-        row["kind"] = kind
-        row["log_offset"] = offsets[offset] if offsets is not None else offset
-        for name in ("label", "prediction"):
-            if row.get(name) is not None:
-                row[name] = str(row[name])
-        row["features"] = getattr(event, "features", None)
-        if kind == "prediction":
-            row["scores"] = getattr(event, "scores", None)
-        rows.append(row)
-    schema: dict[str, Any] = {
-        "log_offset": pl.Int64,
-        "event_id": pl.String,
-        "kind": pl.String,
-        "schema_version": pl.Int32,
-        "timestamp": pl.Datetime("us", "UTC"),
-        "received_at": pl.Datetime("us", "UTC"),
-    }
-    for name in columns[len(_COMMON) :]:
-        schema[name] = pl.Float64 if name == "value" else pl.String
-    if not rows:
-        structs = ["features", "scores"] if kind == "prediction" else ["features"]
-        return pl.DataFrame(schema={**schema, **dict.fromkeys(structs, pl.Null)})
-    frame = pl.from_dicts(rows, infer_schema_length=None)
-    frame = frame.with_columns(
-        [pl.col(name).cast(dtype) for name, dtype in schema.items() if name in frame.columns]
-    )
-    structs = ["features", "scores"] if kind == "prediction" else ["features"]
-    for name in structs:
-        dtype = frame.schema.get(name)
-        if isinstance(dtype, pl.Struct) and not dtype.fields:
-            # only empty objects: a struct without fields cannot be written to Parquet
-            frame = frame.with_columns(pl.lit(None, dtype=pl.Null).alias(name))
-    return frame.select(*schema, *structs)  # the same columns, in the same order, as empty

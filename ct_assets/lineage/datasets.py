@@ -19,7 +19,8 @@ import polars as pl
 
 from ct_assets import keys
 from ct_assets.data.dataset import META_COLUMNS, SPLIT, value_counts
-from ct_assets.eventlog.reader import counts_by_date, read_events
+from ct_assets.eventlog.counts import counts_by_date
+from ct_assets.eventlog.reader import read_events
 from ct_assets.lineage.events import table_files
 from ct_assets.settings import Settings
 

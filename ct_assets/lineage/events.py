@@ -18,7 +18,9 @@ import polars as pl
 
 from ct_assets import keys
 from ct_assets.data.tables import TableStore
-from ct_assets.eventlog.reader import EVENT_FIELDS, counts_by_date, read_entries, received_time
+from ct_assets.eventlog.counts import counts_by_date
+from ct_assets.eventlog.decode import EVENT_FIELDS, received_time
+from ct_assets.eventlog.reader import read_entries
 from ct_assets.schema import EVENT_TYPES, EventKind
 from ct_assets.settings import Settings
 

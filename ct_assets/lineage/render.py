@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ct_assets.eventlog.reader import EVENT_FIELDS
+from ct_assets.eventlog.decode import EVENT_FIELDS
 from ct_assets.lineage.events import NOT_CURATED
 
 
