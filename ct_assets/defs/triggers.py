@@ -19,16 +19,10 @@ from ct_assets.defs.resources import (
     EventLogResource,
     RegistryResource,
 )
+from ct_assets.defs.retrain_requests import Monitor, Tick, retrain_in_flight, retrain_request
 from ct_assets.settings import Settings
 from ct_assets.triggers.evidence import LabeledCounter, champion_examples, champion_predictions
 from ct_assets.triggers.volume import volume_decision
-
-IN_FLIGHT = [
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-]
 
 DRIFT_MONITOR_SPEC = dg.AssetSpec(
     keys.DRIFT_MONITOR,
@@ -50,74 +44,6 @@ PERFORMANCE_MONITOR_SPEC = dg.AssetSpec(
         "promotion) and the one-sided binomial p-value, charted over time."
     ),
 )
-
-
-def retrain_request(
-    trigger: str, reason: str, mode: str, evidence: str, tags: dict[str, str] | None = None
-) -> dg.RunRequest:
-    """A run of the retrain job, keyed by its evidence so it is never requested twice;
-    ``tags``: more run tags (e.g. the change point the dataset starts at)."""
-    return dg.RunRequest(
-        run_key=f"{trigger}-{evidence}",
-        tags={
-            **(tags or {}),
-            keys.RUN_TAG_TRIGGER: trigger,
-            keys.RUN_TAG_REASON: reason[:1000],
-            keys.RUN_TAG_MODE: mode,
-            keys.RUN_TAG_JOB: keys.RETRAIN_JOB,
-        },
-    )
-
-
-def retrain_in_flight(instance: dg.DagsterInstance) -> str | None:
-    """The id of a retrain run queued or running, if any: triggers wait for it."""
-    runs = instance.get_runs(
-        dg.RunsFilter(tags={keys.RUN_TAG_JOB: keys.RETRAIN_JOB}, statuses=IN_FLIGHT), limit=1
-    )
-    return runs[0].run_id if runs else None
-
-
-def _outcome(
-    context: dg.SensorEvaluationContext,
-    cursor: dict[str, Any],
-    *,
-    trigger: str,
-    word: str,
-    fire: bool,
-    reason: str,
-    mode: str,
-    version: str,
-    position: int,
-    cooldown: int,
-    unit: str,
-    event: dg.AssetMaterialization,
-    tags: dict[str, str] | None = None,
-) -> dg.SensorResult:
-    """What a monitoring sensor does with a decision about champion ``version`` at log
-    ``position``: skip with the reason; skip while a request for the same champion is
-    younger than ``cooldown`` (no retrain storm); keep the evidence (cursor unchanged)
-    while a retrain is in flight; or request a retrain. Every evaluation is recorded."""
-    state = {**cursor, "champion": version, "checked_at": position}
-
-    def skip(message: str, kept: str | None = json.dumps(state)) -> dg.SensorResult:
-        return dg.SensorResult(
-            skip_reason=dg.SkipReason(message), cursor=kept, asset_events=[event]
-        )
-
-    if not fire:
-        return skip(f"no {word}: {reason}")
-    since = position - int(cursor.get("fired_at", 0))
-    if cursor.get("fired_for") == version and since < cooldown:
-        return skip(
-            f"{word} persists ({reason}); a retrain was already requested for champion "
-            f"v{version} {since} {unit} ago (cooldown {cooldown})"
-        )
-    if retrain_in_flight(context.instance) is not None:
-        # evaluate again once it is done
-        return skip(f"{word} ({reason}), but a retrain is in flight", context.cursor)
-    state.update(fired_for=version, fired_at=position)
-    request = retrain_request(trigger, reason, mode, f"v{version}-{position}", tags)
-    return dg.SensorResult(run_requests=[request], cursor=json.dumps(state), asset_events=[event])
 
 
 def build_volume_sensor(
@@ -180,8 +106,15 @@ def build_drift_sensor(
         min_window=settings.drift_min_window,
         detector=settings.drift_detector,  # type: ignore[arg-type]
     )
-    cooldown = settings.drift_cooldown_predictions
     mode = settings.drift_mode
+    monitor = Monitor(
+        "drift",
+        "drift",
+        mode,
+        settings.drift_cooldown_predictions,
+        "predictions",
+        keys.DRIFT_MONITOR,
+    )
     drift_root = settings.drift_dir
 
     @dg.sensor(
@@ -196,7 +129,7 @@ def build_drift_sensor(
             f"correction at p {config.p_val}, KS on scores; a change counts only when its "
             f"distance is at least {config.min_distance}. Evaluates once {config.min_window} "
             "new predictions were logged; fires once per champion until "
-            f"{cooldown} more predictions passed; waits while a retrain is in flight."
+            f"{monitor.cooldown} more predictions passed; waits while a retrain is in flight."
         ),
     )
     def drift_sensor(
@@ -212,22 +145,16 @@ def build_drift_sensor(
             prediction_scores,
         )
 
-        cursor = json.loads(context.cursor) if context.cursor else {}
-        champion = latest_metadata(context.instance, keys.CHAMPION_MODEL) or {}
-        version = str(champion.get(keys.META_MODEL_VERSION, ""))
+        tick = Tick.read(context, monitor)
+        version = tick.version
         if not version:
             return dg.SensorResult(skip_reason=dg.SkipReason("no champion yet"))
         log = event_log.log()
         position = log.counts().prediction
-        checked = int(cursor.get("checked_at", 0)) if cursor.get("champion") == version else 0
-        if position - checked < config.min_window:
-            return dg.SensorResult(
-                skip_reason=dg.SkipReason(
-                    f"{position - checked} predictions logged since the last drift check of "
-                    f"champion v{version} < {config.min_window}"
-                )
-            )
-        dataset_version = str(champion.get(keys.META_DATASET_VERSION, ""))
+        since = "predictions logged since the last drift check"
+        if (skip := tick.too_soon(position, config.min_window, since)) is not None:
+            return skip
+        dataset_version = str(tick.champion.get(keys.META_DATASET_VERSION, ""))
 
         def build() -> Any:
             reg = registry.registry()
@@ -239,36 +166,22 @@ def build_drift_sensor(
         recent = champion_predictions(log, version, config.max_window)
         scores = prediction_scores(recent, reference.classes) if recent.height else None
         decision = check_drift(reference, recent, scores, config)
-        reason = decision.reason()
         p_values = list(decision.feature_p_values.values())
-        event = dg.AssetMaterialization(
-            asset_key=keys.DRIFT_MONITOR,
-            metadata={
-                "champion_version": version,
-                "fire": decision.fire,
-                "min_feature_p_value": float(min(p_values)) if p_values else 1.0,
-                "drifted_features": len(decision.drifted_features),
-                "score_p_value": float(decision.score_p_value)
-                if decision.score_p_value is not None
-                else 1.0,
-                "window_rows": decision.window_rows,
-                "reason": reason,
-                "details": dg.MetadataValue.json(decision.to_dict()),
-            },
-        )
-        return _outcome(
-            context,
-            cursor,
-            trigger="drift",
-            word="drift",
+        figures = {
+            "fire": decision.fire,
+            "min_feature_p_value": float(min(p_values)) if p_values else 1.0,
+            "drifted_features": len(decision.drifted_features),
+            "score_p_value": float(decision.score_p_value)
+            if decision.score_p_value is not None
+            else 1.0,
+            "window_rows": decision.window_rows,
+        }
+        return tick.outcome(
+            position,
             fire=decision.fire,
-            reason=reason,
-            mode=mode,
-            version=version,
-            position=position,
-            cooldown=cooldown,
-            unit="predictions",
-            event=event,
+            reason=decision.reason(),
+            figures=figures,
+            details=decision.to_dict(),
         )
 
     return drift_sensor
@@ -288,6 +201,10 @@ def build_performance_sensor(
     )
     change_config = ChangeConfig(delta=settings.change_delta, max_window=settings.change_window)
     mode = settings.performance_mode
+    window = config.window or 1000
+    monitor = Monitor(
+        "performance", "decay", mode, window, "feedback events", keys.PERFORMANCE_MONITOR
+    )
     models: dict[str, Any] = {}
 
     @dg.sensor(
@@ -313,26 +230,19 @@ def build_performance_sensor(
         from ct_assets.triggers.decay import decide_decay
         from ct_assets.triggers.performance import outcome_stream
 
-        cursor = json.loads(context.cursor) if context.cursor else {}
-        champion = latest_metadata(context.instance, keys.CHAMPION_MODEL) or {}
-        version = str(champion.get(keys.META_MODEL_VERSION, ""))
-        baseline = champion.get(keys.META_BASELINE_ACCURACY)
+        tick = Tick.read(context, monitor)
+        version = tick.version
+        baseline = tick.champion.get(keys.META_BASELINE_ACCURACY)
         if not version or baseline is None:
             return dg.SensorResult(
                 skip_reason=dg.SkipReason("no champion with a baseline accuracy yet")
             )
         log = event_log.log()
         position = log.counts().feedback
-        checked = int(cursor.get("checked_at", 0)) if cursor.get("champion") == version else 0
         step = max(1, config.min_samples // 2)
-        if position - checked < step:
-            return dg.SensorResult(
-                skip_reason=dg.SkipReason(
-                    f"{position - checked} feedback events since the last check of champion "
-                    f"v{version} < {step}"
-                )
-            )
-        window = config.window or 1000
+        since = "feedback events since the last check"
+        if (skip := tick.too_soon(position, step, since)) is not None:
+            return skip
         examples = champion_examples(log, version, max(2 * window, change_config.max_window))
         if version not in models:
             models.clear()
@@ -340,36 +250,23 @@ def build_performance_sensor(
         model = models[version]
         outcomes = outcome_stream(examples, model, last=max(window, change_config.max_window))
         decay = decide_decay(outcomes, float(baseline), config, change_config, model.spec.classes)
-        decision, change, reason = decay.performance, decay.change, decay.reason
+        decision, change = decay.performance, decay.change
+        figures = {
+            "fire": decision.fire,
+            "accuracy": float(decision.metric) if decision.n else float("nan"),
+            "baseline": float(baseline),
+            "p_value": float(decision.p_value),
+            "labeled_events": decision.n,
+            "change_found": change.found,
+            "change_rows_since": change.rows_since,
+        }
         tags = {keys.RUN_TAG_WINDOW_START: decay.window_start} if decay.window_start else {}
-        event = dg.AssetMaterialization(
-            asset_key=keys.PERFORMANCE_MONITOR,
-            metadata={
-                "champion_version": version,
-                "fire": decision.fire,
-                "accuracy": float(decision.metric) if decision.n else float("nan"),
-                "baseline": float(baseline),
-                "p_value": float(decision.p_value),
-                "labeled_events": decision.n,
-                "change_found": change.found,
-                "change_rows_since": change.rows_since,
-                "reason": reason,
-                "details": dg.MetadataValue.json(decay.to_dict()),
-            },
-        )
-        return _outcome(
-            context,
-            cursor,
-            trigger="performance",
-            word="decay",
+        return tick.outcome(
+            position,
             fire=decay.fire,
-            reason=reason,
-            mode=mode,
-            version=version,
-            position=position,
-            cooldown=window,
-            unit="feedback events",
-            event=event,
+            reason=decay.reason,
+            figures=figures,
+            details=decay.to_dict(),
             tags=tags,
         )
 
