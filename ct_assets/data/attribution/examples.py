@@ -157,24 +157,17 @@ def attribute_feedback(
     features = _features_expr(
         _struct_fields(joined, OWN_FEATURES_COLUMN), _struct_fields(joined, _LOGGED), has_own
     )
+    derived = {
+        "log_offset": pl.col("log_offset").cast(pl.Int64),
+        "label": pl.col(LABEL_COLUMN).cast(pl.String),
+        "label_source": pl.col(LABEL_SOURCE_COLUMN),
+        "source": pl.col("source").cast(pl.String),
+        "user_id": pl.col("user_id").cast(pl.String),
+        "features": features,
+    }
     return (
         joined.filter(resolved)
-        .select(
-            "event_id",
-            pl.col("log_offset").cast(pl.Int64),
-            "timestamp",
-            "prediction_id",
-            "prediction_time",
-            "model_version",
-            "arm",
-            "served_prediction",
-            pl.col(LABEL_COLUMN).cast(pl.String).alias("label"),
-            pl.col(LABEL_SOURCE_COLUMN).alias("label_source"),
-            pl.col("source").cast(pl.String),
-            pl.col("user_id").cast(pl.String),
-            features.alias("features"),
-            *carried,
-        )
+        .select(*[derived.get(c, pl.col(c)).alias(c) for c in EXAMPLE_COLUMNS], *carried)
         .sort(["timestamp", "log_offset"], maintain_order=True)
     )
 
