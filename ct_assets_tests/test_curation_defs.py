@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -18,8 +19,10 @@ from dagster._core.storage.tags import (
 )
 
 from ct_assets import keys
+from ct_assets.data.reference import ReferenceSchema
 from ct_assets.defs import build_definitions
 from ct_assets.eventlog import EventLog
+from ct_assets.pipeline.curation import load_reference
 from ct_assets.schema import convert_record, validate_events
 from ct_assets.settings import Settings
 from ct_assets.simulate import SimulationSpec, simulate_events
@@ -114,6 +117,16 @@ def test_every_feedback_event_ends_in_exactly_one_state_per_partition(
     assert len(quarantined_ids - flip_ids) <= 0.02 * clean, "clean feedback stays accepted"
 
 
+def _materialized(result: dg.ExecuteInProcessResult) -> dict[str, dict[str, Any]]:
+    """The metadata of each asset the run materialized, by asset key."""
+    return {
+        e.materialization.asset_key.to_user_string(): {
+            k: getattr(v, "value", v) for k, v in e.materialization.metadata.items()
+        }
+        for e in result.get_asset_materialization_events()
+    }
+
+
 def test_dataset_version_is_reproducible_and_moves_with_one_more_event(
     settings: Settings,
 ) -> None:
@@ -127,8 +140,19 @@ def test_dataset_version_is_reproducible_and_moves_with_one_more_event(
     def version(instance: dg.DagsterInstance) -> tuple[str, dict[str, Any]]:
         result = job.execute_in_process(instance=instance, resources=defs.resources)
         assert result.success
-        (event,) = result.get_asset_materialization_events()
-        meta = {k: getattr(v, "value", v) for k, v in event.materialization.metadata.items()}
+        materialized = _materialized(result)
+        assert set(materialized) == {keys.TRAINING_DATASET, keys.REFERENCE_SCHEMA}
+        meta = materialized[keys.TRAINING_DATASET]
+        # the reference schema inferred from this dataset, the one the next curation reads
+        reference = materialized[keys.REFERENCE_SCHEMA]
+        assert reference[keys.META_DATASET_VERSION] == meta[keys.META_DATASET_VERSION]
+        assert reference["reference_version"] == meta["reference_version"]
+        assert Path(reference["path"]) == settings.reference_dir / "latest.json"
+        for file in (reference["path"], reference["dataset_copy"]):
+            assert ReferenceSchema.load(Path(file)).version == meta["reference_version"]
+        read = load_reference(settings.reference_dir)
+        assert read is not None and read.version == meta["reference_version"]
+        assert reference["checked_features"] == len(read.checked_features()) > 0
         checks = {
             e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data.passed
             for e in result.all_events
@@ -237,8 +261,7 @@ def test_training_dataset_curates_again_only_the_dates_a_late_event_touches(
     def materialize(instance: dg.DagsterInstance) -> dict[str, Any]:
         result = job.execute_in_process(instance=instance, resources=defs.resources)
         assert result.success
-        (event,) = result.get_asset_materialization_events()
-        return {k: getattr(v, "value", v) for k, v in event.materialization.metadata.items()}
+        return _materialized(result)[keys.TRAINING_DATASET]
 
     with dg.instance_for_test() as instance:
         first = materialize(instance)

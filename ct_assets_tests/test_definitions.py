@@ -23,6 +23,7 @@ EXPECTED_ASSETS = {
     keys.ATTRIBUTED_EXAMPLES,
     keys.LABELING_QUEUE,
     keys.TRAINING_DATASET,
+    keys.REFERENCE_SCHEMA,
     keys.CANDIDATE_MODEL,
     keys.VALIDATION_REPORT,
     keys.CHAMPION_MODEL,
@@ -106,6 +107,17 @@ def test_every_asset_check_job_and_sensor_is_defined(settings: Settings) -> None
         "registry",
         "training_config",
     }
+
+
+def test_curation_depends_on_the_reference_schema_the_dataset_records(settings: Settings) -> None:
+    """The graph shows the file curation validates against: an asset upstream of
+    validated_feedback, recorded by training_dataset's step (not materialized on its own)."""
+    graph = build_definitions(settings).resolve_asset_graph()
+    reference = dg.AssetKey(keys.REFERENCE_SCHEMA)
+    assert reference in graph.get(dg.AssetKey(keys.VALIDATED_FEEDBACK)).parent_keys
+    node = graph.get(reference)
+    assert node.group_name == keys.CURATION
+    assert not node.parent_keys and not node.is_materializable
 
 
 def test_assets_have_groups_kinds_and_descriptions(settings: Settings) -> None:

@@ -12,7 +12,7 @@ from ct_assets.defs.canary import (
     canary_job,
 )
 from ct_assets.defs.curation import build_daily_assets, labeling_queue
-from ct_assets.defs.dataset import build_training_dataset
+from ct_assets.defs.dataset import REFERENCE_SCHEMA_SPEC, build_training_dataset
 from ct_assets.defs.deployment import champion_model, deployment_history
 from ct_assets.defs.ingestion import build_raw_partitions_sensor, daily_partitions
 from ct_assets.defs.jobs import (
@@ -65,6 +65,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     assets: list[dg.AssetsDefinition | dg.AssetSpec] = [
         build_daily_assets(settings.partition_start_date),
         build_training_dataset(settings),
+        REFERENCE_SCHEMA_SPEC,
         *ASSETS,
         DRIFT_MONITOR_SPEC,
         PERFORMANCE_MONITOR_SPEC,

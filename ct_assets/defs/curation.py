@@ -234,7 +234,7 @@ def build_daily_assets(start_date: str) -> dg.AssetsDefinition:
     specs = [
         spec(keys.RAW_FEEDBACK, keys.INGESTION, RAW_FEEDBACK_DESCRIPTION, []),
         spec(keys.RAW_PREDICTIONS, keys.INGESTION, RAW_PREDICTIONS_DESCRIPTION, []),
-        spec(VALIDATED, keys.CURATION, VALIDATED_DESCRIPTION, raw),
+        spec(VALIDATED, keys.CURATION, VALIDATED_DESCRIPTION, [*raw, keys.REFERENCE_SCHEMA]),
         spec(QUARANTINE, keys.CURATION, QUARANTINE_DESCRIPTION, [VALIDATED]),
         spec(EXAMPLES, keys.CURATION, EXAMPLES_DESCRIPTION, [VALIDATED]),
     ]

@@ -1,5 +1,6 @@
 """The training dataset: a window of attributed examples compiled into an immutable,
-content-hashed version, with its blocking checks."""
+content-hashed version, with its blocking checks; and the reference schema inferred from it,
+which the next curation validates feedback against."""
 
 from collections.abc import Iterator
 from typing import Any
@@ -26,6 +27,22 @@ EXAMPLES = keys.ATTRIBUTED_EXAMPLES
 
 def _json(value: Any) -> dg.MetadataValue:  # type: ignore[type-arg]
     return dg.MetadataValue.json(value)
+
+
+REFERENCE_SCHEMA_SPEC = dg.AssetSpec(
+    keys.REFERENCE_SCHEMA,
+    group_name=keys.CURATION,
+    kinds={"json"},
+    description=(
+        "What valid feedback looks like: per feature its kind, range or categories and "
+        "missing share, and the labels seen, inferred from the train split of each "
+        "training dataset and recorded by training_dataset's step (`<version>.reference.json` "
+        "beside the dataset, and CT_HOME/reference/latest.json, corrected by "
+        "reference/overrides.json where present). Curation validates each date against the "
+        "latest. The graph draws no edge from training_dataset, which is built from that "
+        "curation (it would close a cycle): each materialization names its dataset version."
+    ),
+)
 
 
 def build_training_dataset(settings: Settings) -> dg.AssetsDefinition:
@@ -69,7 +86,7 @@ def training_dataset(
     dataset_store: DatasetStoreResource,
     training_config: TrainingConfigResource,
     curation: CurationResource,
-) -> Iterator[dg.Output[DatasetHandoff] | dg.AssetCheckResult]:
+) -> Iterator[dg.Output[DatasetHandoff] | dg.AssetMaterialization | dg.AssetCheckResult]:
     try:
         build = build_dataset(
             event_log.log(),
@@ -91,6 +108,7 @@ def training_dataset(
     except DatasetBuildError as exc:
         raise dg.Failure(str(exc)) from exc
     yield handoff_output(dataset_handoff(build), dataset_metadata(build), build.info.version)
+    yield dg.AssetMaterialization(keys.REFERENCE_SCHEMA, metadata=reference_metadata(build))
     yield from dataset_checks(build, curation.max_quarantine_rate)
 
 
@@ -135,6 +153,20 @@ def dataset_metadata(build: DatasetBuild) -> dict[str, Any]:
             "\n".join(f"- `{label}`: {count}" for label, count in build.label_counts)
         ),
         "preview": dg.MetadataValue.md(preview_markdown(build.head.drop("timestamp"))),
+    }
+
+
+def reference_metadata(build: DatasetBuild) -> dict[str, Any]:
+    """``reference_schema``'s metadata: its version, files and size, and its dataset."""
+    reference = build.reference
+    return {
+        "reference_version": reference.version,
+        keys.META_DATASET_VERSION: build.info.version,
+        "path": dg.MetadataValue.path(str(build.reference_path)),
+        "dataset_copy": dg.MetadataValue.path(str(build.reference_copy)),
+        "features": len(reference.features),
+        "checked_features": len(reference.checked_features()),
+        "labels": len(reference.labels) if reference.labels is not None else 0,
     }
 
 

@@ -49,7 +49,9 @@ class DatasetBuild:
     ``label_counts``: rows per label (sorted by label); ``train_classes``: labels in the
     train split. ``null_rates``: share of missing values of each feature that has any.
     ``schema_changes``: features added or removed against the reference schema from
-    before this build.
+    before this build. ``reference``: the reference schema inferred from the train split,
+    written beside the dataset (``reference_copy``) and as the latest one that curation
+    reads (``reference_path``).
     """
 
     info: DatasetInfo
@@ -61,11 +63,17 @@ class DatasetBuild:
     head: pl.DataFrame
     by_window_part: dict[str, int]
     statuses: dict[str, int]
-    reference_version: str
+    reference: ReferenceSchema
+    reference_path: Path
+    reference_copy: Path
     label_counts: tuple[tuple[Any, int], ...]
     train_classes: int
     null_rates: dict[str, float]
     schema_changes: dict[str, list[str]]
+
+    @property
+    def reference_version(self) -> str:
+        return self.reference.version
 
     @property
     def quarantine_rate(self) -> float:
@@ -160,8 +168,8 @@ def build_dataset(
     dataset = pl.scan_parquet(info.path)
     train = dataset.filter(pl.col("split") == "train")
     reference = infer_reference_from_columns(train, info.feature_names)
-    reference.save(datasets_dir / f"{info.version}.reference.json")
-    reference.save(reference_folder / "latest.json")
+    reference_copy = reference.save(datasets_dir / f"{info.version}.reference.json")
+    reference_path = reference.save(reference_folder / "latest.json")
     labels = dataset.group_by("label").len().sort("label").collect()
     return DatasetBuild(
         info=info,
@@ -173,7 +181,9 @@ def build_dataset(
         head=dataset.head(5).collect(),
         by_window_part=_counts(dataset, "window_part"),
         statuses=status_counts(validated),
-        reference_version=reference.version,
+        reference=reference,
+        reference_path=reference_path,
+        reference_copy=reference_copy,
         label_counts=tuple((row["label"], int(row["len"])) for row in labels.iter_rows(named=True)),
         train_classes=int(train.select(pl.col("label").n_unique()).collect().item()),
         null_rates=_null_rates(dataset, info),
