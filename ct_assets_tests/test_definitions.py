@@ -120,6 +120,29 @@ def test_curation_depends_on_the_reference_schema_the_dataset_records(settings: 
     assert not node.parent_keys and not node.is_materializable
 
 
+def test_sensors_run_from_the_start_and_the_retrain_schedule_waits_to_be_switched_on(
+    settings: Settings,
+) -> None:
+    defs = build_definitions(settings)
+    for name in (
+        keys.VOLUME_SENSOR,
+        keys.DRIFT_SENSOR,
+        keys.PERFORMANCE_SENSOR,
+        keys.CANARY_SENSOR,
+    ):
+        sensor = defs.resolve_sensor_def(name)
+        assert sensor.default_status == dg.DefaultSensorStatus.RUNNING, name
+        assert sensor.minimum_interval_seconds == settings.sensor_interval_seconds, name
+    schedule = defs.resolve_schedule_def(keys.RETRAIN_SCHEDULE)
+    assert schedule.cron_schedule == settings.retrain_cron
+    assert schedule.execution_timezone == "UTC"
+    assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
+    assert schedule.tags[keys.RUN_TAG_TRIGGER] == "schedule"
+    switched_on = build_definitions(replace(settings, retrain_schedule_on=True))
+    on = switched_on.resolve_schedule_def(keys.RETRAIN_SCHEDULE)
+    assert on.default_status == dg.DefaultScheduleStatus.RUNNING
+
+
 def test_assets_have_groups_kinds_and_descriptions(settings: Settings) -> None:
     graph = build_definitions(settings).resolve_asset_graph()
     groups = {}

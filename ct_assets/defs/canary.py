@@ -9,6 +9,7 @@ import numpy as np
 import polars as pl
 
 from ct_assets import keys
+from ct_assets.defs.automation import running_sensor
 from ct_assets.defs.resources import EventLogResource, RegistryResource
 from ct_assets.eventlog import EventLog
 from ct_assets.eventlog.recent import newest_dates
@@ -259,12 +260,11 @@ canary_job = dg.define_asset_job(
 def build_canary_sensor(settings: Settings, job: Any) -> dg.SensorDefinition:
     step = max(1, settings.canary_min_samples // 3)
 
-    @dg.sensor(
-        name=keys.CANARY_SENSOR,
-        job=job,
-        minimum_interval_seconds=settings.sensor_interval_seconds,
-        default_status=dg.DefaultSensorStatus.RUNNING,
-        description=(
+    @running_sensor(
+        settings,
+        keys.CANARY_SENSOR,
+        job,
+        (
             "While the deployment mode is canary, ab or shadow and a challenger exists, "
             f"launches the canary analysis and shadow evaluation each time {step} more "
             "feedback events arrived."

@@ -8,6 +8,7 @@ import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from ct_assets import keys
+from ct_assets.defs.automation import utc_schedule
 from ct_assets.defs.observability import retrain_assets
 from ct_assets.settings import Settings
 
@@ -85,12 +86,11 @@ def build_monitoring_schedule(
     settings: Settings, job: UnresolvedAssetJobDefinition
 ) -> dg.ScheduleDefinition:
     cron = settings.monitoring_cron
-    return dg.ScheduleDefinition(
-        name=keys.MONITORING_SCHEDULE,
-        job=job,
-        cron_schedule=cron,
-        execution_timezone="UTC",
-        default_status=dg.DefaultScheduleStatus.RUNNING,
+    return utc_schedule(
+        keys.MONITORING_SCHEDULE,
+        job,
+        cron,
+        running=True,
         tags={keys.RUN_TAG_JOB: keys.MONITORING_JOB},
         description=(
             f"Refreshes the monitoring assets on cron '{cron}' (UTC, CT_MONITORING_CRON) so "

@@ -12,6 +12,7 @@ import polars as pl
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from ct_assets import keys
+from ct_assets.defs.automation import running_sensor, utc_schedule
 from ct_assets.defs.metadata import latest_metadata
 from ct_assets.defs.resources import (
     CurationResource,
@@ -53,12 +54,11 @@ def build_volume_sensor(
     mode = settings.volume_mode
     counter = LabeledCounter()
 
-    @dg.sensor(
-        name=keys.VOLUME_SENSOR,
-        job=job,
-        minimum_interval_seconds=settings.sensor_interval_seconds,
-        default_status=dg.DefaultSensorStatus.RUNNING,
-        description=(
+    @running_sensor(
+        settings,
+        keys.VOLUME_SENSOR,
+        job,
+        (
             f"Retrains ({mode}) when {threshold} labeled feedback events arrived since the "
             "champion's dataset cutoff. Waits while a retrain is in flight."
         ),
@@ -117,12 +117,11 @@ def build_drift_sensor(
     )
     drift_root = settings.drift_dir
 
-    @dg.sensor(
-        name=keys.DRIFT_SENSOR,
-        job=job,
-        minimum_interval_seconds=settings.sensor_interval_seconds,
-        default_status=dg.DefaultSensorStatus.RUNNING,
-        description=(
+    @running_sensor(
+        settings,
+        keys.DRIFT_SENSOR,
+        job,
+        (
             f"Retrains ({mode}) when the features of the champion's latest "
             f"{config.max_window} logged predictions (or its scores) drifted from its "
             f"training data: alibi-detect {config.detector} with {config.correction} "
@@ -207,12 +206,11 @@ def build_performance_sensor(
     )
     models: dict[str, Any] = {}
 
-    @dg.sensor(
-        name=keys.PERFORMANCE_SENSOR,
-        job=job,
-        minimum_interval_seconds=settings.sensor_interval_seconds,
-        default_status=dg.DefaultSensorStatus.RUNNING,
-        description=(
+    @running_sensor(
+        settings,
+        keys.PERFORMANCE_SENSOR,
+        job,
+        (
             f"Retrains ({mode}) when the champion's accuracy on the last {config.window} "
             "labeled feedback events attributed to its predictions is below its baseline "
             f"(holdout accuracy at promotion) minus {config.tolerance}, by an exact one-sided "
@@ -277,16 +275,11 @@ def build_retrain_schedule(
     settings: Settings, job: UnresolvedAssetJobDefinition
 ) -> dg.ScheduleDefinition:
     cron = settings.retrain_cron
-    return dg.ScheduleDefinition(
-        name=keys.RETRAIN_SCHEDULE,
-        job=job,
-        cron_schedule=cron,
-        execution_timezone="UTC",
-        default_status=(
-            dg.DefaultScheduleStatus.RUNNING
-            if settings.retrain_schedule_on
-            else dg.DefaultScheduleStatus.STOPPED
-        ),
+    return utc_schedule(
+        keys.RETRAIN_SCHEDULE,
+        job,
+        cron,
+        running=settings.retrain_schedule_on,
         tags={
             keys.RUN_TAG_TRIGGER: "schedule",
             keys.RUN_TAG_MODE: "full",
