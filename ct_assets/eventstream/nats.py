@@ -178,11 +178,14 @@ class NatsEventStream:
                     )
                 acks = await asyncio.gather(*futures)
         except (TimeoutError, nats.errors.Error) as exc:
+            acknowledged = sum(
+                1 for f in futures if f.done() and not f.cancelled() and f.exception() is None
+            )
             for future in futures:
                 future.cancel()
             raise StreamUnavailableError(
-                f"the stream acknowledged {sum(f.done() and not f.cancelled() for f in futures)}"
-                f" of {len(batch)} events: {exc!r}"
+                f"the stream acknowledged {acknowledged} of {len(batch)} events within "
+                f"{self.timeout:g} s ({type(exc).__name__}); nothing is acknowledged"
             ) from None
         duplicates = sum(1 for ack in acks if ack.duplicate)
         return AppendResult(len(batch) - duplicates, duplicates, [])
