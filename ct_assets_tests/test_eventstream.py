@@ -311,3 +311,20 @@ def test_bad_stream_settings_are_named(variable: str, value: str, complaint: str
     with pytest.raises(SettingsError, match=variable) as raised:
         Settings.from_env({variable: value})
     assert complaint in str(raised.value)
+
+
+def test_stream_consume_refuses_without_a_stream_and_names_an_unreachable_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ct_assets.cli import main
+    from ct_assets_tests.api_helpers import free_port
+
+    monkeypatch.setenv("CT_HOME", str(tmp_path / "home"))
+    assert main(["stream-consume", "--until-idle"]) == 2
+    assert "CT_EVENT_STORE=embedded" in capsys.readouterr().err
+
+    url = f"nats://127.0.0.1:{free_port()}"
+    for name, value in {**stream_env(url), "CT_NATS_TIMEOUT_SECONDS": "1"}.items():
+        monkeypatch.setenv(name, value)
+    assert main(["stream-consume", "--until-idle"]) == 1
+    assert f"no NATS server answered at {url}" in capsys.readouterr().err
