@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ct_assets.eventlog.committer import GroupCommitter, GroupStats
 from ct_assets.eventlog.writer import AppendResult, EventLogWriter, PreparedBatch
 from ct_assets.eventstream import EventStream
-from ct_assets.serving.inference_log import InferenceLog
+from ct_assets.serving.inference_log import InferenceLog, Submit
 from ct_assets.serving.models import ModelHolder
 
 if TYPE_CHECKING:
@@ -62,7 +62,7 @@ class ApiState:
         assert self.committer is not None
         return await asyncio.wrap_future(self.committer.submit(batch))
 
-    def _submit_function(self) -> Any:
+    def _submit_function(self) -> Submit:
         if self.committer is not None:
             return self.committer.submit
         stream = self.stream
