@@ -130,7 +130,16 @@ class Client(threading.Thread):
 def test_api_and_nats_killed_while_clients_post_every_acknowledged_event_logged_once(
     tmp_path: Path,
 ) -> None:
-    server: NatsServer = start_nats(tmp_path / "nats")
+    servers: list[NatsServer] = [start_nats(tmp_path / "nats")]
+    try:
+        run_clients_through_kills(tmp_path, servers)
+    finally:
+        for server in servers:
+            server.kill()
+
+
+def run_clients_through_kills(tmp_path: Path, servers: list[NatsServer]) -> None:
+    server = servers[0]
     home = tmp_path / "home"
     env = {**stream_env(server.url), "CT_NATS_TIMEOUT_SECONDS": "2"}
     api = start_api(home, env=env)
@@ -158,6 +167,7 @@ def test_api_and_nats_killed_while_clients_post_every_acknowledged_event_logged_
         server.kill()
         time.sleep(0.3)
         server = server.restart()
+        servers.append(server)
         for client in clients:
             client.join(180)
         for client in clients:
@@ -168,7 +178,6 @@ def test_api_and_nats_killed_while_clients_post_every_acknowledged_event_logged_
 
     settings = Settings.from_env({**env, "CT_HOME": str(home)})
     consume(settings)
-    server.kill()
     ids = log_ids(settings)
     acknowledged_ids = [i for c in clients for i in c.acknowledged]
     sent = set().union(*(c.sent for c in clients))
