@@ -118,6 +118,31 @@ def _cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cmd_stream_consume(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+
+    from ct_assets.eventstream import StreamUnavailableError
+    from ct_assets.eventstream.consumer import run_consumer
+
+    if settings.event_store == "embedded":
+        print("error: CT_EVENT_STORE=embedded: there is no stream to consume", file=sys.stderr)
+        return 2
+    try:
+        stats = asyncio.run(
+            run_consumer(
+                settings, consumer=args.durable, batch=args.batch, until_idle=args.until_idle
+            )
+        )
+    except StreamUnavailableError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"stored {stats.stored} events ({stats.duplicates} duplicates, {stats.rejected} "
+        f"rejected) in {stats.commits} commits to {settings.eventlog_dir}"
+    )
+    return 0
+
+
 def _cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from ct_assets.status import collect_status, render_status
 
@@ -469,6 +494,17 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--kind", choices=["feedback", "prediction"], required=True)
     export.add_argument("--out", required=True)
     export.set_defaults(func=_cmd_export)
+
+    consume = sub.add_parser(
+        "stream-consume",
+        help="materialize the event stream (CT_EVENT_STORE=nats) into the event log",
+    )
+    consume.add_argument("--batch", type=_positive, default=2000, help="messages per commit")
+    consume.add_argument("--durable", default="ct-eventlog", help="the durable consumer's name")
+    consume.add_argument(
+        "--until-idle", action="store_true", help="exit once nothing is pending (else: SIGTERM)"
+    )
+    consume.set_defaults(func=_cmd_stream_consume)
 
     status = sub.add_parser("status", help="champion, challenger, last trigger and retrain")
     status.add_argument("--json", action="store_true")

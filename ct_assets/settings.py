@@ -33,6 +33,7 @@ SECTIONS = (
     "core",
     "api",
     "eventlog",
+    "eventstream",
     "curation",
     "training",
     "gate",
@@ -152,6 +153,18 @@ def _drift_min_window(value: Any, s: Settings) -> str | None:
     if 1 <= value <= s.drift_window:
         return None
     return f"must be between 1 and CT_DRIFT_WINDOW ({s.drift_window})"
+
+
+def _nats_url(value: Any, _s: Settings) -> str | None:
+    if str(value).startswith(("nats://", "tls://")) and "," not in value and " " not in value:
+        return None
+    return "must be one nats:// or tls:// URL (the client learns the cluster's other servers)"
+
+
+def _stream_name(value: Any, _s: Settings) -> str | None:
+    if value and not any(c in value for c in " .*>/\\\t"):
+        return None
+    return "must be a JetStream stream name (no spaces, '.', '*', '>', '/' or '\\')"
 
 
 # --- parsers ----------------------------------------------------------------------------------
@@ -293,6 +306,52 @@ class Settings:
         parse=_non_negative_int,
         check=at_least(1),
         help="how often raw_partitions_sensor looks",
+    )
+
+    # --- eventstream: where the API sends accepted events (see ct_assets.eventstream) --------
+    event_store: str = setting(
+        "embedded",
+        env="CT_EVENT_STORE",
+        section="eventstream",
+        check=one_of("embedded", "nats"),
+        help="embedded: the API writes the log; nats: it publishes to JetStream",
+    )
+    nats_url: str = setting(
+        "nats://127.0.0.1:4222",
+        env="CT_NATS_URL",
+        section="eventstream",
+        uri=True,
+        check=_nats_url,
+        help="a NATS server of the cluster (the client learns the others from it)",
+    )
+    nats_stream: str = setting(
+        "CT_EVENTS",
+        env="CT_NATS_STREAM",
+        section="eventstream",
+        check=_stream_name,
+        help="JetStream stream (subjects <stream>.feedback, <stream>.prediction)",
+    )
+    nats_replicas: int = setting(
+        1,
+        env="CT_NATS_REPLICAS",
+        section="eventstream",
+        parse=_positive_int,
+        check=between(1, 5, closed="[]"),
+        help="replicas of a stream this creates (3 in production)",
+    )
+    nats_timeout_seconds: float = setting(
+        5.0,
+        env="CT_NATS_TIMEOUT_SECONDS",
+        section="eventstream",
+        parse=_positive_float,
+        help="longest wait for the stream's acknowledgements before a 503",
+    )
+    nats_ack_wait_seconds: float = setting(
+        60.0,
+        env="CT_NATS_ACK_WAIT_SECONDS",
+        section="eventstream",
+        parse=_positive_float,
+        help="a delivery the log's consumer has not acknowledged this long is sent again",
     )
 
     # --- curation: feedback validation, dataset compilation, the labeling queue --------------

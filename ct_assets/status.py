@@ -7,6 +7,7 @@ from typing import Any
 
 from ct_assets import keys
 from ct_assets.eventlog import EventLog
+from ct_assets.eventstream import event_store_backend
 from ct_assets.settings import Settings
 from ct_assets.uris import redact_uri
 
@@ -169,8 +170,8 @@ def _backends(settings: Settings) -> dict[str, Any]:
         "tracking_uri": redact_uri(settings.tracking_uri),
         "artifact_root": redact_uri(settings.artifact_root),
         "table_root": str(settings.tables_dir),
-        # the embedded segment log until an event broker replaces it
-        "event_store": str(settings.eventlog_dir),
+        # where accepted events go: the embedded log, or a stream consumed into it
+        "event_store": event_store_backend(settings),
     }
 
 

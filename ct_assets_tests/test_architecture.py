@@ -23,6 +23,7 @@ FORBIDDEN = {
     "triggers": {"defs", "api", "serving", "lineage", "status"},
     "monitoring": {"defs", "api", "lineage", "status"},
     "api": {"defs", "training", "triggers", "pipeline"},
+    "eventstream": {"data", "training", "registry", "triggers", "monitoring", "defs", "api"},
     "pipeline": {"defs", "api", "cli", "demo", "backtest", "status"},
     "registry": {"defs", "pipeline", "triggers", "api", "serving"},
 }

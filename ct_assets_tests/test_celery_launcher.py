@@ -295,7 +295,10 @@ def test_retrain_runs_on_a_celery_worker(celery_env: Settings, celery_worker: An
         os.environ["CT_DAGSTER_POSTGRES_URL"].rpartition("/")[2]
         in (backends["instance"]["location"])
     )
-    assert backends["event_store"] == str(settings.eventlog_dir)
+    assert backends["event_store"] == {
+        "kind": "embedded",
+        "location": str(settings.eventlog_dir),
+    }
 
 
 @pytest.mark.slow

@@ -77,6 +77,9 @@ def changed_settings(home: Path) -> Settings:
         "monitoring_segments": "country",
         "api_metrics_url": "http://127.0.0.1:8080/metrics",
         "monitoring_cron": "*/5 * * * *",
+        "event_store": "nats",
+        "nats_url": f"nats://ct:{PASSWORD}@nats:4222",
+        "nats_stream": "EVENTS",
     }
     values: dict[str, Any] = {"home": home}
     for decl in declarations():

@@ -32,7 +32,7 @@ def test_embedded_default_backends(settings: Settings) -> None:
         "tracking_uri": settings.tracking_uri,
         "artifact_root": settings.artifact_root,
         "table_root": str(settings.tables_dir),
-        "event_store": str(settings.eventlog_dir),
+        "event_store": {"kind": "embedded", "location": str(settings.eventlog_dir)},
     }
 
 

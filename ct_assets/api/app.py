@@ -1,9 +1,11 @@
 """The HTTP app: ingestion of feedback and logged predictions, online predictions
 (``POST /v1/predict``, see :mod:`ct_assets.serving`), health, metrics, OpenAPI.
 
-Each worker process owns one :class:`EventLogWriter` and one
-:class:`GroupCommitter`: concurrent requests are committed together (one fsync
-per file per group) and each is answered 202 only once its batch is durable.
+Each worker process owns one :class:`~ct_assets.api.state.ApiState`: with the
+embedded event store, a log writer and a group committer (concurrent requests are
+committed together, one fsync per file per group, and each is answered 202 only once
+its batch is durable); with an event stream, a publisher (202 only once the stream
+acknowledged every event; 503 ``stream_unavailable`` when it did not).
 Several workers share the log safely: writers serialise on the log's lock and
 learn each other's event ids before every commit, so a re-sent event_id is a
 duplicate whichever worker receives it.
@@ -39,12 +41,11 @@ from ct_assets.api.bodies import (
 from ct_assets.api.body_limit import read_body
 from ct_assets.api.metrics import ApiMetrics, exported_metrics
 from ct_assets.api.openapi import openapi_document
-from ct_assets.eventlog.committer import GroupCommitter, GroupStats
-from ct_assets.eventlog.writer import EventLogWriter
+from ct_assets.api.state import ApiState
+from ct_assets.eventstream import StreamUnavailableError, open_stream
 from ct_assets.schema import EventKind, ReasonCode
 from ct_assets.serving import ServingConfig
-from ct_assets.serving.inference_log import InferenceLog, InferenceLogClosedError, LogFullError
-from ct_assets.serving.models import ModelHolder
+from ct_assets.serving.inference_log import InferenceLogClosedError, LogFullError
 from ct_assets.serving.predict import (
     DUPLICATE,
     LOG_FULL,
@@ -62,6 +63,7 @@ GIL_SWITCH_INTERVAL = 0.0002
 # How long startup waits for the first registry poll (loading the champion) before it
 # serves anyway: /v1/predict answers 503 no_model until the champion is loaded.
 MODEL_STARTUP_WAIT_SECONDS = 60.0
+STREAM_UNAVAILABLE = "stream_unavailable"
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,8 @@ class ApiConfig:
     serving: ServingConfig = field(default_factory=ServingConfig)
     # Prometheus textfiles appended to /metrics (None: none).
     exports_dir: Path | None = None
+    # Accepted events go to this stream (CT_EVENT_STORE=nats) instead of the log (None).
+    stream_settings: Settings | None = None
 
     @classmethod
     def from_settings(
@@ -106,47 +110,8 @@ class ApiConfig:
             artifact_root=settings.artifact_root,
             serving=ServingConfig.from_env(environ),
             exports_dir=settings.metrics_dir,
+            stream_settings=settings if settings.event_store != "embedded" else None,
         )
-
-
-class _State:
-    def __init__(self, config: ApiConfig, metrics: ApiMetrics) -> None:
-        self.writer = EventLogWriter(
-            config.eventlog_dir, config.segment_max_bytes, config.max_event_bytes
-        )
-        self.writer.refresh()
-        self.committer = GroupCommitter(self.writer, on_group=self._observe_group)
-        self.metrics = metrics
-        serving = config.serving
-        self.models = ModelHolder(
-            config.tracking_uri, config.model_name, config.artifact_root, serving.poll_seconds
-        )
-        # served predictions go to the log through the same committer as ingestion
-        self.inference_log = (
-            InferenceLog(self.committer.submit, serving.log_queue)
-            if serving.log_predictions
-            else None
-        )
-
-    def close(self) -> None:
-        """Stop polling, write every queued prediction, then close the log."""
-        self.models.close()
-        if self.inference_log is not None:
-            self.inference_log.close()
-        self.committer.close()
-
-    def serving_status(self) -> dict[str, Any]:
-        status = self.models.snapshot().describe()
-        log = self.inference_log
-        status["log"] = (
-            {"pending": log.pending, "capacity": log.capacity, "written": log.stats.written}
-            if log is not None
-            else None
-        )
-        return status
-
-    def _observe_group(self, stats: GroupStats) -> None:
-        self.metrics.group_batches.observe(stats.batches)
 
 
 def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
@@ -161,7 +126,7 @@ def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Resp
 def create_app(config: ApiConfig) -> Starlette:
     metrics = ApiMetrics()
     token = config.token.encode() if config.token else None
-    holder: dict[str, _State] = {}
+    holder: dict[str, ApiState] = {}
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -169,7 +134,10 @@ def create_app(config: ApiConfig) -> Starlette:
         # the GIL back from the busy event loop. The default 5 ms switch interval would
         # make every group commit wait that long, so hand the GIL over sooner.
         sys.setswitchinterval(GIL_SWITCH_INTERVAL)
-        state = _State(config, metrics)
+        stream = None
+        if config.stream_settings is not None:
+            stream = await open_stream(config.stream_settings)
+        state = ApiState(config, metrics, stream)
         holder["state"] = state
         if config.tracking_uri:
             state.models.start()
@@ -178,6 +146,8 @@ def create_app(config: ApiConfig) -> Starlette:
             yield
         finally:
             await asyncio.to_thread(state.close)
+            if stream is not None:
+                await stream.close()
 
     def authorized(request: Request) -> bool:
         if token is None:
@@ -203,7 +173,10 @@ def create_app(config: ApiConfig) -> Starlette:
                 batch = parse_batch(body, media, kind, config.max_skew, config.max_event_bytes)
                 state = holder["state"]
                 written = time.perf_counter()
-                result = await asyncio.wrap_future(state.committer.submit(batch))
+                try:
+                    result = await state.store(batch)
+                except StreamUnavailableError as exc:
+                    raise request_error(503, STREAM_UNAVAILABLE, str(exc)) from None
                 metrics.write_seconds.observe(time.perf_counter() - written)
                 metrics.events_accepted.labels(kind).inc(result.accepted)
                 metrics.events_duplicate.labels(kind).inc(result.duplicates)
@@ -212,8 +185,7 @@ def create_app(config: ApiConfig) -> Starlette:
                 )
             except Rejection as rejection:
                 _count_rejected(metrics, kind, rejection)
-                headers = {"WWW-Authenticate": "Bearer"} if rejection.status == 401 else None
-                response = _json(rejection.status, rejection.body(), headers)
+                response = _json(rejection.status, rejection.body(), _headers(rejection))
             metrics.requests.labels(route, str(response.status_code)).inc()
             metrics.request_seconds.labels(route).observe(time.perf_counter() - started)
             return response
@@ -237,10 +209,11 @@ def create_app(config: ApiConfig) -> Starlette:
             state = holder["state"]
             log = state.inference_log
             own_ids = log is not None and any(i.prediction_id is not None for i in instances)
-            if own_ids:
+            writer = state.writer
+            if own_ids and writer is not None:
                 # learn the ids other workers committed (the log's index of event ids, read
                 # from the journal's new records only; never waits for the log's lock)
-                await asyncio.to_thread(state.writer.learn_committed)
+                await asyncio.to_thread(writer.learn_committed)
             # From here to the queue there is no await: requests take their snapshot and
             # queue their records in the same order, so the log shows a swap at one point;
             # and no other request of this worker can queue a reused id in between.
@@ -256,8 +229,11 @@ def create_app(config: ApiConfig) -> Starlette:
             if errors:
                 raise PredictError(422, errors, "invalid")
             if own_ids and log is not None:
-                writer = state.writer
-                reused = reused_ids(instances, lambda e: log.holds(e) or writer.knows(e))
+                # with a stream, ids already consumed into the log are dropped there
+                reused = reused_ids(
+                    instances,
+                    lambda e: log.holds(e) or (writer is not None and writer.knows(e)),
+                )
                 if reused:
                     raise PredictError(409, reused, DUPLICATE)
             served = serve(
@@ -324,13 +300,14 @@ def create_app(config: ApiConfig) -> Starlette:
         """Healthy or not to anyone; the worker's details only with a valid token (or
         when the API runs without authentication)."""
         state = holder.get("state")
-        alive = state is not None and state.committer.alive
+        alive = state is not None and state.alive
         body: dict[str, Any] = {"status": "ok" if alive else "down"}
         if authorized(request):
             body["pid"] = os.getpid()
             if state is not None:
                 # what /v1/predict serves in this worker (never part of being alive)
                 body["serving"] = state.serving_status()
+                body["event_store"] = state.event_store_status()
         return _json(200 if alive else 503, body)
 
     async def metrics_endpoint(request: Request) -> Response:
@@ -367,6 +344,14 @@ def read_labeling_queue(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         return {"items": [], "generated_at": None, "method": None}
     return queue
+
+
+def _headers(rejection: Rejection) -> dict[str, str] | None:
+    if rejection.status == 401:
+        return {"WWW-Authenticate": "Bearer"}
+    if rejection.status == 503:
+        return {"Retry-After": "1"}
+    return None
 
 
 def _count_rejected(metrics: ApiMetrics, kind: EventKind, rejection: Rejection) -> None:

@@ -66,6 +66,13 @@ def _ingest_operation(name: str, summary: str) -> dict[str, Any]:
             "413": {"description": "the body is over the configured limit", **error},
             "415": {"description": "content type is not JSON or NDJSON", **error},
             "422": {"description": "records break schema v1; nothing was written", **error},
+            "503": {
+                "description": (
+                    "CT_EVENT_STORE=nats: the stream did not acknowledge every event; nothing "
+                    "is acknowledged, retry the same batch (stream_unavailable)"
+                ),
+                **error,
+            },
         },
     }
 
