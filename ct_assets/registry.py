@@ -313,6 +313,7 @@ class Registry:
             params=[Param(k, v) for k, v in params.items()],
             tags=[RunTag(k, v) for k, v in run_tags.items()],
         )
+        remote = "://" in dataset.path  # kept on an object store (s3://...)
         client.log_inputs(
             run_id,
             datasets=[
@@ -320,8 +321,10 @@ class Registry:
                     Dataset(
                         name=f"training_dataset-{dataset.version}",
                         digest=dataset.version,
-                        source_type="local",
-                        source=json.dumps({"uri": Path(dataset.path).as_uri()}),
+                        source_type="s3" if remote else "local",
+                        source=json.dumps(
+                            {"uri": dataset.path if remote else Path(dataset.path).as_uri()}
+                        ),
                         schema=json.dumps({"features": dataset.feature_names}),
                         profile=json.dumps(
                             {"rows": dataset.rows, "holdout_rows": dataset.holdout_rows}
