@@ -258,9 +258,11 @@ class Registry:
         experiment = self.client.get_experiment_by_name(self.model_name)
         if experiment is not None:
             return str(experiment.experiment_id)
-        return str(
-            self.client.create_experiment(self.model_name, artifact_location=self.artifact_root)
-        )
+        # a tracking server places (and proxies) the artifacts itself: its
+        # --artifacts-destination; a client-side location would bypass it
+        served = self.tracking_uri.lower().startswith(("http://", "https://"))
+        location = None if served else self.artifact_root
+        return str(self.client.create_experiment(self.model_name, artifact_location=location))
 
     def log_candidate(
         self,

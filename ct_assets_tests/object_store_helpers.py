@@ -94,9 +94,13 @@ class SeaweedServer:
             f"-master.port={p['master']}",
             f"-master.port.grpc={p['master.grpc']}",
             "-master.telemetry=false",
+            # small volumes, many of them: the default (30 GB each, as many as the free
+            # disk holds) leaves a busy test disk without a writable volume
+            "-master.volumeSizeLimitMB=256",
             f"-volume.port={p['volume']}",
             f"-volume.port.grpc={p['volume.grpc']}",
-            "-volume.max=0",
+            "-volume.max=64",
+            "-volume.preStopSeconds=0",
             f"-filer.port={p['filer']}",
             f"-filer.port.grpc={p['filer.grpc']}",
             "-s3",
