@@ -234,3 +234,53 @@ def test_s3_server_killed_mid_upload_fails_cleanly_and_a_retry_succeeds(
     assert not store.exists("datasets/big.parquet")
     assert write_bytes(store, "datasets/big.parquet", data)
     assert store.read_bytes("datasets/big.parquet") == data
+
+
+def test_a_dataset_is_published_once_and_read_back_on_another_machine(tmp_path: Path) -> None:
+    """Two machines compile the same dataset version: the store keeps the first one's
+    objects and manifest; a third reads it into its empty folder."""
+    import polars as pl
+
+    from ct_assets.data.dataset import DatasetInfo
+    from ct_assets.data.dataset_objects import dataset_file, publish_dataset, read_manifest
+
+    store = LocalStore(tmp_path / "shared")
+    frame = pl.DataFrame({"event_id": ["a", "b"], "x": [1.0, 2.0]})
+    infos = []
+    for machine, position in (("one", 10), ("two", 99)):
+        folder = tmp_path / machine / "datasets"
+        folder.mkdir(parents=True)
+        frame.write_parquet(folder / "v1.parquet")
+        (folder / "v1.reference.json").write_text("{}")
+        info = DatasetInfo(
+            version="v1",
+            path=str(folder / "v1.parquet"),
+            rows=2,
+            train_rows=1,
+            holdout_rows=1,
+            feature_names=["x"],
+            categorical_features=[],
+            classes=["0", "1"],
+            log_position=position,
+            first_log_offset=0,
+            last_log_offset=1,
+            first_event_id="a",
+            last_event_id="b",
+            start_time="t0",
+            end_time="t1",
+        )
+        infos.append(publish_dataset(store, folder, info))
+    shared = tmp_path / "shared" / "datasets"
+    assert infos[0] == infos[1]
+    assert infos[1].log_position == 10 and infos[1].path == str(shared / "v1.parquet")
+    assert sorted(store.list("datasets")) == [
+        "datasets/v1.json",
+        "datasets/v1.parquet",
+        "datasets/v1.reference.json",
+    ]
+    assert DatasetInfo.from_json((tmp_path / "two/datasets/v1.json").read_text()) == infos[0]
+    third = tmp_path / "three" / "datasets"
+    assert read_manifest(store, third, "v1") == infos[0]
+    assert pl.read_parquet(dataset_file(store, third, "v1")).equals(frame)
+    assert read_manifest(store, third, "v2") is None
+    assert not dataset_file(store, third, "v2").exists()

@@ -18,7 +18,14 @@ from dataclasses import replace
 from pathlib import Path
 
 from ct_assets.data.dataset import DatasetInfo
-from ct_assets.storage import ObjectNotFoundError, ObjectStore, get_file, put_file, write_bytes
+from ct_assets.storage import (
+    ObjectNotFoundError,
+    ObjectStore,
+    atomic_file,
+    get_file,
+    put_file,
+    write_bytes,
+)
 
 PREFIX = "datasets"
 PARQUET = ".parquet"
@@ -48,19 +55,14 @@ def publish_dataset(
     if reference.exists():
         put_file(store, dataset_key(info.version, REFERENCE), reference, once=True)
     published = replace(info, path=_published_path(store, key))
-    manifest = datasets_dir / f"{info.version}{MANIFEST}"
     text = published.to_json()
+    manifest_key = dataset_key(info.version, MANIFEST)
+    if not write_bytes(store, manifest_key, text.encode(), once=True):
+        text = store.read_bytes(manifest_key).decode()  # the first compile's, kept
+    manifest = datasets_dir / f"{info.version}{MANIFEST}"
     if not manifest.exists() or manifest.read_text() != text:
-        write_bytes_local(manifest, text)
-    if not write_bytes(store, dataset_key(info.version, MANIFEST), text.encode(), once=True):
-        return read_manifest(store, datasets_dir, info.version) or published
-    return published
-
-
-def write_bytes_local(path: Path, text: str) -> None:
-    from ct_assets.storage import atomic_file
-
-    atomic_file(path, [text.encode()])
+        atomic_file(manifest, [text.encode()])  # the local copy, as on the store
+    return DatasetInfo.from_json(text)
 
 
 def dataset_file(
