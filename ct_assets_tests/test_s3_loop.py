@@ -37,6 +37,8 @@ from ct_assets_tests.object_store_helpers import (
 )
 
 from .conftest import ingest, simulated_events
+from .test_trigger_sensors import _serve as serve
+from .test_trigger_sensors import _tick as sensor_tick
 
 
 @pytest.fixture(scope="module")
@@ -81,10 +83,11 @@ def test_store_is_chosen_by_settings_and_shown_redacted(
 def test_retrain_keeps_its_dataset_on_s3_and_survives_the_server_going_down(
     settings: Settings, weed: SeaweedServer, tmp_path: Path
 ) -> None:
-    s3 = on_s3(settings, weed, "loop")
+    s3 = replace(on_s3(settings, weed, "loop"), drift_window=600, drift_min_window=300)
     store = store_from_settings(s3)
     ingest(s3, simulated_events(2500, drift_at=1.0))
-    job = build_definitions(s3).resolve_job_def(keys.RETRAIN_JOB)
+    defs = build_definitions(s3)
+    job = defs.resolve_job_def(keys.RETRAIN_JOB)
     registry = Registry.from_settings(s3)
     with dg.instance_for_test() as instance:
         weed.stop()  # the store is down: the run fails cleanly, nothing is registered
@@ -106,8 +109,20 @@ def test_retrain_keeps_its_dataset_on_s3_and_survives_the_server_going_down(
         assert not store.list("datasets")
 
         assert job.execute_in_process(instance=instance).success  # the rerun
-    champion = registry.alias(CHAMPION)
-    assert champion is not None
+        champion = registry.alias(CHAMPION)
+        assert champion is not None
+        # the drift sensor builds the champion's reference from the dataset on the store
+        # and keeps it there
+        clear_cache()
+        serve(s3, "none", 400, seed=11, start=0)
+        tick = sensor_tick(defs, instance, keys.DRIFT_SENSOR, None)
+        assert (tick.skip_message or "").startswith("no drift:"), tick.skip_message
+        assert store.list(f"drift/{champion.version}") == [
+            f"drift/{champion.version}/reference.json",
+            f"drift/{champion.version}/reference.npz",
+        ]
+        assert not s3.drift_dir.exists()
+        clear_cache()
     version = champion.dataset_version
     assert store.list("datasets") == sorted(
         dataset_key(version, suffix) for suffix in (".json", ".parquet", ".reference.json")
