@@ -128,6 +128,8 @@ def test_config_redacts_the_s3_credentials() -> None:
     assert report["s3_access_key_id"]["value"] == "***"
     assert report["s3_secret_access_key"]["value"] == "***"
     assert "very-secret" not in repr(Settings.from_env(env))
+    store = store_from_settings(Settings.from_env(env))
+    assert "very-secret" not in repr(store) and "very-secret" not in repr(store.config)  # type: ignore[attr-defined]
     with pytest.raises(SettingsError, match="CT_S3_ENDPOINT_URL"):
         Settings.from_env({"CT_S3_ENDPOINT_URL": "127.0.0.1:8333"})
 
