@@ -197,9 +197,15 @@ def _cmd_deploy(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_reproduce(args: argparse.Namespace, settings: Settings) -> int:
     from ct_assets.pipeline.reproduce import ReproduceError, reproduce
     from ct_assets.registry import Registry
+    from ct_assets.storage import store_from_settings
 
     try:
-        result = reproduce(Registry.from_settings(settings), args.version, settings.datasets_dir)
+        result = reproduce(
+            Registry.from_settings(settings),
+            args.version,
+            settings.datasets_dir,
+            store_from_settings(settings),
+        )
     except ReproduceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -230,7 +236,11 @@ def _cmd_calibrate(args: argparse.Namespace, settings: Settings) -> int:
     if champion is None or not champion.dataset_version:
         print("error: no champion to calibrate on: train one first (make demo)", file=sys.stderr)
         return 1
-    path = settings.datasets_dir / f"{champion.dataset_version}.parquet"
+    from ct_assets.data.dataset_objects import dataset_file
+    from ct_assets.storage import store_from_settings
+
+    store = store_from_settings(settings)
+    path = dataset_file(store, settings.datasets_dir, champion.dataset_version)
     if not path.exists():
         print(f"error: the champion's dataset {path} is missing", file=sys.stderr)
         return 1

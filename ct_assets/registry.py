@@ -258,9 +258,11 @@ class Registry:
         experiment = self.client.get_experiment_by_name(self.model_name)
         if experiment is not None:
             return str(experiment.experiment_id)
-        return str(
-            self.client.create_experiment(self.model_name, artifact_location=self.artifact_root)
-        )
+        # a tracking server places (and proxies) the artifacts itself: its
+        # --artifacts-destination; a client-side location would bypass it
+        served = self.tracking_uri.lower().startswith(("http://", "https://"))
+        location = None if served else self.artifact_root
+        return str(self.client.create_experiment(self.model_name, artifact_location=location))
 
     def log_candidate(
         self,
@@ -313,6 +315,7 @@ class Registry:
             params=[Param(k, v) for k, v in params.items()],
             tags=[RunTag(k, v) for k, v in run_tags.items()],
         )
+        remote = "://" in dataset.path  # kept on an object store (s3://...)
         client.log_inputs(
             run_id,
             datasets=[
@@ -320,8 +323,10 @@ class Registry:
                     Dataset(
                         name=f"training_dataset-{dataset.version}",
                         digest=dataset.version,
-                        source_type="local",
-                        source=json.dumps({"uri": Path(dataset.path).as_uri()}),
+                        source_type="s3" if remote else "local",
+                        source=json.dumps(
+                            {"uri": dataset.path if remote else Path(dataset.path).as_uri()}
+                        ),
                         schema=json.dumps({"features": dataset.feature_names}),
                         profile=json.dumps(
                             {"rows": dataset.rows, "holdout_rows": dataset.holdout_rows}

@@ -44,6 +44,7 @@ SECTIONS = (
     "monitoring",
     "serving",
     "retention",
+    "storage",
 )
 
 
@@ -232,6 +233,24 @@ def _queue_size(raw: str) -> int:
 
 
 _MODES = ("full", "incremental", "auto")
+
+
+def _storage_uri(value: Any, _s: Settings) -> str | None:
+    from ct_assets.storage import parse_storage_uri  # the one definition of what is valid
+
+    if not value:
+        return None
+    try:
+        parse_storage_uri(value)
+    except ValueError as error:
+        return str(error)
+    return None
+
+
+def _endpoint_url(value: Any, _s: Settings) -> str | None:
+    if not value or value.startswith(("http://", "https://")):
+        return None
+    return "must be http(s)://host[:port]"
 
 
 @dataclass(frozen=True)
@@ -896,6 +915,35 @@ class Settings:
         check=at_least(1),
         help="newest registered model versions gc keeps",
     )
+
+    # --- storage: where datasets and drift references live (see ct_assets.storage) ----------
+    storage_uri: str = setting(
+        "",
+        env="CT_STORAGE_URI",
+        section="storage",
+        uri=True,
+        check=_storage_uri,
+        help="object store: empty (CT_HOME), file:///path or s3://bucket/prefix",
+    )
+    s3_endpoint_url: str = setting(
+        "",
+        env="CT_S3_ENDPOINT_URL",
+        section="storage",
+        uri=True,
+        check=_endpoint_url,
+        help="S3-compatible server, e.g. http://127.0.0.1:8333 (empty: AWS)",
+    )
+    s3_access_key_id: str | None = setting(
+        None, env="CT_S3_ACCESS_KEY_ID", section="storage", secret=True, help="S3 access key"
+    )
+    s3_secret_access_key: str | None = setting(
+        None,
+        env="CT_S3_SECRET_ACCESS_KEY",
+        section="storage",
+        secret=True,
+        help="S3 secret key",
+    )
+    s3_region: str = setting("us-east-1", env="CT_S3_REGION", section="storage", help="S3 region")
 
     @property
     def eventlog_dir(self) -> Path:

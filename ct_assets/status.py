@@ -9,6 +9,7 @@ from ct_assets import keys
 from ct_assets.eventlog import EventLog
 from ct_assets.eventstream import event_store_backend
 from ct_assets.settings import Settings
+from ct_assets.storage import LocalStore, ObjectStore, store_from_settings
 from ct_assets.uris import redact_uri
 
 
@@ -161,17 +162,36 @@ def _duration(seconds: Any) -> str:
     return f"{seconds:.0f}s"
 
 
+def _where(store: ObjectStore, folder: str) -> str:
+    """A folder of the object store as people read it: a path on a local disk, else its
+    URI (redacted)."""
+    if isinstance(store, LocalStore):
+        return str(store.root / folder) if folder else str(store.root)
+    return redact_uri(f"{store.uri}/{folder}" if folder else store.uri)
+
+
 def _backends(settings: Settings) -> dict[str, Any]:
     """What this CT_HOME runs on (the contract of ``status --json`` ``backends``)."""
     from ct_assets.instance import instance_backends
 
+    store = store_from_settings(settings)
+    tracking = settings.tracking_uri
+    served = tracking.lower().startswith(("http://", "https://"))
     return {
         **instance_backends(settings),
-        "tracking_uri": redact_uri(settings.tracking_uri),
-        "artifact_root": redact_uri(settings.artifact_root),
+        "tracking_uri": redact_uri(tracking),
+        # a tracking server keeps (and proxies) its own artifacts: its --artifacts-destination
+        "artifact_root": f"mlflow-artifacts: via {redact_uri(tracking)}"
+        if served
+        else redact_uri(settings.artifact_root),
+        # the per-date tables stay on the local disk in this profile
         "table_root": str(settings.tables_dir),
         # where accepted events go: the embedded log, or a stream consumed into it
         "event_store": event_store_backend(settings),
+        # datasets and drift references (ct_assets.storage: CT_STORAGE_URI)
+        "object_store": _where(store, ""),
+        "dataset_root": _where(store, "datasets"),
+        "drift_root": _where(store, "drift"),
     }
 
 

@@ -26,6 +26,21 @@ FORBIDDEN = {
     "eventstream": {"data", "training", "registry", "triggers", "monitoring", "defs", "api"},
     "pipeline": {"defs", "api", "cli", "demo", "backtest", "status"},
     "registry": {"defs", "pipeline", "triggers", "api", "serving"},
+    # the object-store seam: below everything that keeps objects
+    "storage": {
+        "eventlog",
+        "data",
+        "training",
+        "registry",
+        "triggers",
+        "monitoring",
+        "defs",
+        "api",
+        "serving",
+        "pipeline",
+        "lineage",
+        "status",
+    },
 }
 
 

@@ -80,6 +80,11 @@ def changed_settings(home: Path) -> Settings:
         "event_store": "nats",
         "nats_url": f"nats://ct:{PASSWORD}@nats:4222",
         "nats_stream": "EVENTS",
+        "storage_uri": "s3://ct-bucket/prod",
+        "s3_endpoint_url": "http://127.0.0.1:8333",
+        "s3_access_key_id": "ct-access",
+        "s3_secret_access_key": f"s3-{PASSWORD}",
+        "s3_region": "eu-west-1",
     }
     values: dict[str, Any] = {"home": home}
     for decl in declarations():

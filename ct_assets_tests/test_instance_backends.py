@@ -33,6 +33,9 @@ def test_embedded_default_backends(settings: Settings) -> None:
         "artifact_root": settings.artifact_root,
         "table_root": str(settings.tables_dir),
         "event_store": {"kind": "embedded", "location": str(settings.eventlog_dir)},
+        "object_store": str(settings.home),
+        "dataset_root": str(settings.datasets_dir),
+        "drift_root": str(settings.drift_dir),
     }
 
 

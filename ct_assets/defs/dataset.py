@@ -96,6 +96,7 @@ def training_dataset(
             reference_folder=curation.rules_folder(),
             window=curation.window,
             datasets_dir=dataset_store.datasets,
+            objects=dataset_store.objects(),
             holdout_fraction=training_config.holdout_fraction,
             memory_mb=curation.compile_memory_mb,
             run_tags=dict(context.run.tags),

@@ -17,6 +17,7 @@ from typing import Any
 import dagster as dg
 
 from ct_assets import keys
+from ct_assets.data.dataset_objects import dataset_file
 from ct_assets.data.tables import write_bytes_atomically
 from ct_assets.defs.resources import CurationResource, DatasetStoreResource, RegistryResource
 from ct_assets.monitoring.feedback import (
@@ -363,7 +364,7 @@ def build_feedback_bias_report(settings: Settings) -> dg.AssetsDefinition:
     ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:  # type: ignore[type-arg]
         champion = registry.registry().alias(CHAMPION)
         reference = (
-            dataset_store.datasets / f"{champion.dataset_version}.parquet"
+            dataset_file(dataset_store.objects(), dataset_store.datasets, champion.dataset_version)
             if champion is not None and champion.dataset_version
             else None
         )

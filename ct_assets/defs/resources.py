@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
@@ -14,7 +16,8 @@ from ct_assets.data.windows import WindowSpec
 from ct_assets.defs.handoffs import HANDOFF_IO_MANAGER, HandoffIOManager
 from ct_assets.eventlog import EventLog
 from ct_assets.registry import Registry
-from ct_assets.settings import Settings
+from ct_assets.settings import Settings, env_var
+from ct_assets.storage import ObjectStore, S3Config, open_store
 
 
 class EventLogResource(dg.ConfigurableResource):  # type: ignore[type-arg]
@@ -28,15 +31,38 @@ class EventLogResource(dg.ConfigurableResource):  # type: ignore[type-arg]
 
 
 class DatasetStoreResource(dg.ConfigurableResource):  # type: ignore[type-arg]
-    """Where immutable, content-addressed datasets and validation reports are written."""
+    """Where immutable, content-addressed datasets and validation reports are written.
+
+    Datasets are compiled under ``datasets_dir`` and kept on the object store named by
+    ``storage_uri`` (see :mod:`ct_assets.storage`); empty: they stay in ``datasets_dir``."""
 
     datasets_dir: str
     reports_dir: str
     checkpoints_dir: str
+    home: str = ""
+    storage_uri: str = ""
+    s3_endpoint_url: str = ""
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: str | None = None
+    s3_region: str = "us-east-1"
 
     @property
     def datasets(self) -> Path:
         return Path(self.datasets_dir)
+
+    def objects(self) -> ObjectStore | None:
+        """The object store datasets and drift references are kept on; None: the local
+        folders (``datasets_dir``, the drift folder under ``home``)."""
+        if not self.storage_uri:
+            return None
+        home = Path(self.home) if self.home else Path(self.datasets_dir).parent
+        config = S3Config(
+            endpoint_url=self.s3_endpoint_url,
+            access_key_id=self.s3_access_key_id,
+            secret_access_key=self.s3_secret_access_key,
+            region=self.s3_region,
+        )
+        return open_store(self.storage_uri, home, config)
 
     @property
     def reports(self) -> Path:
@@ -144,6 +170,16 @@ class CurationResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         return folder
 
 
+def _secret(settings: Settings, name: str) -> Any:
+    """A secret setting as resource config: an ``EnvVar`` when it came from its variable
+    (so the value is never written into run config), else the value itself."""
+    value = getattr(settings, name)
+    var = env_var(name)
+    if value is not None and os.environ.get(var) == value:
+        return dg.EnvVar(var)
+    return value
+
+
 def resources_from_settings(
     settings: Settings,
 ) -> dict[str, dg.ConfigurableResource | dg.ConfigurableIOManager]:  # type: ignore[type-arg]
@@ -156,6 +192,12 @@ def resources_from_settings(
             datasets_dir=str(settings.datasets_dir),
             reports_dir=str(settings.reports_dir),
             checkpoints_dir=str(settings.checkpoints_dir),
+            home=str(settings.home),
+            storage_uri=settings.storage_uri,
+            s3_endpoint_url=settings.s3_endpoint_url,
+            s3_access_key_id=_secret(settings, "s3_access_key_id"),
+            s3_secret_access_key=_secret(settings, "s3_secret_access_key"),
+            s3_region=settings.s3_region,
         ),
         "registry": RegistryResource(
             tracking_uri=settings.tracking_uri,

@@ -114,6 +114,7 @@ def candidate_model(
             dataset.version,
             plan,
             datasets_dir=dataset_store.datasets,
+            objects=dataset_store.objects(),
             checkpoints_dir=dataset_store.checkpoints,
             run_id=context.run.run_id,
             run_tags=run_tags,

@@ -12,6 +12,7 @@ import polars as pl
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from ct_assets import keys
+from ct_assets.data.dataset_objects import dataset_file
 from ct_assets.defs.automation import running_sensor, utc_schedule
 from ct_assets.defs.metadata import latest_metadata
 from ct_assets.defs.resources import (
@@ -155,13 +156,17 @@ def build_drift_sensor(
             return skip
         dataset_version = str(tick.champion.get(keys.META_DATASET_VERSION, ""))
 
+        objects = dataset_store.objects()
+
         def build() -> Any:
             reg = registry.registry()
-            dataset = pl.read_parquet(dataset_store.datasets / f"{dataset_version}.parquet")
+            dataset = pl.read_parquet(
+                dataset_file(objects, dataset_store.datasets, dataset_version)
+            )
             # the model that did not fit the holdout: its scores there are out of sample
             return build_reference(version, dataset, reg.load_validated_model(version))
 
-        reference = get_or_build(drift_root, version, build)
+        reference = get_or_build(drift_root, version, build, objects)
         recent = champion_predictions(log, version, config.max_window)
         scores = prediction_scores(recent, reference.classes) if recent.height else None
         decision = check_drift(reference, recent, scores, config)

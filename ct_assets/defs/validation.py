@@ -51,6 +51,7 @@ def validation_report(
             registry.registry(),
             candidate_version,
             datasets_dir=dataset_store.datasets,
+            objects=dataset_store.objects(),
             reports_dir=dataset_store.reports,
             config=gate_config(training_config),
             configured_slices=training_config.slice_columns,

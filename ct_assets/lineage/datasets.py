@@ -19,10 +19,19 @@ import polars as pl
 
 from ct_assets import keys
 from ct_assets.data.dataset import META_COLUMNS, SPLIT, value_counts
+from ct_assets.data.dataset_objects import (
+    MANIFEST,
+    PARQUET,
+    REFERENCE,
+    dataset_file,
+    dataset_key,
+)
+from ct_assets.data.dataset_objects import PREFIX as DATASETS
 from ct_assets.eventlog.counts import counts_by_date
 from ct_assets.eventlog.reader import read_events
 from ct_assets.lineage.events import table_files
 from ct_assets.settings import Settings
+from ct_assets.storage import store_from_settings
 
 #: Source counted for dataset rows whose feedback event is in neither the tables nor the log.
 SOURCE_NOT_FOUND = "(not found)"
@@ -31,13 +40,33 @@ _COUNTED_COLUMNS = (SPLIT, "window_part", "label_source", "model_version", "arm"
 
 
 def dataset_path(settings: Settings, version: str) -> Path:
-    return settings.datasets_dir / f"{version}.parquet"
+    """The dataset's local file, with its manifest beside it (downloaded from the object
+    store when it is not a local disk)."""
+    store = store_from_settings(settings)
+    dataset_file(store, settings.datasets_dir, version, MANIFEST)
+    return dataset_file(store, settings.datasets_dir, version)
 
 
 def dataset_files(settings: Settings) -> list[Path]:
-    """Every compiled dataset (``<version>.parquet``), by name."""
+    """Every compiled dataset (``<version>.parquet``), by name. On a remote object store,
+    the manifests are fetched; a dataset's file is fetched by :func:`local_dataset`."""
+    store = store_from_settings(settings)
     folder = settings.datasets_dir
+    if store.local_path(dataset_key("v")) != folder / "v.parquet":
+        versions = [
+            key.removeprefix(f"{DATASETS}/").removesuffix(MANIFEST)
+            for key in store.list(DATASETS)
+            if key.endswith(MANIFEST) and not key.endswith(REFERENCE)
+        ]
+        for version in versions:
+            dataset_file(store, folder, version, MANIFEST)
+        return sorted(folder / f"{version}{PARQUET}" for version in versions)
     return sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+
+
+def local_dataset(settings: Settings, path: Path) -> Path:
+    """``path`` of :func:`dataset_files`, fetched when it is not on the local disk yet."""
+    return path if path.exists() else dataset_path(settings, path.stem)
 
 
 def read_manifest(path: Path) -> dict[str, Any] | None:
@@ -198,7 +227,7 @@ def datasets_containing(settings: Settings, offsets: dict[str, int | None]) -> p
         if all_known and not _range_may_hold(read_manifest(path), known):
             continue
         scans.append(
-            _scan_meta(path)
+            _scan_meta(local_dataset(settings, path))
             .filter(wanted)
             .select(
                 pl.lit(path.stem).alias("dataset_version"),

@@ -19,6 +19,7 @@ import polars as pl
 
 from ct_assets import keys
 from ct_assets.data.dataset import DatasetInfo
+from ct_assets.data.dataset_objects import MANIFEST, dataset_file, dataset_key, read_manifest
 from ct_assets.registry import (
     CHAMPION,
     TAG_CANDIDATE_WINDOW,
@@ -35,6 +36,7 @@ from ct_assets.registry import (
     Registry,
     VersionInfo,
 )
+from ct_assets.storage import ObjectStore
 from ct_assets.training.candidates import (
     CandidateWindow,
     RequestedMode,
@@ -115,16 +117,17 @@ def train_candidate(
     run_config: Mapping[str, Any],
     window_start: str = "",
     note: Callable[[str], None] = lambda _: None,
+    objects: ObjectStore | None = None,
 ) -> CandidateRun:
     """Train the candidates of ``plan`` on dataset ``dataset_version`` and register the
     best one, tagged with the run (``run_id``, its trigger from ``run_tags``, the
     ``run_config`` that was set) and the dataset's ``window_start``. Training notes go
-    through ``note``."""
-    manifest = datasets_dir / f"{dataset_version}.json"
-    if not manifest.exists():
-        raise CandidateRunError(f"dataset {dataset_version} is recorded but {manifest} is missing")
-    info = DatasetInfo.from_json(manifest.read_text())
-    frame = pl.read_parquet(Path(info.path))
+    through ``note``. The dataset is read from ``objects`` (None: ``datasets_dir``)."""
+    info = read_manifest(objects, datasets_dir, dataset_version)
+    if info is None:
+        where = objects.uri_of(dataset_key(dataset_version, MANIFEST)) if objects else datasets_dir
+        raise CandidateRunError(f"dataset {dataset_version} is recorded but {where} is missing")
+    frame = pl.read_parquet(dataset_file(objects, datasets_dir, info.version))
     mode = plan.mode
     params = plan.params
     champion_model = None

@@ -21,12 +21,14 @@ from ct_assets import keys
 from ct_assets.data.attribution import LabelPolicy
 from ct_assets.data.compile import CompileSpec, compile_from_tables
 from ct_assets.data.dataset import DatasetInfo
+from ct_assets.data.dataset_objects import publish_dataset
 from ct_assets.data.feedback_rules import ValidationRules
 from ct_assets.data.reference import ReferenceSchema, infer_reference_from_columns
 from ct_assets.data.tables import TableStore
 from ct_assets.data.windows import WindowSpec, partitions_for
 from ct_assets.eventlog import EventLog
 from ct_assets.pipeline.curation import day_end, input_dates, load_reference, refresh_tables
+from ct_assets.storage import ObjectStore
 
 #: Largest share of missing values per feature before a null-rate check warns.
 MAX_NULL_RATE = 0.5
@@ -131,14 +133,17 @@ def build_dataset(
     run_tags: Mapping[str, str],
     champion: Mapping[str, Any],
     note: Callable[[str], None] = lambda _: None,
+    objects: ObjectStore | None = None,
 ) -> DatasetBuild:
     """The dataset of the window ``window(since)`` up to the log's current position.
 
     ``since`` comes from ``run_tags`` or the ``champion``'s metadata (:func:`window_start`).
     Stale or missing per-date tables are curated again first (reported through ``note``);
     the dataset and its reference schema are written under ``datasets_dir``, the schema
-    also as the latest one in ``reference_folder``. Raises :class:`DatasetBuildError` for
-    an empty log and ``EmptyDatasetError`` when the window holds no example.
+    also as the latest one in ``reference_folder``, and published to ``objects`` (see
+    :mod:`ct_assets.data.dataset_objects`; None: they stay where they are). Raises
+    :class:`DatasetBuildError` for an empty log and ``EmptyDatasetError`` when the window
+    holds no example.
     """
     position = log.counts().feedback  # the cut: every feedback event committed by now
     days = list(log.counts_by_date())
@@ -165,11 +170,12 @@ def build_dataset(
         CompileSpec(spec, as_of, position, holdout_fraction, memory_mb),
         datasets_dir,
     )
-    dataset = pl.scan_parquet(info.path)
+    dataset = pl.scan_parquet(datasets_dir / f"{info.version}.parquet")
     train = dataset.filter(pl.col("split") == "train")
     reference = infer_reference_from_columns(train, info.feature_names)
     reference_copy = reference.save(datasets_dir / f"{info.version}.reference.json")
     reference_path = reference.save(reference_folder / "latest.json")
+    info = publish_dataset(objects, datasets_dir, info)
     labels = dataset.group_by("label").len().sort("label").collect()
     return DatasetBuild(
         info=info,

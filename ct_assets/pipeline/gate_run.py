@@ -19,6 +19,7 @@ import numpy as np
 import polars as pl
 
 from ct_assets.data.dataset import META_COLUMNS
+from ct_assets.data.dataset_objects import dataset_file
 from ct_assets.data.tables import write_bytes_atomically
 from ct_assets.registry import (
     CHAMPION,
@@ -29,6 +30,7 @@ from ct_assets.registry import (
     TAG_WINDOW_START,
     Registry,
 )
+from ct_assets.storage import ObjectStore
 from ct_assets.training.candidates import candidates_markdown, recorded_candidates
 from ct_assets.training.evaluation import GateConfig, GateReport, evaluate_gate
 from ct_assets.training.gate import GateDecision
@@ -82,6 +84,7 @@ def run_gate(
     configured_slices: str,
     plots: bool,
     run_id: str,
+    objects: ObjectStore | None = None,
 ) -> GateRun:
     """Judge ``candidate_version`` against the registry's champion and record the verdict.
 
@@ -93,7 +96,7 @@ def run_gate(
     """
     candidate_info = registry.version(candidate_version)
     dataset_version = candidate_info.dataset_version
-    dataset_path = datasets_dir / f"{dataset_version}.parquet"
+    dataset_path = dataset_file(objects, datasets_dir, str(dataset_version))
     if not dataset_path.exists():
         raise GateRunError(f"candidate v{candidate_version}'s dataset {dataset_path} is missing")
     dataset = pl.read_parquet(dataset_path)
@@ -107,9 +110,10 @@ def run_gate(
     champion_dataset = None
     if champion_info is not None and champion_info.version != candidate_version:
         champion = registry.load_validated_model(champion_info.version)
-        older = datasets_dir / f"{champion_info.dataset_version}.parquet"
-        if champion_info.dataset_version != dataset_version and older.exists():
-            champion_dataset = pl.read_parquet(older)
+        if champion_info.dataset_version != dataset_version:
+            older = dataset_file(objects, datasets_dir, str(champion_info.dataset_version))
+            if older.exists():
+                champion_dataset = pl.read_parquet(older)
     change_at = candidate_info.tags.get(TAG_WINDOW_START)
     since = datetime.fromisoformat(change_at) if change_at else None
     history = history_frames(dataset, champion_dataset, since)

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from ct_assets.data.dataset import SPLIT, DatasetInfo
+from ct_assets.data.dataset import SPLIT
+from ct_assets.data.dataset_objects import dataset_file, read_manifest
 from ct_assets.registry import (
     TAG_CANDIDATES,
     TAG_CODE_VERSION,
@@ -31,6 +32,7 @@ from ct_assets.registry import (
     Registry,
     code_version,
 )
+from ct_assets.storage import ObjectStore
 from ct_assets.training.candidates import (
     TrainedCandidate,
     recorded_candidates,
@@ -61,19 +63,22 @@ class ReproduceResult:
         return asdict(self)
 
 
-def reproduce(registry: Registry, version: str, datasets_dir: Path) -> ReproduceResult:
-    """Train ``version`` again from its recorded dataset, parameters and mode; compare."""
+def reproduce(
+    registry: Registry, version: str, datasets_dir: Path, objects: ObjectStore | None = None
+) -> ReproduceResult:
+    """Train ``version`` again from its recorded dataset (read from ``objects``; None:
+    ``datasets_dir``), parameters and mode; compare."""
     info = registry.version(version)
     tags = info.tags
     missing = [t for t in (TAG_DATASET_VERSION, TAG_TRAIN_PARAMS) if not tags.get(t)]
     if missing:
         raise ReproduceError(f"v{version} does not record {missing}: it cannot be reproduced")
     dataset_version = tags[TAG_DATASET_VERSION]
-    manifest = datasets_dir / f"{dataset_version}.json"
-    if not manifest.exists():
-        raise ReproduceError(f"v{version}'s dataset {dataset_version} is not in {datasets_dir}")
-    dataset = DatasetInfo.from_json(manifest.read_text())
-    frame = pl.read_parquet(dataset.path)
+    dataset = read_manifest(objects, datasets_dir, dataset_version)
+    if dataset is None:
+        where = objects.uri if objects is not None else datasets_dir
+        raise ReproduceError(f"v{version}'s dataset {dataset_version} is not in {where}")
+    frame = pl.read_parquet(dataset_file(objects, datasets_dir, dataset_version))
     params = TrainParams(**json.loads(tags[TAG_TRAIN_PARAMS]))
     mode: Mode = "incremental" if tags.get(TAG_MODE) == "incremental" else "full"
     notes: list[str] = []

@@ -35,6 +35,7 @@ scores, 0 of 100 against holdout scores.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -53,6 +54,7 @@ import polars as pl
 from numpy.typing import NDArray
 
 from ct_assets.data.dataset import SPLIT
+from ct_assets.storage import ObjectStore, write_bytes
 
 if TYPE_CHECKING:
     from ct_assets.training.model import TrainedModel
@@ -64,6 +66,8 @@ ScoreRows = Literal["holdout", "train"]
 FORMAT_VERSION = 1
 ARRAYS_FILE = "reference.npz"
 META_FILE = "reference.json"
+#: On an object store, the reference of champion version V is ``drift/<V>/``.
+OBJECT_PREFIX = "drift"
 #: Numeric missing values are encoded as this (sorted first by the KS test).
 NUMERIC_MISSING = -np.inf
 #: Fewer holdout rows than this: the score reference falls back to the reference rows.
@@ -225,14 +229,40 @@ class DriftReference:
             shutil.rmtree(tmp, ignore_errors=True)
         return directory
 
+    def save_to(self, objects: ObjectStore, prefix: str) -> str:
+        """Write ``<prefix>/reference.npz`` and then ``<prefix>/reference.json`` on the
+        object store, each once (the JSON last: a reference whose JSON exists is whole)."""
+        arrays: dict[str, NDArray[Any]] = {"x_ref": self.x_ref}
+        if self.scores_ref is not None:
+            arrays["scores_ref"] = self.scores_ref
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)  # type: ignore[arg-type]
+        text = json.dumps(self._meta_json(), indent=2, sort_keys=True)
+        write_bytes(objects, f"{prefix}/{ARRAYS_FILE}", buffer.getvalue(), once=True)
+        write_bytes(objects, f"{prefix}/{META_FILE}", text.encode(), once=True)
+        return prefix
+
+    @classmethod
+    def load_from(cls, objects: ObjectStore, prefix: str) -> DriftReference:
+        """The reference :meth:`save_to` wrote under ``prefix``."""
+        meta_text = objects.read_bytes(f"{prefix}/{META_FILE}").decode()
+        arrays = io.BytesIO(objects.read_bytes(f"{prefix}/{ARRAYS_FILE}"))
+        return cls._from_parts(objects.uri_of(prefix), meta_text, arrays)
+
     @classmethod
     def load(cls, directory: Path) -> DriftReference:
-        meta = json.loads((directory / META_FILE).read_text())
+        return cls._from_parts(
+            directory, (directory / META_FILE).read_text(), directory / ARRAYS_FILE
+        )
+
+    @classmethod
+    def _from_parts(cls, where: Any, meta_text: str, arrays_file: Any) -> DriftReference:
+        meta = json.loads(meta_text)
         if meta.get("format_version") != FORMAT_VERSION:
             raise ValueError(
-                f"{directory}: unknown drift reference format {meta.get('format_version')}"
+                f"{where}: unknown drift reference format {meta.get('format_version')}"
             )
-        with np.load(directory / ARRAYS_FILE, allow_pickle=False) as arrays:
+        with np.load(arrays_file, allow_pickle=False) as arrays:
             x_ref = np.asarray(arrays["x_ref"], dtype=np.float64)
             scores = (
                 np.asarray(arrays["scores_ref"], dtype=np.float64)
@@ -394,15 +424,22 @@ def clear_cache() -> None:
 
 
 def get_or_build(
-    folder: Path, version: str, builder: Callable[[], DriftReference]
+    folder: Path,
+    version: str,
+    builder: Callable[[], DriftReference],
+    objects: ObjectStore | None = None,
 ) -> DriftReference:
     """The reference of champion ``version``: from this process's cache, else loaded from
     ``folder/<version>/``, else built by ``builder()`` and saved there.
 
-    ``folder`` is the drift root (``CT_HOME/drift``). A stored reference that cannot be
-    read is rebuilt. The cache keeps the :data:`CACHE_SIZE` most recently used versions.
+    ``folder`` is the drift root (``CT_HOME/drift``). With ``objects``, the reference is
+    kept on that object store instead, as ``drift/<version>/`` (``folder`` unused). A
+    stored reference that cannot be read is rebuilt. The cache keeps the
+    :data:`CACHE_SIZE` most recently used versions.
     """
     _check_version(version)
+    if objects is not None:
+        return _get_or_build_on(objects, version, builder)
     key = (str(folder.resolve()), version)
     with _CACHE_LOCK:
         cached = _CACHE.get(key)
@@ -425,6 +462,39 @@ def get_or_build(
                     f"not {version!r}"
                 )
             reference.save(directory)
+        _CACHE[key] = reference
+        while len(_CACHE) > CACHE_SIZE:
+            _CACHE.popitem(last=False)
+        return reference
+
+
+def _get_or_build_on(
+    objects: ObjectStore, version: str, builder: Callable[[], DriftReference]
+) -> DriftReference:
+    """:func:`get_or_build` on an object store (the same cache, keyed by the store's URI)."""
+    key = (objects.uri, version)
+    prefix = f"{OBJECT_PREFIX}/{version}"
+    with _CACHE_LOCK:
+        cached = _CACHE.get(key)
+        if cached is not None:
+            _CACHE.move_to_end(key)
+            return cached
+        reference: DriftReference | None = None
+        if objects.exists(f"{prefix}/{META_FILE}"):
+            try:
+                reference = DriftReference.load_from(objects, prefix)
+            except (FileNotFoundError, ValueError, KeyError, TypeError):
+                reference = None
+                objects.delete(f"{prefix}/{META_FILE}")
+                objects.delete(f"{prefix}/{ARRAYS_FILE}")
+        if reference is None:
+            reference = builder()
+            if reference.version != version:
+                raise ValueError(
+                    f"the builder made a reference of version {reference.version!r}, "
+                    f"not {version!r}"
+                )
+            reference.save_to(objects, prefix)
         _CACHE[key] = reference
         while len(_CACHE) > CACHE_SIZE:
             _CACHE.popitem(last=False)
