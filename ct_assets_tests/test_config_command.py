@@ -77,6 +77,7 @@ def changed_settings(home: Path) -> Settings:
         "monitoring_segments": "country",
         "api_metrics_url": "http://127.0.0.1:8080/metrics",
         "monitoring_cron": "*/5 * * * *",
+        "gc_cron": "0 2 * * 0",
     }
     values: dict[str, Any] = {"home": home}
     for decl in declarations():
