@@ -14,8 +14,8 @@ at a cost that follows new data. Under a folder (``CT_HOME/monitoring/feedback_a
 
 A file is rebuilt only when its key changed: a date's table source (its log fingerprint or
 curation key), the segments, the label policy or the code. A feedback date is matched to the
-predictions first within the dates it may refer to (``max_feedback_delay`` + 1 days back),
-then, for ids not found there, among all others. Day D's counts are keyed by its own files
+predictions of its own date first, then, for ids not found there, of the other dates it may
+refer to (``max_feedback_delay`` + 1 days back), then of all others. Day D's counts are keyed by its own files
 and by the feedback dates that refer to D's predictions: late feedback lands in its own
 date and refreshes the coverage of the prediction days it refers to, nothing else. An id
 not found anywhere yet is kept open, and its feedback date is matched again when a date
@@ -272,8 +272,12 @@ class _Run:
             + self._table(keys.VALIDATED_FEEDBACK, day).select_sql(projection)
         )
         slims = {d: self.files.path("predictions", d) for d in self.state.predictions}
-        near = [slims[d] for d in _window(day, self.delay_days) if d in slims]
-        far = [p for d, p in sorted(slims.items()) if p not in near]
+        window = [slims[d] for d in _window(day, self.delay_days) if d in slims]
+        # the date itself first (most feedback answers the day's own predictions), then the
+        # rest of its window, then everything else, each only for the ids still missing
+        same = [slims[day]] if day in slims else []
+        near = [p for p in window if p not in same]
+        far = [p for d, p in sorted(slims.items()) if p not in window]
         con.execute("DROP TABLE IF EXISTS cand")
         typed = "".join(f", {a} VARCHAR" for a in self.aliases)
         con.execute(
@@ -282,7 +286,7 @@ class _Run:
         columns = ", ".join(["day", "prediction_id", "log_offset", *self.aliases])
         wanted = "(SELECT prediction_id FROM f WHERE prediction_id IS NOT NULL)"
         missing = f"({wanted[1:-1]} EXCEPT SELECT prediction_id FROM cand)"
-        for paths, ids in ((near, wanted), (far, missing)):
+        for paths, ids in ((same, wanted), (near, missing), (far, missing)):
             if paths and con.execute(f"SELECT count(*) FROM {ids}").fetchone() != (0,):
                 con.execute(
                     f"INSERT INTO cand SELECT {columns} FROM "
