@@ -15,11 +15,11 @@ at a cost that follows new data. Under a folder (``CT_HOME/monitoring/feedback_a
 A file is rebuilt only when its key changed: a date's table source (its log fingerprint or
 curation key), the segments, the label policy or the code. A feedback date is matched to the
 predictions of its own date first, then, for ids not found there, of the other dates it may
-refer to (``max_feedback_delay`` + 1 days back), then of all others. Day D's counts are keyed by its own files
-and by the feedback dates that refer to D's predictions: late feedback lands in its own
-date and refreshes the coverage of the prediction days it refers to, nothing else. An id
-not found anywhere yet is kept open, and its feedback date is matched again when a date
-holding that id arrives. The combination equals a full recompute as long as a
+refer to (``max_feedback_delay`` + 1 days back), then of all others. Day D's counts are
+keyed by its own files and by the feedback dates that refer to D's predictions: late
+feedback lands in its own date and refreshes the coverage of the prediction days it refers
+to, nothing else. An id not found anywhere yet is kept open, and its feedback date is
+matched again when a date holding that id arrives. The combination equals a full recompute as long as a
 ``prediction_id`` is logged on one date only (it may be logged twice on that date).
 
 Every file is replaced atomically and ``state.json`` is written last, so a run killed half
@@ -229,7 +229,11 @@ class _Run:
 
     def _reopened(self, changed_predictions: Sequence[str]) -> set[str]:
         """Feedback dates with ids that were not found and that a changed date now holds."""
-        open_days = [d for d, s in self.state.feedback.items() if s.get("open")]
+        open_days = [
+            d
+            for d, s in self.state.feedback.items()
+            if s.get("open") and self.files.path("feedback", d).exists()
+        ]
         if not changed_predictions or not open_days:
             return set()
         new = file_list([self.files.path("predictions", d) for d in changed_predictions])
