@@ -9,8 +9,8 @@ yesterday. Then, timed:
 * an API worker start: ``ct-assets api`` in a fresh process, from launch to the first 200
   of ``/healthz``, and the worker's resident memory then (VmRSS);
 * one evaluation of each sensor of the code location on a real (ephemeral) Dagster
-  instance, first tick (no cursor); no champion is registered, so the drift, performance
-  and canary sensors stop early;
+  instance, first tick (no cursor), after mlflow is imported (once per sensor process);
+  no champion is registered, so the drift, performance and canary sensors stop early;
 * ``ct-assets status --json`` in a fresh process (the second one: the first creates the
   MLflow store).
 
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -130,9 +131,12 @@ def sensor_ticks(home: Path) -> dict[str, float]:
     import dagster as dg
 
     from ct_assets.defs import build_definitions
+    from ct_assets.registry import Registry
     from ct_assets.settings import Settings
 
-    defs = build_definitions(Settings().with_home(home))
+    settings = Settings().with_home(home)
+    defs = build_definitions(settings)
+    Registry.from_settings(settings).versions()  # mlflow's import: once per sensor process
     seconds: dict[str, float] = {}
     with dg.instance_for_test() as instance:
         for sensor in defs.sensors or []:
@@ -160,19 +164,27 @@ def main() -> int:
     parser.add_argument("--events", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--days", type=int, default=90)
     parser.add_argument("--per-commit", type=int, default=10)
-    parser.add_argument("--dir", type=Path, default=None)
+    parser.add_argument(
+        "--keep", type=Path, default=None, help="keep the filled homes here and reuse them"
+    )
     args = parser.parse_args()
     figures: dict[int, dict[str, float]] = {}
-    with tempfile.TemporaryDirectory(prefix="ct-bench-history-", dir=args.dir) as tmp:
+    with tempfile.TemporaryDirectory(prefix="ct-bench-history-") as tmp:
         for events in sorted(args.events):
-            home = Path(tmp) / f"ct-{events}"
-            fill_seconds = fill(home, events, args.days, args.per_commit)
+            parent = args.keep or Path(tmp)
+            home = parent / f"ct-{events}-{args.days}d-{args.per_commit}"
             commits = -(-events // args.per_commit)
-            print(
-                f"{events:,} events in {commits:,} commits over {args.days} days: "
-                f"written in {fill_seconds:.0f} s",
-                flush=True,
-            )
+            if (home / "filled").exists():
+                print(f"{events:,} events in {commits:,} commits: reusing {home}", flush=True)
+            else:
+                shutil.rmtree(home, ignore_errors=True)
+                fill_seconds = fill(home, events, args.days, args.per_commit)
+                (home / "filled").write_text("")
+                print(
+                    f"{events:,} events in {commits:,} commits over {args.days} days: "
+                    f"written in {fill_seconds:.0f} s",
+                    flush=True,
+                )
             start, rss = worker_start(home)
             row = {"worker start s": start, "worker RSS MB": rss}
             status_seconds(home)  # the first one creates the MLflow store: not timed
