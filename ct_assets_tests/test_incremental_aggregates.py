@@ -204,3 +204,10 @@ def test_only_changed_dates_and_the_days_they_refer_to_are_computed(tmp_path: Pa
     assert _equal_to_full(store, folder) == [_day(5), _day(9)], (
         "the new date, and the date of the prediction its feedback answers"
     )
+
+    # a lost figures file is computed again; a damaged state recomputes everything
+    (folder / "days" / f"date={_day(3)}.parquet").unlink()
+    assert _equal_to_full(store, folder) == [_day(3)]
+    (folder / "state.json").write_text('{"config": ')
+    assert _equal_to_full(store, folder) == [_day(i) for i in range(10)]
+    assert _equal_to_full(store, folder) == []

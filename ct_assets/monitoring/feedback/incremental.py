@@ -19,8 +19,9 @@ refer to (``max_feedback_delay`` + 1 days back), then of all others. Day D's cou
 keyed by its own files and by the feedback dates that refer to D's predictions: late
 feedback lands in its own date and refreshes the coverage of the prediction days it refers
 to, nothing else. An id not found anywhere yet is kept open, and its feedback date is
-matched again when a date holding that id arrives. The combination equals a full recompute as long as a
-``prediction_id`` is logged on one date only (it may be logged twice on that date).
+matched again when a date holding that id arrives. The combination equals a full recompute
+as long as a ``prediction_id`` is logged on one date only (it may be logged twice on that
+date).
 
 Every file is replaced atomically and ``state.json`` is written last, so a run killed half
 way leaves keys that no longer match, and the next run computes those dates again.
@@ -79,7 +80,12 @@ class _State:
             return cls(config)
         if not isinstance(raw, dict) or raw.get("config") != config:
             return cls(config)
-        return cls(config, raw["predictions"], raw["feedback"], raw["days"])
+        predictions, feedback, days = (raw.get(n) for n in ("predictions", "feedback", "days"))
+        if not (isinstance(predictions, dict) and isinstance(feedback, dict)):
+            return cls(config)  # not ours, or damaged: compute everything again
+        if not isinstance(days, dict):
+            return cls(config)
+        return cls(config, predictions, feedback, days)
 
     def save(self, path: Path) -> None:
         document = {
