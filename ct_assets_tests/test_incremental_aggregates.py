@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
@@ -18,7 +19,7 @@ from polars.testing import assert_frame_equal
 from ct_assets import keys
 from ct_assets.data.attribution import LabelPolicy
 from ct_assets.data.tables import TableStore
-from ct_assets.monitoring.feedback import feedback_aggregates
+from ct_assets.monitoring.feedback import feedback_aggregates, incremental
 from ct_assets.monitoring.feedback.incremental import incremental_feedback_aggregates
 
 START = date(2026, 3, 1)
@@ -181,7 +182,10 @@ def test_per_date_figures_combined_equal_a_full_recompute(seed: int) -> None:
         _equal_to_full(store, folder, segments="channel")
 
 
-def test_only_changed_dates_and_the_days_they_refer_to_are_computed(tmp_path: Path) -> None:
+def test_only_changed_dates_and_the_days_they_refer_to_are_computed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(incremental, "DAYS_PER_QUERY", 3)  # several blocks of days
     store = TableStore(tmp_path / "tables")
     folder = tmp_path / "figures"
     world = _World(store, random.Random(7))

@@ -63,6 +63,8 @@ if TYPE_CHECKING:
 INCREMENTAL_CODE_VERSION = "feedback-aggregates-per-date-v1"
 STATE_FILE = "state.json"
 LOCK_FILE = ".lock"
+#: Days counted by one query (a first run, or a change of segments, counts every day).
+DAYS_PER_QUERY = 16
 
 
 @dataclass
@@ -327,36 +329,41 @@ class _Run:
         return pdays, int(row[0]) if row else 0
 
     def days(self, days: Sequence[str]) -> list[str]:
-        """Count the days whose inputs changed; returns them."""
+        """Count the days whose inputs changed, a block of days per query; returns them."""
         linked: dict[str, list[str]] = {}
         for fday, recorded in sorted(self.state.feedback.items()):
             for pday in recorded["pdays"]:
                 if pday != fday:
                     linked.setdefault(pday, []).append(fday)
-        done = []
+        stale: dict[str, str] = {}
         for day in days:
             own = self.state.feedback.get(day, {}).get("key", "")
             others = {f: self.state.feedback[f]["key"] for f in linked.get(day, [])}
             key = _digest([self.state.predictions.get(day, ""), own, others])
-            path = self.files.path("days", day)
-            if self.state.days.get(day) == key and path.exists():
-                continue
-            self._count(day, own != "", sorted(others), path)
-            self.state.days[day] = key
-            done.append(day)
-        return done
+            if self.state.days.get(day) != key or not self.files.path("days", day).exists():
+                stale[day] = key
+        changed = list(stale)
+        for first in range(0, len(changed), DAYS_PER_QUERY):
+            block = changed[first : first + DAYS_PER_QUERY]
+            answering = sorted({f for d in block for f in linked.get(d, [])} - set(block))
+            self._count(block, answering)
+            self.state.days.update({d: stale[d] for d in block})
+        return changed
 
-    def _count(self, day: str, has_feedback: bool, others: list[str], path: Path) -> None:
+    def _count(self, block: list[str], others: list[str]) -> None:
+        """The counts of the days of ``block``: the feedback of those dates, the feedback of
+        ``others`` answering their predictions, and their predictions."""
         con, aliases = self.con, self.aliases
+        dates = ", ".join(f"DATE {quote(d)}" for d in block)
         parts = []
-        if has_feedback:
-            parts.append(
-                f"SELECT * FROM read_parquet({quote(str(self.files.path('feedback', day)))})"
-            )
+        own = [self.files.path("feedback", d) for d in block if d in self.state.feedback]
+        if own:
+            parts.append(f"SELECT * FROM read_parquet({file_list(own)}, union_by_name = true)")
         if others:
             paths = [self.files.path("feedback", f) for f in others]
             parts.append(
-                f"SELECT * FROM read_parquet({file_list(paths)}) WHERE pday = DATE {quote(day)}"
+                f"SELECT * FROM read_parquet({file_list(paths)}, union_by_name = true) "
+                f"WHERE pday IN ({dates})"
             )
         for table in ("fb", "prf"):
             con.execute(f"DROP TABLE IF EXISTS {table}")
@@ -367,11 +374,12 @@ class _Run:
                 f"CREATE TEMP TABLE fb AS SELECT * FROM "
                 f"read_parquet({quote(str(self._any_feedback_file()))}) WHERE false"
             )
-        slim = self.files.path("predictions", day)
+        slims = [self.files.path("predictions", d) for d in block if d in self.state.predictions]
         picked = ", ".join(["day", *aliases])
-        if day in self.state.predictions:
+        if slims:
             source = first_logged(
-                f"SELECT * FROM read_parquet({quote(str(slim))})", ["day", *aliases]
+                f"SELECT * FROM read_parquet({file_list(slims)}, union_by_name = true)",
+                ["day", *aliases],
             )
         else:
             typed = "".join(f", NULL::VARCHAR AS {a}" for a in aliases)
@@ -382,10 +390,12 @@ class _Run:
             f"FROM ({source})"
         )
         counted = con.sql(
-            f"SELECT * FROM ({_aggregate_sql(_dimensions(self.segments))}) "
-            f"WHERE day = DATE {quote(day)}"
+            f"SELECT * FROM ({_aggregate_sql(_dimensions(self.segments))}) WHERE day IN ({dates})"
         ).pl()
-        table_files.write_parquet(path, counted)
+        by_day = counted.with_columns(pl.col("day").cast(pl.String).alias("_date"))
+        for day in block:
+            rows = by_day.filter(pl.col("_date") == day).drop("_date")
+            table_files.write_parquet(self.files.path("days", day), rows)
 
     def _any_feedback_file(self) -> Path:
         return self.files.path("feedback", next(iter(sorted(self.state.feedback))))
