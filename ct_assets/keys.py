@@ -50,6 +50,8 @@ PERFORMANCE_MONITOR = "performance_monitor"
 GATE_CHECK = "gate_passed"
 MONITORING_JOB = "monitoring_job"
 MONITORING_SCHEDULE = "monitoring_schedule"
+GC_JOB = "gc_job"
+GC_SCHEDULE = "gc_schedule"
 
 # materialization metadata
 META_LOG_POSITION = "ct/log_position"

@@ -6,9 +6,11 @@ deployment (shadow, canary, ab) points at, the champion's rollback target, the n
 the versions it continued from (``ct.init_model_version``, recursively), its dataset
 (``CT_HOME/datasets/<version>.*``), its validation report, its drift reference
 (``CT_HOME/drift/<version>/``) and its run. Deleted: every other registered version, its
-run (marked deleted, its local artifacts removed), its report and drift reference, and
-datasets no remaining version uses. The event log and the per-date tables are never
-touched; a dataset no version ever used (an in-flight run's) is kept.
+run (marked deleted, its local artifacts removed), its report and drift reference, the
+retrain runs' hand-offs naming it, datasets no remaining version uses, and checkpoints of
+trainings not resumed for ``CT_GC_CHECKPOINT_AGE_HOURS`` (:mod:`ct_assets.retention_files`).
+The event log and the per-date tables are never touched; a dataset no version ever used
+(an in-flight run's) is kept, and so is each asset's latest hand-off.
 
 Crash safety: the plan (``CT_HOME/gc/plan.json``) and one tombstone per deleted object
 (``CT_HOME/gc/tombstones.jsonl``) are written and fsynced before anything is deleted.
@@ -41,6 +43,14 @@ from ct_assets.registry import (
     Registry,
     VersionInfo,
 )
+from ct_assets.retention_files import (
+    CHECKPOINT,
+    HANDOFF,
+    FileItem,
+    checkpoint_items,
+    handoff_items,
+    remove_checkpoint,
+)
 from ct_assets.settings import Settings
 
 #: Test hook: the gc process kills itself (SIGKILL) after this many deletions.
@@ -52,7 +62,7 @@ DATASET = "dataset"
 REPORT = "report"
 DRIFT_REFERENCE = "drift_reference"
 #: The order deletions run in: a version leaves the registry before anything it needs.
-DELETE_ORDER = (MODEL_VERSION, RUN, REPORT, DRIFT_REFERENCE, DATASET)
+DELETE_ORDER = (MODEL_VERSION, RUN, HANDOFF, REPORT, DRIFT_REFERENCE, CHECKPOINT, DATASET)
 
 
 @dataclass(frozen=True)
@@ -275,9 +285,21 @@ def make_plan(settings: Settings, registry: Registry) -> Plan:
         else:
             reasons = ["used by no registered version (may be an in-flight run's)"]
             kept.append(Item(DATASET, dataset, reasons, paths))
+    gone_datasets = {i for (what, i), r in tombstones.items() if what == DATASET} - set(users)
+    dead = {i.id for i in deleted if i.what == DATASET} | gone_datasets
+    for keep_files, drop_files in (
+        handoff_items(settings, deleting | set(gone), dead),
+        checkpoint_items(settings),
+    ):
+        kept += [_item(f) for f in keep_files]
+        deleted += [_item(f) for f in drop_files]
     order = {what: n for n, what in enumerate(DELETE_ORDER)}
     deleted.sort(key=lambda i: order[i.what])
     return Plan(kept, deleted, datetime.now(UTC).isoformat())
+
+
+def _item(found: FileItem) -> Item:
+    return Item(found.what, found.id, found.why, found.paths, found.detail)
 
 
 # --- doing it ---------------------------------------------------------------------------------
@@ -402,6 +424,9 @@ def run_gc(settings: Settings, registry: Registry, *, dry_run: bool, by: str = "
                 pass
             for path in item.paths:
                 _remove(path)
+        elif item.what == CHECKPOINT:
+            for path in item.paths:
+                remove_checkpoint(path)
         else:
             for path in item.paths:
                 _remove(path)

@@ -915,6 +915,21 @@ class Settings:
         check=at_least(1),
         help="newest registered model versions gc keeps",
     )
+    gc_checkpoint_age_hours: int = setting(
+        24,
+        env="CT_GC_CHECKPOINT_AGE_HOURS",
+        section="retention",
+        parse=_positive_int,
+        check=at_least(1),
+        help="hours since its last write before gc deletes a training checkpoint",
+    )
+    gc_cron: str = setting(
+        "30 3 * * *",
+        env="CT_GC_CRON",
+        section="retention",
+        check=_cron,
+        help="cron of gc_schedule (stopped until turned on)",
+    )
 
     # --- storage: where datasets and drift references live (see ct_assets.storage) ----------
     storage_uri: str = setting(

@@ -665,7 +665,17 @@ def test_the_assets_on_a_real_promotion_report_its_latency(settings: Settings) -
         assert result.success
         run = instance.get_run_record_by_id(champion.tags[TAG_DAGSTER_RUN_ID])
         assert run is not None
+        latest = settings.tables_dir / keys.FEEDBACK_AGGREGATES / "latest.parquet"
+        first = pl.read_parquet(latest)
+        again = dg.materialize(
+            build_monitoring_assets(settings)[:1],
+            instance=instance,
+            resources=resources_from_settings(settings),
+        )
+        assert _materialized(again)[keys.FEEDBACK_AGGREGATES]["days_computed"] == 0
+        assert pl.read_parquet(latest).equals(first), "nothing changed: the same figures"
     meta = _materialized(result)
+    assert meta[keys.FEEDBACK_AGGREGATES]["days_computed"] == meta[keys.FEEDBACK_AGGREGATES]["days"]
 
     (promoted_at,) = [
         datetime.fromisoformat(r.at) for r in registry.audit_trail() if r.action == "promote"

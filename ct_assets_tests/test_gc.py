@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,25 @@ def test_gc_keeps_what_is_needed_and_finishes_after_a_kill(
     assert len(set(datasets.values())) == 5
     doomed = s.datasets_dir / f"{datasets['3']}.parquet"
     run3 = versions["3"].run_id
+    handoffs = {p: json.loads(p.read_text()) for p in sorted(s.handoffs_dir.glob("*/runs/*.json"))}
+    of_v3 = {
+        p
+        for p, r in handoffs.items()
+        if r.get("model_version") == "3"
+        or datasets["3"] in (r.get("version"), r.get("dataset_version"))
+    }
+    assert len(of_v3) == 3, "the dataset, candidate and gate hand-offs of v3's run"
+    latest = sorted(s.handoffs_dir.glob("*.json"))
+    assert len(latest) == 3
+    # a training killed two days ago and never resumed, and one killed a minute ago
+    stale, fresh = s.checkpoints_dir / "stale-job", s.checkpoints_dir / "fresh-job"
+    for folder in (stale, fresh):
+        folder.mkdir(parents=True)
+        (folder / "model-0000010.txt").write_text("tree")
+        (folder / "state.json").write_text("{}")
+    two_days_ago = time.time() - 48 * 3600
+    for path in (stale / "model-0000010.txt", stale / "state.json", stale):
+        os.utime(path, (two_days_ago, two_days_ago))
 
     def consistent() -> None:
         now = registry.versions()
@@ -101,6 +121,11 @@ def test_gc_keeps_what_is_needed_and_finishes_after_a_kill(
             assert (s.datasets_dir / f"{datasets[version]}.parquet").exists(), version
             assert (s.datasets_dir / f"{datasets[version]}.json").exists(), version
         assert (s.drift_dir / "2").exists()
+        assert all(p.exists() for p in latest), "each asset's latest hand-off stays"
+        for path, record in handoffs.items():
+            if path not in of_v3:
+                assert path.exists(), (path, record)
+        assert fresh.exists()
 
     dry = gc_json(capsys, "--dry-run")
     assert dry["dry_run"] is True
@@ -109,6 +134,9 @@ def test_gc_keeps_what_is_needed_and_finishes_after_a_kill(
     assert ids(dry["deleted"], "dataset") == {datasets["3"]}
     assert ids(dry["deleted"], "drift_reference") == {"3"}
     assert ids(dry["deleted"], "report") == {"3"}
+    assert {Path(p) for i in dry["deleted"] if i["what"] == "handoff" for p in i["paths"]} == of_v3
+    assert ids(dry["deleted"], "checkpoint") == {"stale-job"}
+    assert ids(dry["kept"], "checkpoint") == {"fresh-job"}
     reasons = {i["id"]: i["why"] for i in dry["kept"] if i["what"] == "model_version"}
     assert "alias champion" in reasons["2"] and "deployed (canary)" in reasons["4"]
     assert "continued from by kept v2" in reasons["1"]
@@ -124,11 +152,21 @@ def test_gc_keeps_what_is_needed_and_finishes_after_a_kill(
     assert plan_path(s).exists()
     assert "3" not in registry.versions() and doomed.exists()
     consistent()
+    # killed again, in the middle of the files (after the run and one hand-off)
+    env[KILL_AFTER_ENV] = "2"
+    killed = subprocess.run(
+        [sys.executable, "-m", "ct_assets.cli", "gc"], env=env, capture_output=True, timeout=120
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()
+    assert doomed.exists() and sum(p.exists() for p in of_v3) == 2 and stale.exists()
+    consistent()
     again = gc_json(capsys)
     assert again["dry_run"] is False
     assert ids(again["deleted"], "model_version") == set()
     assert ids(again["deleted"], "dataset") == {datasets["3"]}
-    assert ids(again["deleted"], "mlflow_run") == {run3}
+    assert ids(again["deleted"], "mlflow_run") == set(), "deleted by the second gc"
+    assert len(ids(again["deleted"], "handoff")) == 2
+    assert not any(p.exists() for p in of_v3) and not stale.exists()
     assert not doomed.exists() and not (s.drift_dir / "3").exists()
     assert not list(s.reports_dir.glob("validation-v3*"))
     assert registry.client.get_run(run3).info.lifecycle_stage == "deleted"
@@ -151,3 +189,32 @@ def test_gc_keeps_what_is_needed_and_finishes_after_a_kill(
         ("dataset", datasets["3"]),
     }
     assert Path(s.datasets_dir / f"{datasets['2']}.parquet").exists()
+    assert main(["lineage", "--version", "2", "--json"]) == 0
+    kept_lineage = json.loads(capsys.readouterr().out)
+    assert kept_lineage["dataset_version"] == datasets["2"] and not kept_lineage.get("deleted")
+
+
+def test_gc_job_runs_gc_and_its_schedule_starts_stopped(settings: Settings) -> None:
+    defs = build_definitions(settings)
+    schedule = defs.resolve_schedule_def(keys.GC_SCHEDULE)
+    assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
+    assert schedule.cron_schedule == settings.gc_cron and schedule.job_name == keys.GC_JOB
+    stale = settings.checkpoints_dir / "stale-job"
+    stale.mkdir(parents=True)
+    (stale / "state.json").write_text("{}")
+    old = time.time() - (settings.gc_checkpoint_age_hours + 1) * 3600
+    for path in (stale / "state.json", stale):
+        os.utime(path, (old, old))
+    job = defs.resolve_job_def(keys.GC_JOB)
+    with dg.instance_for_test() as instance:
+        dry = job.execute_in_process(
+            instance=instance,
+            run_config={"ops": {"collect_garbage": {"config": {"dry_run": True}}}},
+        )
+        assert dry.success and dry.output_for_node("collect_garbage") == 1
+        assert stale.exists()
+        real = job.execute_in_process(instance=instance)
+        assert real.success and real.output_for_node("collect_garbage") == 1
+    assert not stale.exists()
+    record = json.loads(tombstones_path(settings).read_text().splitlines()[-1])
+    assert (record["what"], record["id"]) == ("checkpoint", "stale-job")

@@ -25,6 +25,7 @@ from ct_assets.defs.jobs import (
 from ct_assets.defs.observability import build_monitoring_assets
 from ct_assets.defs.pipeline_health import build_pipeline_health
 from ct_assets.defs.resources import resources_from_settings
+from ct_assets.defs.retention import build_gc_job, build_gc_schedule
 from ct_assets.defs.rollback import rollback_job
 from ct_assets.defs.training import candidate_model
 from ct_assets.defs.triggers import (
@@ -62,6 +63,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     """The whole code location for ``settings`` (paths under its CT_HOME)."""
     partitions = daily_partitions(settings.partition_start_date)
     retrain_job = build_retrain_job(settings)
+    gc_job = build_gc_job(settings)
     assets: list[dg.AssetsDefinition | dg.AssetSpec] = [
         build_daily_assets(settings.partition_start_date),
         build_training_dataset(settings),
@@ -83,6 +85,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             rollback_job,
             canary_job,
             monitoring_job,
+            gc_job,
         ],
         sensors=[
             build_volume_sensor(settings, retrain_job),
@@ -96,6 +99,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         schedules=[
             build_retrain_schedule(settings, retrain_job),
             build_monitoring_schedule(settings, monitoring_job),
+            build_gc_schedule(settings, gc_job),
         ],
         resources=resources_from_settings(settings),
     )

@@ -33,11 +33,11 @@ from ct_assets.monitoring.feedback import (
     BiasVerdict,
     bias_summary_markdown,
     daily_plot_png,
-    feedback_aggregates,
     feedback_bias,
     judge_bias,
     latest_day_totals,
 )
+from ct_assets.monitoring.feedback.incremental import incremental_feedback_aggregates
 from ct_assets.monitoring.latency import (
     LATENCY_HISTORY,
     VersionLatency,
@@ -117,8 +117,10 @@ AGGREGATES_DESCRIPTION = (
     "the reward rate of implicit feedback (share of signals the label policy labels "
     "positive) and its mean value; and coverage, the share of the day's logged predictions "
     "that ever received feedback (any event referring to them, any day). Recent days' "
-    "coverage rises as late feedback arrives. Computed with DuckDB over all the "
-    "validated_feedback and raw_predictions tables, under CT_COMPILE_MEMORY_MB. Table: "
+    "coverage rises as late feedback arrives. Computed with DuckDB, under "
+    "CT_COMPILE_MEMORY_MB, once per changed date: a date's figures are kept under "
+    "CT_HOME/monitoring/feedback_aggregates and computed again only when its tables, or "
+    "the feedback of a later date answering its predictions, changed. Table: "
     "CT_HOME/tables/feedback_aggregates/latest.parquet. Metadata: the newest day's totals "
     "and a plot of the last 30 days."
 )
@@ -145,9 +147,15 @@ def build_feedback_aggregates(settings: Settings) -> dg.AssetsDefinition:
     )
     def feedback_aggregates_asset(curation: CurationResource) -> dg.MaterializeResult:  # type: ignore[type-arg]
         store = curation.store()
-        result = feedback_aggregates(
-            store, curation.policy(), settings.monitoring_segments, curation.compile_memory_mb
+        refreshed = incremental_feedback_aggregates(
+            store,
+            curation.policy(),
+            settings.monitoring_dir / keys.FEEDBACK_AGGREGATES,
+            settings.monitoring_segments,
+            curation.compile_memory_mb,
+            curation.max_feedback_delay_days,
         )
+        result = refreshed.result
         table = result.table
         path = store.write_latest(keys.FEEDBACK_AGGREGATES, table)
         day, totals = latest_day_totals(table)
@@ -156,6 +164,7 @@ def build_feedback_aggregates(settings: Settings) -> dg.AssetsDefinition:
             "dagster/row_count": table.height,
             "dagster/column_schema": aggregates_column_schema(),
             "days": table["day"].n_unique(),
+            "days_computed": len(refreshed.days_computed),
             "events": 0.0,
             **totals,
             "latest_day": day or "(none)",

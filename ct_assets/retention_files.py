@@ -1,0 +1,127 @@
+"""What ``ct-assets gc`` decides about the files runs leave behind: the retrain job's
+per-run hand-offs and interrupted trainings' checkpoints (see :mod:`ct_assets.retention`).
+
+* Hand-offs (``CT_HOME/handoffs/<asset>/runs/<run_id>.json``): a run's record is deleted
+  when a model version it names is being (or was) deleted, or, for a dataset hand-off,
+  when its dataset is. Each asset's latest record (``<asset>.json``) is always kept, and
+  so is a record naming only kept versions and datasets, or one that cannot be read.
+* Checkpoints (``CT_HOME/checkpoints/<key>/``): a finished training removes its own; what
+  is left belongs to a training that was killed or failed. No lineage needs one; a rerun
+  of the same job resumes from it. A checkpoint not written for ``CT_GC_CHECKPOINT_AGE_HOURS``
+  is deleted, its state first, so a half-deleted one is never resumed from.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ct_assets.settings import Settings
+
+HANDOFF = "handoff"
+CHECKPOINT = "checkpoint"
+CHECKPOINT_STATE = "state.json"
+
+
+@dataclass(frozen=True)
+class FileItem:
+    """One file or folder to keep or delete, with why and the model versions it names."""
+
+    what: str
+    id: str
+    why: list[str]
+    paths: list[str]
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+def _names(record: dict[str, Any]) -> tuple[set[str], set[str]]:
+    """The model versions and datasets a hand-off record names."""
+    versions = {str(record[k]) for k in ("model_version",) if record.get(k)}
+    datasets = {str(record[k]) for k in ("dataset_version",) if record.get(k)}
+    if "path" in record and record.get("version"):  # a dataset hand-off
+        datasets.add(str(record["version"]))
+    return versions, datasets
+
+
+def handoff_items(
+    settings: Settings,
+    deleted_versions: Collection[str],
+    deleted_datasets: Collection[str],
+) -> tuple[list[FileItem], list[FileItem]]:
+    """The per-run hand-offs to keep and to delete: deleted when a version or dataset it
+    names is among ``deleted_versions`` / ``deleted_datasets`` (now or by an earlier gc)."""
+    kept: list[FileItem] = []
+    deleted: list[FileItem] = []
+    root = settings.handoffs_dir
+    if not root.is_dir():
+        return kept, deleted
+    for path in sorted(root.glob("*/runs/*.json")):
+        asset, run_id = path.parent.parent.name, path.stem
+        item_id = f"{asset}/{run_id}"
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue  # torn or removed meanwhile: not ours to judge
+        if not isinstance(record, dict):
+            continue
+        versions, datasets = _names(record)
+        gone_versions = sorted(versions & set(deleted_versions), key=int)
+        gone_datasets = sorted(datasets & set(deleted_datasets))
+        if gone_versions or gone_datasets:
+            named = [f"v{v}" for v in gone_versions] + [f"dataset {d}" for d in gone_datasets]
+            why = f"names deleted {', '.join(named)}"
+            deleted.append(
+                FileItem(HANDOFF, item_id, [why], [str(path)], {"versions": gone_versions})
+            )
+        else:
+            kept.append(FileItem(HANDOFF, item_id, ["names no deleted version"], [str(path)]))
+    return kept, deleted
+
+
+def _last_write(folder: Path) -> float:
+    times = [folder.stat().st_mtime]
+    for path in folder.iterdir():
+        with contextlib.suppress(OSError):
+            times.append(path.stat().st_mtime)
+    return max(times)
+
+
+def checkpoint_items(
+    settings: Settings, now: datetime | None = None
+) -> tuple[list[FileItem], list[FileItem]]:
+    """The checkpoints to keep (written within ``CT_GC_CHECKPOINT_AGE_HOURS``: a training
+    may be running or about to resume) and to delete."""
+    kept: list[FileItem] = []
+    deleted: list[FileItem] = []
+    root = settings.checkpoints_dir
+    if not root.is_dir():
+        return kept, deleted
+    at = (now or datetime.now(UTC)).timestamp()
+    hours = settings.gc_checkpoint_age_hours
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        try:
+            age = (at - _last_write(folder)) / 3600
+        except OSError:
+            continue
+        last = {"hours_since_last_write": round(age, 1)}
+        if age < hours:
+            why = f"written in the last {hours} h: a training may be running or resuming"
+            kept.append(FileItem(CHECKPOINT, folder.name, [why], [str(folder)], last))
+        else:
+            why = f"not written for {hours} h or more: its training was not resumed"
+            deleted.append(FileItem(CHECKPOINT, folder.name, [why], [str(folder)], last))
+    return kept, deleted
+
+
+def remove_checkpoint(folder: str) -> None:
+    """The state first (then nothing resumes from what is left), then the folder."""
+    path = Path(folder)
+    with contextlib.suppress(FileNotFoundError):
+        (path / CHECKPOINT_STATE).unlink()
+    shutil.rmtree(path, ignore_errors=True)
