@@ -51,7 +51,7 @@ dev: install
 
 # The benchmarks need the bench extra (river's drift streams) on top of the lock.
 bench: install
-	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e '.[dev,celery,dask,bench]'
+	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e '.[dev,celery,bench]'
 	$(BIN)/python benchmarks/bench_load_definitions.py
 	$(BIN)/python benchmarks/bench_ingest_api.py
 	$(BIN)/python benchmarks/bench_compile_dataset.py
