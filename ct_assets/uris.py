@@ -3,7 +3,8 @@
 A tracking URI may carry secrets (``https://user:password@mlflow.example``,
 ``...?token=...``, ``postgresql://user:password@db/mlflow``). Whatever prints or shows
 a URI (``ct-assets status``, asset metadata in the Dagster UI) goes through
-:func:`redact_uri`; a link to the MLflow UI is built without them.
+:func:`redact_uri`; a link to the MLflow UI is built without them. Also the one check of
+a dask scheduler address (CT_DASK_SCHEDULER).
 """
 
 from __future__ import annotations
@@ -67,3 +68,32 @@ def model_version_link(tracking_uri: str, model_name: str, version: str) -> Mode
     if scheme in ("file", ""):
         return ModelVersionLink("path", parts.path if scheme else tracking_uri)
     return ModelVersionLink("text", f"models:/{model_name}/{version} in {redact_uri(tracking_uri)}")
+
+
+#: The dask scheduler address schemes CT_DASK_SCHEDULER accepts.
+DASK_SCHEMES = ("tcp", "tls")
+
+
+def scheduler_address_problem(address: str) -> str | None:
+    """What is wrong with a dask scheduler address, ``tcp://host:port`` or ``tls://``
+    (None when fine; empty means no scheduler)."""
+    if not address:
+        return None
+    expected = "must be empty or a dask scheduler address tcp://host:port (or tls://)"
+    try:
+        parts = urlsplit(address)
+        port = parts.port
+    except ValueError:
+        return expected
+    if (
+        parts.scheme not in DASK_SCHEMES
+        or not parts.hostname
+        or port is None
+        or not 0 < port < 65536
+        or parts.username is not None
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+    ):
+        return expected
+    return None

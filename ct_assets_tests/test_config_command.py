@@ -86,6 +86,7 @@ def changed_settings(home: Path) -> Settings:
         "s3_secret_access_key": f"s3-{PASSWORD}",
         "s3_region": "eu-west-1",
         "gc_cron": "0 2 * * 0",
+        "dask_scheduler": "tcp://dask-scheduler:8786",
     }
     values: dict[str, Any] = {"home": home}
     for decl in declarations():

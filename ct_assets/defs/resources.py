@@ -107,6 +107,8 @@ class TrainingConfigResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     slice_columns: str
     checkpoint_every: int
     report_plots: bool = True
+    dask_scheduler: str = ""
+    dask_min_rows: int = 100_000
 
 
 class CurationResource(dg.ConfigurableResource):  # type: ignore[type-arg]
@@ -225,6 +227,8 @@ def resources_from_settings(
             slice_columns=settings.slice_columns,
             checkpoint_every=settings.checkpoint_every,
             report_plots=settings.report_plots,
+            dask_scheduler=settings.dask_scheduler,
+            dask_min_rows=settings.dask_min_rows,
         ),
         "curation": CurationResource(
             tables_dir=str(settings.tables_dir),

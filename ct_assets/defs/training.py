@@ -63,6 +63,8 @@ def training_params(config: CandidateConfig, settings: TrainingConfigResource) -
             seed=settings.seed,
             early_stopping_min_rows=settings.early_stopping_min_rows,
             balance_classes=settings.balance_classes,
+            dask_scheduler=settings.dask_scheduler,
+            dask_min_rows=settings.dask_min_rows,
         )
     except ValueError as error:
         raise dg.Failure(f"run config of {keys.CANDIDATE_MODEL}: {error}") from error
@@ -147,6 +149,7 @@ def candidate_model(
             "candidates": dg.MetadataValue.md(candidates_markdown(run.summaries)),
             "best_iteration": result.best_iteration,
             "early_stopped": result.early_stopped,
+            "training_backend": result.backend,
             "train_rows": result.train_rows,
             "validated_train_rows": run.chosen.result.train_rows,
             "train_seconds": run.train_seconds,

@@ -10,6 +10,11 @@ from too.
 Training can checkpoint every few rounds (:class:`~ct_assets.training.checkpoint.Checkpoint`):
 a run killed midway then resumes from its last checkpoint, with its early stopping state,
 and ends with the model an uninterrupted run would have given.
+
+With ``dask_scheduler`` set (CT_DASK_SCHEDULER), a full training of at least
+``dask_min_rows`` rows runs on that dask cluster through ``lightgbm.dask``, its rounds
+picked by the same rule; incremental training and checkpoints stay in this process (see
+:mod:`ct_assets.training.distributed`).
 """
 
 from __future__ import annotations
@@ -27,9 +32,11 @@ from numpy.typing import NDArray
 
 from ct_assets.data.dataset import LABEL, META_COLUMNS, SPLIT
 from ct_assets.training.checkpoint import Checkpoint
+from ct_assets.training.distributed import BACKEND_DASK, BACKEND_LOCAL, SETTING
 from ct_assets.training.early_stopping import EarlyStopping
 from ct_assets.training.metrics import classification_metrics
 from ct_assets.training.model import FeatureSpec, TrainedModel
+from ct_assets.uris import scheduler_address_problem
 
 if TYPE_CHECKING:
     import lightgbm
@@ -61,8 +68,13 @@ class TrainParams:
     # class rates): binary uses LightGBM's is_unbalance, multiclass per-row weights
     # inversely proportional to the class frequencies (see class_weights).
     balance_classes: bool = False
+    #: A dask scheduler (tcp://host:8786) that full trainings of at least dask_min_rows
+    #: rows run on through lightgbm.dask; empty: always in this process.
+    dask_scheduler: str = ""
+    dask_min_rows: int = 100_000
 
     def __post_init__(self) -> None:
+        address = scheduler_address_problem(self.dask_scheduler)
         checks = [
             (self.num_boost_round >= 1, "num_boost_round must be >= 1"),
             (self.learning_rate > 0, "learning_rate must be > 0"),
@@ -71,6 +83,8 @@ class TrainParams:
             (0 < self.validation_fraction < 1, "validation_fraction must be in (0, 1)"),
             (self.early_stopping_min_rows >= 0, "early_stopping_min_rows must be >= 0"),
             (self.min_boost_round >= 1, "min_boost_round must be >= 1"),
+            (address is None, f"dask_scheduler ({SETTING}) {address}"),
+            (self.dask_min_rows >= 0, "dask_min_rows must be >= 0"),
         ]
         wrong = [message for ok, message in checks if not ok]
         if wrong:
@@ -79,6 +93,10 @@ class TrainParams:
     def stops_early(self, rows: int) -> bool:
         """Whether training on ``rows`` rows picks its rounds by early stopping."""
         return self.early_stopping_rounds > 0 and rows >= max(2, self.early_stopping_min_rows)
+
+    def distributes(self, rows: int) -> bool:
+        """Whether a full training on ``rows`` rows runs on the dask cluster."""
+        return bool(self.dask_scheduler) and rows >= self.dask_min_rows
 
     def lightgbm_params(self, n_classes: int) -> dict[str, Any]:
         params: dict[str, Any] = {
@@ -116,6 +134,8 @@ class TrainResult:
     validation_metrics: dict[str, float] = field(default_factory=dict)
     #: Whether early stopping picked the rounds (then the model was refitted on all rows).
     early_stopped: bool = False
+    #: Where the model was trained: ``local`` (this process) or ``dask`` (lightgbm.dask).
+    backend: str = BACKEND_LOCAL
 
 
 def feature_spec(frame: pl.DataFrame, params: dict[str, Any]) -> FeatureSpec:
@@ -213,49 +233,74 @@ def train_model(
         params.early_stopping_rounds if early else 0,
         min_rounds=min(params.min_boost_round, params.num_boost_round),
     )
-    rounds = params.num_boost_round
     resumed_from: int | None = None
-    first_model = init
-    all_callbacks: list[Callable[[Any], None]] = [*callbacks, stopper]
-    if checkpoint is not None:
-        job = _job_digest(
-            mode=mode,
-            params=params,
-            lgb_params=lgb_params,
-            spec=spec,
-            arrays=[x_all, y_all, w_all, np.asarray([n_fit])],
-            init=init,
+    backend = BACKEND_LOCAL
+    if mode == "full" and params.distributes(train.height):
+        if np.unique(y_all[:n_fit]).size < len(spec.classes):
+            notes.append("a class is missing from the training rows: trained in this process")
+        else:
+            backend = BACKEND_DASK
+    if backend == BACKEND_DASK:
+        from ct_assets.training.distributed import train_distributed
+
+        fitted = train_distributed(
+            params.dask_scheduler,
+            lgb_params,
+            spec,
+            x_all,
+            y_all,
+            w_all,
+            n_fit=n_fit,
+            rounds=params.num_boost_round,
+            stopper=stopper if early else None,
         )
-        resumed = _resume(checkpoint, job, start, params.num_boost_round, stopper, notes)
-        if resumed is not None:
-            init, resumed_from = resumed, resumed.current_iteration()
-            rounds = params.num_boost_round - (resumed_from - start)
-            notes.append(f"resumed from checkpoint at iteration {resumed_from}")
-        all_callbacks.append(
-            checkpoint.callback(
-                checkpoint_every, state=lambda: {"job": job, **stopper.state()}, start=start
+        booster = fitted.booster
+        notes.extend(fitted.notes)
+        if checkpoint is not None:
+            notes.append("distributed training is not checkpointed: a killed run starts over")
+    else:
+        rounds = params.num_boost_round
+        first_model = init
+        all_callbacks: list[Callable[[Any], None]] = [*callbacks, stopper]
+        if checkpoint is not None:
+            job = _job_digest(
+                mode=mode,
+                params=params,
+                lgb_params=lgb_params,
+                spec=spec,
+                arrays=[x_all, y_all, w_all, np.asarray([n_fit])],
+                init=init,
             )
-        )
-    booster = lightgbm.train(
-        lgb_params,
-        fit_set,
-        num_boost_round=rounds,
-        valid_sets=valid_sets,
-        init_model=init,
-        keep_training_booster=False,
-        callbacks=all_callbacks,
-    )
-    if early:
-        # the rounds are picked; the model learns from every row, the newest included
-        kept = int(booster.best_iteration or booster.current_iteration()) - start
+            resumed = _resume(checkpoint, job, start, params.num_boost_round, stopper, notes)
+            if resumed is not None:
+                init, resumed_from = resumed, resumed.current_iteration()
+                rounds = params.num_boost_round - (resumed_from - start)
+                notes.append(f"resumed from checkpoint at iteration {resumed_from}")
+            all_callbacks.append(
+                checkpoint.callback(
+                    checkpoint_every, state=lambda: {"job": job, **stopper.state()}, start=start
+                )
+            )
         booster = lightgbm.train(
             lgb_params,
-            rows(slice(None)),
-            num_boost_round=kept,
-            init_model=first_model,
+            fit_set,
+            num_boost_round=rounds,
+            valid_sets=valid_sets,
+            init_model=init,
             keep_training_booster=False,
-            callbacks=[*callbacks],
+            callbacks=all_callbacks,
         )
+        if early:
+            # the rounds are picked; the model learns from every row, the newest included
+            kept = int(booster.best_iteration or booster.current_iteration()) - start
+            booster = lightgbm.train(
+                lgb_params,
+                rows(slice(None)),
+                num_boost_round=kept,
+                init_model=first_model,
+                keep_training_booster=False,
+                callbacks=[*callbacks],
+            )
     model = TrainedModel(booster, spec)
     # the pipeline scores the holdout once, in the gate (validation_report)
     metrics = evaluate(model, holdout) if score_holdout else {}
@@ -272,6 +317,7 @@ def train_model(
         resumed_from=resumed_from,
         validation_metrics=stopper.best_metrics(),
         early_stopped=early,
+        backend=backend,
     )
 
 
