@@ -1,0 +1,130 @@
+"""``make cluster-demo`` end to end: ``ct-assets cluster-demo`` in a process of its own on a
+fresh CT_HOME with ``CT_DEMO_NO_UI=1``, on the machine's PostgreSQL, RabbitMQ and Redis;
+it starts SeaweedFS, the MLflow server, NATS, two APIs, the consumer, two Celery workers,
+the webserver and the daemon itself, and must leave none of them running."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+# about five minutes on two shared cores; the demo's own deadlines end it before this
+pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.timeout(1500)]
+
+
+def _require(reason: str) -> None:
+    if os.environ.get("CT_REQUIRE_CELERY") == "1":
+        pytest.fail(f"CT_REQUIRE_CELERY=1 but {reason}")
+    pytest.skip(reason)
+
+
+def _servers() -> str:
+    """The PostgreSQL server URL; skips (fails under CT_REQUIRE_*) without the servers."""
+    import redis
+    from kombu.connection import Connection
+
+    server = os.environ.get("CT_TEST_POSTGRES_URL")
+    if not server:
+        if os.environ.get("CT_REQUIRE_POSTGRES") == "1":
+            pytest.fail("CT_REQUIRE_POSTGRES=1 but CT_TEST_POSTGRES_URL is not set")
+        pytest.skip("CT_TEST_POSTGRES_URL is not set")
+    try:
+        redis.Redis.from_url("redis://127.0.0.1:6379/0", socket_timeout=5).ping()
+    except redis.RedisError as exc:
+        _require(f"Redis on 127.0.0.1:6379 does not answer: {exc}")
+    try:
+        with Connection("amqp://guest:guest@127.0.0.1:5672//", connect_timeout=5) as conn:  # type: ignore[no-untyped-call]
+            conn.connect()
+    except OSError as exc:
+        _require(f"RabbitMQ on 127.0.0.1:5672 does not answer: {exc}")
+    return server
+
+
+def _processes_with_home(home: Path) -> list[str]:
+    """Processes whose environment names ``home`` as CT_HOME (every one the demo starts)."""
+    marker = f"CT_HOME={home}".encode() + b"\0"
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            if marker in (proc / "environ").read_bytes():
+                found.append(f"{proc.name}: {(proc / 'cmdline').read_bytes()[:200]!r}")
+        except OSError:
+            continue
+    return found
+
+
+def test_cluster_demo_runs_the_loop_on_the_distributed_profile(tmp_path: Path) -> None:
+    server = _servers()
+    home = tmp_path / "ct"
+    env = {
+        **os.environ,
+        "CT_HOME": str(home),
+        "DAGSTER_HOME": str(home / "dagster"),
+        "CT_DEMO_NO_UI": "1",
+        "CT_REPORT_PLOTS": "0",
+        "CT_CLUSTER_POSTGRES_URL": server,
+    }
+    cli = Path(sys.executable).with_name("ct-assets")
+    demo = subprocess.Popen(
+        [str(cli), "cluster-demo"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        stdout, stderr = demo.communicate(timeout=900)
+    except subprocess.TimeoutExpired:
+        # SIGTERM: the demo stops what it started before it exits
+        demo.send_signal(signal.SIGTERM)
+        stdout, stderr = demo.communicate(timeout=300)
+        pytest.fail(f"the demo did not finish within 15 minutes:\n{stdout[-4000:]}")
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+        left = _processes_with_home(home)
+    done = subprocess.CompletedProcess(demo.args, demo.returncode, stdout, stderr)
+    out = done.stdout
+    assert done.returncode == 0, out[-4000:] + done.stderr[-3000:]
+    assert left == [], left
+    assert "first champion: v1" in out and "new champion: v2" in out, out[-3000:]
+    # the console has the demo's lines, not Dagster's step events
+    assert not re.search(r"STEP_(START|SUCCESS)|DEBUG", out), out[-3000:]
+
+    status = json.loads((home / "cluster-status.json").read_text())
+    assert status["champion"]["version"] == "2"
+    backends = status["backends"]
+    assert backends["instance"]["kind"] == "postgres"
+    assert "ct_cluster_dagster_" in backends["instance"]["location"]
+    assert backends["run_launcher"] == "MonitoredCeleryRunLauncher"
+    assert backends["event_store"]["kind"] == "nats"
+    assert backends["tracking_uri"].startswith("http://127.0.0.1:")
+    assert backends["artifact_root"] == f"mlflow-artifacts: via {backends['tracking_uri']}"
+    assert str(backends["dataset_root"]).startswith("s3://ct-cluster/")
+    assert "ctcluster" not in json.dumps(status) or "***" in json.dumps(status)
+
+    # the volume sensor's retrain executed on one of the two workers: its task id (a run
+    # tag the demo prints) was received and succeeded in that worker's log
+    volume = re.search(
+        r"retrain run (\w{8}) \(volume\) is success: executed by Celery worker "
+        r"(ct-\w+-[12]) \(task ([0-9a-f-]+)\)",
+        out,
+    )
+    assert volume, out[-3000:]
+    worker, task = volume.group(2), volume.group(3)
+    log = (home / "logs" / f"celery-worker-{worker[-1]}.log").read_text(errors="replace")
+    assert f"execute_job[{task}] received" in log
+    assert re.search(rf"execute_job\[{task}\] succeeded in [0-9.]+s: 0", log), log[-2000:]
+    # the workers kept nothing in their working directories
+    for index in (1, 2):
+        assert list((home / "cluster" / f"worker-{index}").iterdir()) == []
+    assert "still on this host's disk" in out and "eventlog/" in out
