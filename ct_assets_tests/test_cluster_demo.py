@@ -11,12 +11,29 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-# about five minutes on two shared cores; the demo's own deadlines end it before this
-pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.timeout(1500)]
+from ct_assets.cluster.processes import Services
+
+
+def test_stop_all_ends_each_process_group_also_what_ignores_sigterm(tmp_path: Path) -> None:
+    services = Services(tmp_path / "logs", dict(os.environ), term_seconds=1.0)
+    polite = services.start("polite", ["sleep", "300"], cwd=tmp_path / "a")
+    # ignores SIGTERM, and leaves a child of its own in its group
+    stubborn = services.start(
+        "stubborn", ["sh", "-c", "trap '' TERM; sleep 300 & wait"], cwd=tmp_path / "b"
+    )
+    time.sleep(0.5)
+    assert polite.alive() and stubborn.alive()
+    assert services.stop_all() == ["polite", "stubborn (SIGKILL)"]
+    for service in (polite, stubborn):
+        assert not service.alive()
+        with pytest.raises(ProcessLookupError):
+            os.killpg(service.proc.pid, 0)
+    assert services.started == []
 
 
 def _require(reason: str) -> None:
@@ -62,6 +79,9 @@ def _processes_with_home(home: Path) -> list[str]:
     return found
 
 
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.timeout(1500)  # about five minutes on two shared cores
 def test_cluster_demo_runs_the_loop_on_the_distributed_profile(tmp_path: Path) -> None:
     server = _servers()
     home = tmp_path / "ct"

@@ -50,30 +50,39 @@ class Service:
             )
 
 
-def stop_group(proc: subprocess.Popen[bytes], term_seconds: float = 20.0) -> bool:
-    """SIGTERM to ``proc``'s process group, SIGKILL to what is left after ``term_seconds``
-    (a group may outlive its leader: its members are killed too). True when it took
-    SIGKILL."""
-    killed = False
-    for sig, wait in ((signal.SIGTERM, term_seconds), (signal.SIGKILL, 10.0)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            break
-        killed = sig == signal.SIGKILL
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            proc.poll()
-            try:
-                os.killpg(proc.pid, 0)
-            except ProcessLookupError:
-                break
-            time.sleep(0.2)
-        else:
-            continue
-        break
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=5)
+def _group_gone(proc: subprocess.Popen[bytes]) -> bool:
+    proc.poll()  # reaps the leader once it exited
+    try:
+        os.killpg(proc.pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
+
+
+def stop_groups(procs: list[subprocess.Popen[bytes]], term_seconds: float = 20.0) -> list[bool]:
+    """SIGTERM to each process group, SIGKILL to what is left of them after
+    ``term_seconds`` (a group may outlive its leader: its members are killed too).
+    For each, whether it took SIGKILL."""
+    for proc in procs:
+        _signal_group(proc, signal.SIGTERM)
+    deadline = time.monotonic() + term_seconds
+    while time.monotonic() < deadline and not all(_group_gone(p) for p in procs):
+        time.sleep(0.2)
+    killed = [not _group_gone(p) for p in procs]
+    for proc, kill in zip(procs, killed, strict=True):
+        if kill:
+            _signal_group(proc, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not all(_group_gone(p) for p in procs):
+        time.sleep(0.2)
+    for proc in procs:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=1)
     return killed
 
 
@@ -84,6 +93,8 @@ class Services:
     logs: Path
     env: dict[str, str]
     started: list[Service] = field(default_factory=list)
+    #: How long a service has after SIGTERM before its group gets SIGKILL.
+    term_seconds: float = 20.0
 
     def start(
         self,
@@ -114,20 +125,12 @@ class Services:
         for service in self.started:
             service.check()
 
-    def stop(self, service: Service) -> None:
-        stop_group(service.proc)
-        if service in self.started:
-            self.started.remove(service)
-
     def stop_all(self) -> list[str]:
-        """Stops every service, newest first; their names in start order, each marked
-        when it needed SIGKILL."""
-        stopped = []
-        while self.started:
-            service = self.started.pop()
-            killed = stop_group(service.proc)
-            stopped.append(service.name + (" (SIGKILL)" if killed else ""))
-        return stopped[::-1]
+        """Stops every service at once; their names in start order, each marked when it
+        needed SIGKILL."""
+        services, self.started = self.started, []
+        killed = stop_groups([s.proc for s in services], self.term_seconds)
+        return [s.name + (" (SIGKILL)" if k else "") for s, k in zip(services, killed, strict=True)]
 
 
 def wait_until(
