@@ -42,8 +42,10 @@ def _require(reason: str) -> None:
     pytest.skip(reason)
 
 
-def _servers() -> str:
-    """The PostgreSQL server URL; skips (fails under CT_REQUIRE_*) without the servers."""
+def _servers() -> dict[str, str]:
+    """The demo's CT_CLUSTER_* variables for the test servers (CT_TEST_POSTGRES_URL,
+    CT_TEST_RABBITMQ_URL, CT_TEST_REDIS_URL as in test_celery_launcher.py); skips (fails
+    under CT_REQUIRE_*) without them."""
     import redis
     from kombu.connection import Connection
 
@@ -52,16 +54,23 @@ def _servers() -> str:
         if os.environ.get("CT_REQUIRE_POSTGRES") == "1":
             pytest.fail("CT_REQUIRE_POSTGRES=1 but CT_TEST_POSTGRES_URL is not set")
         pytest.skip("CT_TEST_POSTGRES_URL is not set")
+    rabbit = os.environ.get("CT_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672")
+    broker = f"{rabbit.rstrip('/')}//"  # the default vhost: the demo's queue is its own
+    backend = os.environ.get("CT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
     try:
-        redis.Redis.from_url("redis://127.0.0.1:6379/0", socket_timeout=5).ping()
+        redis.Redis.from_url(backend, socket_timeout=5).ping()
     except redis.RedisError as exc:
-        _require(f"Redis on 127.0.0.1:6379 does not answer: {exc}")
+        _require(f"Redis at {backend} does not answer: {exc}")
     try:
-        with Connection("amqp://guest:guest@127.0.0.1:5672//", connect_timeout=5) as conn:  # type: ignore[no-untyped-call]
+        with Connection(broker, connect_timeout=5) as conn:  # type: ignore[no-untyped-call]
             conn.connect()
     except OSError as exc:
-        _require(f"RabbitMQ on 127.0.0.1:5672 does not answer: {exc}")
-    return server
+        _require(f"RabbitMQ at {rabbit} does not answer: {exc}")
+    return {
+        "CT_CLUSTER_POSTGRES_URL": server,
+        "CT_CLUSTER_BROKER_URL": broker,
+        "CT_CLUSTER_REDIS_URL": backend,
+    }
 
 
 def _processes_with_home(home: Path) -> list[str]:
@@ -83,7 +92,7 @@ def _processes_with_home(home: Path) -> list[str]:
 @pytest.mark.postgres
 @pytest.mark.timeout(1500)  # about five minutes on two shared cores
 def test_cluster_demo_runs_the_loop_on_the_distributed_profile(tmp_path: Path) -> None:
-    server = _servers()
+    servers = _servers()
     home = tmp_path / "ct"
     env = {
         **os.environ,
@@ -91,7 +100,7 @@ def test_cluster_demo_runs_the_loop_on_the_distributed_profile(tmp_path: Path) -
         "DAGSTER_HOME": str(home / "dagster"),
         "CT_DEMO_NO_UI": "1",
         "CT_REPORT_PLOTS": "0",
-        "CT_CLUSTER_POSTGRES_URL": server,
+        **servers,
     }
     cli = Path(sys.executable).with_name("ct-assets")
     demo = subprocess.Popen(
@@ -144,6 +153,19 @@ def test_cluster_demo_runs_the_loop_on_the_distributed_profile(tmp_path: Path) -
     log = (home / "logs" / f"celery-worker-{worker[-1]}.log").read_text(errors="replace")
     assert f"execute_job[{task}] received" in log
     assert re.search(rf"execute_job\[{task}\] succeeded in [0-9.]+s: 0", log), log[-2000:]
+    # what it made on the shared servers is gone: the task states, the databases
+    import psycopg2
+    import redis
+
+    assert not redis.Redis.from_url(servers["CT_CLUSTER_REDIS_URL"]).exists(
+        f"celery-task-meta-{task}"
+    )
+    with psycopg2.connect(servers["CT_CLUSTER_POSTGRES_URL"]) as conn, conn.cursor() as cur:
+        cur.execute("SELECT datname FROM pg_database WHERE datname LIKE 'ct_cluster_%'")
+        names = [row[0] for row in cur.fetchall()]
+    conn.close()
+    demo_id = worker.split("-")[1]
+    assert [n for n in names if n.endswith(demo_id)] == []
     # the workers kept nothing in their working directories
     for index in (1, 2):
         assert list((home / "cluster" / f"worker-{index}").iterdir()) == []

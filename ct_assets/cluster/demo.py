@@ -68,6 +68,7 @@ class Cleanup:
     redis: str
     databases: list[str] = field(default_factory=list)
     queue: str | None = None
+    dagster_url: str | None = None
 
     def run(self, services: Services) -> None:
         stopped = services.stop_all()
@@ -75,6 +76,8 @@ class Cleanup:
             _say(f"stopped {', '.join(stopped)}")
         if self.queue:
             _quietly(lambda: engines.delete_queue(self.broker, self.queue or ""))
+        if self.dagster_url:
+            _quietly(lambda: engines.delete_task_states(self.dagster_url or "", self.redis))
         for name in self.databases:
             _quietly(lambda name=name: engines.drop_database(self.postgres, name))
         if self.databases:
@@ -146,6 +149,7 @@ def _run(base: Settings, demo_id: str, services: Services, cleanup: Cleanup) -> 
     dagster_db, mlflow_db = f"ct_cluster_dagster_{demo_id}", f"ct_cluster_mlflow_{demo_id}"
     dagster_url = engines.create_database(cleanup.postgres, dagster_db)
     cleanup.databases.append(dagster_db)
+    cleanup.dagster_url = dagster_url
     mlflow_url = engines.create_database(cleanup.postgres, mlflow_db)
     cleanup.databases.append(mlflow_db)
     tracking = engines.start_mlflow_server(services, cluster / "mlflow", mlflow_url, s3)

@@ -314,3 +314,18 @@ def delete_queue(broker_url: str, queue: str) -> None:
 
     with Connection(broker_url, connect_timeout=5) as conn:  # type: ignore[no-untyped-call]
         conn.default_channel.queue_delete(queue)
+
+
+def delete_task_states(database: str, redis_url: str) -> int:
+    """The Celery task states (in Redis) of the runs recorded in the Dagster database
+    ``database``; how many were deleted."""
+    import psycopg2
+    import redis
+
+    with psycopg2.connect(database, connect_timeout=10) as conn, conn.cursor() as cur:
+        cur.execute("SELECT value FROM run_tags WHERE key = 'dagster-celery/task_id'")
+        task_ids = [row[0] for row in cur.fetchall()]
+    conn.close()
+    if not task_ids:
+        return 0
+    return int(redis.Redis.from_url(redis_url).delete(*(f"celery-task-meta-{t}" for t in task_ids)))
