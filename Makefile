@@ -1,6 +1,5 @@
 # ct_assets: continuous training as a Dagster code location.
 #   make demo   the closed loop on simulated drifting feedback, then the Dagster UI on :3000
-#   make cluster-demo   the same loop on the distributed profile, on this host
 #   make test   lint, type-check and the whole test suite
 #   make dev    the Dagster UI and daemon on this project's CT_HOME
 
@@ -12,7 +11,7 @@ CONSTRAINTS := .ci/constraints.txt
 export CT_HOME ?= $(CURDIR)/.ct
 export DAGSTER_HOME ?= $(CT_HOME)/dagster
 
-.PHONY: install demo cluster-demo test lint typecheck unit dev bench clean
+.PHONY: install demo test lint typecheck unit dev bench clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH (or make PYTHON=/path/to/python3.11)"; exit 1; }
@@ -36,6 +35,7 @@ demo: install
 
 # The same loop on the distributed profile (ct_assets/cluster/): needs PostgreSQL,
 # RabbitMQ and Redis on 127.0.0.1; starts every other engine itself.
+.PHONY: cluster-demo
 cluster-demo: install
 	$(BIN)/ct-assets cluster-demo
 
