@@ -33,6 +33,12 @@ install: $(VENV)/.installed
 demo: install
 	$(BIN)/ct-assets demo
 
+# The same loop on the distributed profile (ct_assets/cluster/): needs PostgreSQL,
+# RabbitMQ and Redis on 127.0.0.1; starts every other engine itself.
+.PHONY: cluster-demo
+cluster-demo: install
+	$(BIN)/ct-assets cluster-demo
+
 lint: install
 	$(BIN)/ruff check ct_assets ct_assets_tests benchmarks
 	$(BIN)/ruff format --check ct_assets ct_assets_tests benchmarks

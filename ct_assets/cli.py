@@ -426,6 +426,12 @@ def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return run_demo(settings)
 
 
+def _cmd_cluster_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from ct_assets.cluster.demo import run_cluster_demo
+
+    return run_cluster_demo(settings)
+
+
 def _positive(raw: str) -> int:
     value = int(raw)
     if value < 1:
@@ -608,6 +614,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="the closed loop on simulated drifting feedback")
     demo.set_defaults(func=_cmd_demo)
+
+    cluster = sub.add_parser(
+        "cluster-demo", help="the closed loop on the distributed profile, on this host"
+    )
+    cluster.set_defaults(func=_cmd_cluster_demo)
     return parser
 
 

@@ -12,7 +12,7 @@ import ct_assets
 ROOT = Path(ct_assets.__file__).resolve().parent
 
 #: Entry points and the Dagster layer: they may import Dagster.
-DAGSTER_ROOMS = {"defs", "definitions", "backtest", "demo", "status", "cli", "instance"}
+DAGSTER_ROOMS = {"defs", "definitions", "backtest", "demo", "status", "cli", "instance", "cluster"}
 #: Each plain room and the rooms of ours it must never import (anything above it).
 FORBIDDEN = {
     "schema": {"settings", "eventlog", "data", "training", "registry", "triggers", "defs"},
