@@ -289,6 +289,13 @@ def _traffic(ledger: _Ledger, server: _Server, cycle: int, seconds: float) -> No
     ]
     for t in threads:
         t.start()
+    # the kill lands ``seconds`` into acknowledged traffic, however slow a loaded machine
+    # makes the first batches
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not any(
+        b.status == "acked" for b in ledger.batches[before:]
+    ):
+        time.sleep(0.01)
     time.sleep(seconds)
     server.kill()
     stop.set()
