@@ -87,6 +87,9 @@ def changed_settings(home: Path) -> Settings:
         "s3_region": "eu-west-1",
         "gc_cron": "0 2 * * 0",
         "dask_scheduler": "tcp://dask-scheduler:8786",
+        "cluster_postgres_url": f"postgresql://ct:{PASSWORD}@db:5432/postgres",
+        "cluster_broker_url": "amqp://guest:guest@rabbit:5672//",
+        "cluster_redis_url": "redis://redis:6379/1",
     }
     values: dict[str, Any] = {"home": home}
     for decl in declarations():

@@ -43,13 +43,6 @@ from ct_assets.cluster.processes import EngineError, Services, free_port
 from ct_assets.settings import Settings
 from ct_assets.uris import redact_uri
 
-#: The machine's servers the demo uses (its own database, queue and keys on each).
-POSTGRES_ENV = "CT_CLUSTER_POSTGRES_URL"
-BROKER_ENV = "CT_CLUSTER_BROKER_URL"
-REDIS_ENV = "CT_CLUSTER_REDIS_URL"
-DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
-DEFAULT_BROKER = "amqp://guest:guest@127.0.0.1:5672//"
-DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
 STATUS_FILE = "cluster-status.json"
 WAIT_SECONDS = 420
 WORKERS = 2
@@ -115,10 +108,10 @@ def run_cluster_demo(base: Settings) -> int:
     _reset_home(settings)
     home = settings.home
     demo_id = uuid.uuid4().hex[:10]
+    # the machine's servers (settings section cluster): a database, a queue and keys of
+    # its own on each
     cleanup = Cleanup(
-        os.environ.get(POSTGRES_ENV, DEFAULT_POSTGRES),
-        os.environ.get(BROKER_ENV, DEFAULT_BROKER),
-        os.environ.get(REDIS_ENV, DEFAULT_REDIS),
+        settings.cluster_postgres_url, settings.cluster_broker_url, settings.cluster_redis_url
     )
     # dagster-celery starts the ``celery`` command of this environment by name
     path = f"{engines.BIN}{os.pathsep}{os.environ.get('PATH', '')}"

@@ -36,6 +36,7 @@ SECTIONS = (
     "serving",
     "retention",
     "storage",
+    "cluster",
 )
 
 

@@ -1,4 +1,4 @@
-"""Settings of sections bias, monitoring, serving, retention and storage."""
+"""Settings of sections bias, monitoring, serving, retention, storage and cluster."""
 
 from __future__ import annotations
 
@@ -178,3 +178,26 @@ class OperationsSettings:
         help="S3 secret key",
     )
     s3_region: str = setting("us-east-1", env="CT_S3_REGION", section="storage", help="S3 region")
+
+    # --- cluster: the machine's servers ``make cluster-demo`` uses (see ct_assets.cluster) -----
+    cluster_postgres_url: str = setting(
+        "postgresql://postgres@127.0.0.1:5432/postgres",
+        env="CT_CLUSTER_POSTGRES_URL",
+        section="cluster",
+        uri=True,
+        help="PostgreSQL server the cluster demo creates its two databases on",
+    )
+    cluster_broker_url: str = setting(
+        "amqp://guest:guest@127.0.0.1:5672//",
+        env="CT_CLUSTER_BROKER_URL",
+        section="cluster",
+        uri=True,
+        help="RabbitMQ broker of the cluster demo's Celery workers",
+    )
+    cluster_redis_url: str = setting(
+        "redis://127.0.0.1:6379/0",
+        env="CT_CLUSTER_REDIS_URL",
+        section="cluster",
+        uri=True,
+        help="Redis keeping the cluster demo's Celery task states",
+    )
