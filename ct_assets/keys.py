@@ -72,7 +72,7 @@ META_TRIGGER = "ct/trigger"
 META_WINDOW_START = "ct/window_start"
 
 # Dagster run tags (``ct/...``); the MLflow tags of model versions are ``ct.*`` and live
-# in ct_assets/registry.py as ``TAG_*``.
+# in ct_assets/registry/tags.py as ``TAG_*``.
 RUN_TAG_TRIGGER = "ct/trigger"
 RUN_TAG_REASON = "ct/reason"
 RUN_TAG_MODE = "ct/mode"
