@@ -25,13 +25,13 @@ from ct_assets import keys
 from ct_assets.data.attribution import LABEL_COLUMN, LabelPolicy, labeled_feedback
 from ct_assets.data.tables import TableStore
 from ct_assets.defs import build_definitions
+from ct_assets.defs.bias_checks import retrain_assets
 from ct_assets.defs.jobs import RETRAIN_ASSETS
 from ct_assets.defs.observability import (
     build_feedback_aggregates,
     build_feedback_bias_report,
     build_feedback_loop_latency,
     build_monitoring_assets,
-    retrain_assets,
 )
 from ct_assets.defs.resources import resources_from_settings
 from ct_assets.eventlog import EventLog

@@ -17,8 +17,9 @@ import numpy as np
 import polars as pl
 import pytest
 
+from ct_assets.serving.bodies import PredictInstance
 from ct_assets.serving.models import ServedModel, Snapshot
-from ct_assets.serving.predict import PredictInstance, check_features, serve
+from ct_assets.serving.predict import check_features, serve
 from ct_assets.serving.routing import (
     ARM_A,
     ARM_B,

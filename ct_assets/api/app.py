@@ -45,15 +45,14 @@ from ct_assets.api.state import ApiState
 from ct_assets.eventstream import StreamUnavailableError, open_stream
 from ct_assets.schema import EventKind, ReasonCode
 from ct_assets.serving import ServingConfig
+from ct_assets.serving.bodies import PredictError, parse_request
 from ct_assets.serving.inference_log import InferenceLogClosedError, LogFullError
 from ct_assets.serving.predict import (
     DUPLICATE,
     LOG_FULL,
     NO_MODEL,
     SHUTTING_DOWN,
-    PredictError,
     check_features,
-    parse_request,
     reused_ids,
     serve,
 )

@@ -7,7 +7,7 @@ from typing import Any
 import msgspec
 
 from ct_assets.schema import FeedbackEvent, PredictionEvent
-from ct_assets.serving.predict import PredictInstance
+from ct_assets.serving.bodies import PredictInstance
 
 _ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",

@@ -9,7 +9,7 @@ from dagster._core.definitions.unresolved_asset_job_definition import Unresolved
 
 from ct_assets import keys
 from ct_assets.defs.automation import utc_schedule
-from ct_assets.defs.observability import retrain_assets
+from ct_assets.defs.bias_checks import retrain_assets
 from ct_assets.settings import Settings
 
 RETRAIN_ASSETS = [

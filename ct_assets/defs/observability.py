@@ -3,15 +3,13 @@ the feedback-loop latency of promoted models, and a bias report with its checks.
 
 The figures come from :mod:`ct_assets.monitoring.feedback` and
 :mod:`ct_assets.monitoring.latency`; this module wires them as assets and attaches their
-metadata. mlflow (through the registry), DuckDB and matplotlib are imported only when an
-asset runs.
+metadata (the bias report's checks and metadata: :mod:`ct_assets.defs.bias_checks`).
+mlflow (through the registry), DuckDB and matplotlib are imported only when an asset runs.
 """
 
 import json
-import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -19,19 +17,18 @@ import dagster as dg
 from ct_assets import keys
 from ct_assets.data.dataset_objects import dataset_file
 from ct_assets.data.tables import write_bytes_atomically
+from ct_assets.defs.bias_checks import (
+    bias_check_specs,
+    bias_metadata,
+    bias_thresholds,
+    finite_json,
+)
 from ct_assets.defs.resources import CurationResource, DatasetStoreResource, RegistryResource
 from ct_assets.monitoring.feedback import (
     AGGREGATE_COLUMN_DOCS,
     AGGREGATE_SCHEMA,
     BIAS_WINDOW_DAYS,
-    CONCENTRATION_CHECK,
-    LABEL_SHIFT_CHECK,
     PLOT_DAYS,
-    SELECTION_CHECK,
-    BiasReport,
-    BiasThresholds,
-    BiasVerdict,
-    bias_summary_markdown,
     daily_plot_png,
     feedback_bias,
     judge_bias,
@@ -53,49 +50,6 @@ from ct_assets.training.plots import png_markdown
 MONITORING_CODE_VERSION = "feedback-monitoring-v1"
 #: Versions listed in the latency asset's table metadata, newest last.
 LATENCY_TABLE_ROWS = 10
-BIAS_CHECKS = (SELECTION_CHECK, LABEL_SHIFT_CHECK, CONCENTRATION_CHECK)
-BIAS_CHECK_DESCRIPTIONS = {
-    SELECTION_CHECK: "the highest feedback rate of a score decile over the lowest, at most "
-    "CT_BIAS_MAX_SELECTION_RATIO",
-    LABEL_SHIFT_CHECK: "largest change of a class's label share in any segment against the "
-    "champion's training data, at most CT_BIAS_MAX_LABEL_SHIFT",
-    CONCENTRATION_CHECK: "share of labels from the top 1% of users at most "
-    "CT_BIAS_MAX_TOP_USERS_SHARE, and the HHI over users at most CT_BIAS_MAX_HHI",
-}
-
-
-def bias_thresholds(settings: Settings) -> BiasThresholds:
-    return BiasThresholds(
-        max_selection_ratio=settings.bias_max_selection_ratio,
-        max_label_shift=settings.bias_max_label_shift,
-        max_top_users_share=settings.bias_max_top_users_share,
-        max_hhi=settings.bias_max_hhi,
-    )
-
-
-def bias_check_specs(settings: Settings) -> list[dg.AssetCheckSpec]:
-    """The bias checks: warnings, or blocking when ``CT_BIAS_BLOCK_TRAINING`` is on."""
-    return [
-        dg.AssetCheckSpec(
-            name,
-            asset=keys.FEEDBACK_BIAS_REPORT,
-            blocking=settings.bias_block_training,
-            description=BIAS_CHECK_DESCRIPTIONS[name],
-        )
-        for name in BIAS_CHECKS
-    ]
-
-
-def retrain_assets(settings: Settings, assets: Sequence[str]) -> list[str]:
-    """The assets of the retrain job (``assets``, e.g. ``jobs.RETRAIN_ASSETS``) for
-    ``settings``: unchanged, or with ``CT_BIAS_BLOCK_TRAINING`` on, ``feedback_bias_report``
-    first. Its checks are then blocking, and ``training_dataset`` depends on it
-    (``defs.dataset.build_training_dataset``), so a flagged bias skips the dataset, the
-    candidate and the promotion of that run.
-    """
-    if not settings.bias_block_training:
-        return list(assets)
-    return [keys.FEEDBACK_BIAS_REPORT, *(a for a in assets if a != keys.FEEDBACK_BIAS_REPORT)]
 
 
 def build_monitoring_assets(settings: Settings) -> list[dg.AssetsDefinition]:
@@ -302,54 +256,6 @@ BIAS_DESCRIPTION = (
 )
 
 
-def bias_metadata(report: BiasReport, verdicts: list[BiasVerdict], path: Path) -> dict[str, Any]:
-    selection, shift, users = report.selection, report.label_shift, report.concentration
-    metadata: dict[str, Any] = {
-        "predictions": report.predictions,
-        "examples": report.examples,
-        "window": f"{report.window_start} .. {report.window_end}"
-        if report.window_start
-        else "(no data)",
-        "flagged": sum(1 for v in verdicts if not v.passed),
-        "labels": users.labels,
-        "labelers": users.users,
-        "labels_without_user": users.labels_without_user,
-        "segments": ", ".join(report.segments.names) or "(none)",
-        "summary": dg.MetadataValue.md(bias_summary_markdown(report, verdicts)),
-        "path": dg.MetadataValue.path(str(path)),
-    }
-    if selection.ratio is not None:
-        rates = [row.rate for row in selection.by_decile]
-        metadata |= {
-            "selection_ratio": selection.ratio,
-            "max_decile_rate": max(rates),
-            "min_decile_rate": min(rates),
-        }
-    if shift.max_shift is not None:
-        metadata |= {"max_label_shift": shift.max_shift, "most_shifted": shift.worst or ""}
-    if users.top_share is not None and users.hhi is not None:
-        metadata |= {"top_users_share": users.top_share, "hhi": users.hhi}
-    reasons = {
-        "selection": selection.reason,
-        "label_shift": shift.reason,
-        "concentration": users.reason,
-        "position": report.position.reason,
-    }
-    metadata["not_available"] = dg.MetadataValue.json({k: v for k, v in reasons.items() if v})
-    return metadata
-
-
-def _finite_json(value: Any) -> Any:
-    """Infinite ratios as the string "inf": strict JSON has no Infinity."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return "inf" if value > 0 else "-inf"
-    if isinstance(value, dict):
-        return {k: _finite_json(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite_json(v) for v in value]
-    return value
-
-
 def build_feedback_bias_report(settings: Settings) -> dg.AssetsDefinition:
     blocking = settings.bias_block_training
     severity = dg.AssetCheckSeverity.ERROR if blocking else dg.AssetCheckSeverity.WARN
@@ -391,7 +297,7 @@ def build_feedback_bias_report(settings: Settings) -> dg.AssetsDefinition:
             "checks": [v.__dict__ for v in verdicts],
             "champion": champion.version if champion else None,
         }
-        write_bytes_atomically(path, json.dumps(_finite_json(document), indent=2).encode())
+        write_bytes_atomically(path, json.dumps(finite_json(document), indent=2).encode())
         yield dg.MaterializeResult(metadata=bias_metadata(report, verdicts, path))
         for verdict in verdicts:
             yield dg.AssetCheckResult(

@@ -2,7 +2,8 @@
 
 * :mod:`.models` keeps the registry's champion (and challenger) loaded and hot-swaps them;
 * :mod:`.routing` decides which arm answers a request (off, shadow, canary, A/B);
-* :mod:`.predict` parses and validates request bodies and scores them on one snapshot;
+* :mod:`.bodies` parses request bodies into instances;
+* :mod:`.predict` validates instances against the models and scores them on one snapshot;
 * :mod:`.inference_log` writes every served prediction to the event log, batched.
 
 Its settings are the ``serving`` section of :class:`ct_assets.settings.Settings`, read

@@ -5,12 +5,12 @@ Plain functions over models and Polars frames (no Dagster, no MLflow):
 - ``evaluate_gate``: holdout metrics of both models, the paired bootstrap of the primary
   metric (``ct_assets.training.bootstrap``), per-slice metrics (bias), metrics on named
   older frames (forgetting), each with its own paired bootstrap where it could fail the
-  candidate -> ``GateReport``, decided by ``ct_assets.training.gate.decide``.
+  candidate -> ``GateReport``, decided by ``ct_assets.training.gate.decide``. Scoring a
+  frame and cutting a column into slices live in ``ct_assets.training.slicing``.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
@@ -20,19 +20,15 @@ import numpy as np
 import polars as pl
 from numpy.typing import NDArray
 
-from ct_assets.data.dataset import LABEL
 from ct_assets.json_values import json_safe
 from ct_assets.training.bootstrap import BootstrapResult, paired_bootstrap
 from ct_assets.training.gate import GateDecision, decide
-from ct_assets.training.metrics import PRIMARY_METRIC, classification_metrics
+from ct_assets.training.metrics import PRIMARY_METRIC
 from ct_assets.training.model import TrainedModel
+from ct_assets.training.slicing import ScoredFrame, score_frame, slice_rows
 
 #: Metric columns of the report's tables, in order.
 REPORT_METRICS = ("auc", "accuracy", "log_loss", "brier", "ece", "rows")
-#: Numeric slice columns with more distinct values than this are bucketed into quartiles.
-MAX_DISCRETE_VALUES = 10
-#: Categorical slice columns keep their most frequent values; the rest is one "(other)" slice.
-MAX_SLICE_VALUES = 20
 
 
 # --- the gate's report ------------------------------------------------------------------------
@@ -206,93 +202,6 @@ class GateReport:
         return "\n\n".join(parts)
 
 
-# --- scoring and slicing ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Scored:
-    """A model's probabilities on every row of a frame; ``y`` = -1 where the label is unknown."""
-
-    y: NDArray[np.int64]
-    proba: NDArray[np.float64]
-
-    @property
-    def known(self) -> NDArray[np.bool_]:
-        return np.asarray(self.y >= 0)
-
-    def metrics(self, rows: NDArray[np.bool_] | None = None) -> dict[str, float]:
-        """Metrics on the known rows (of the selection), as ``train.evaluate``."""
-        selected = self.known if rows is None else self.known & rows
-        if not selected.any():
-            return {"rows": 0.0}
-        return classification_metrics(self.y[selected], self.proba[selected])
-
-
-def _score(model: TrainedModel, frame: pl.DataFrame) -> _Scored:
-    classes = model.spec.classes
-    if frame.height == 0:
-        return _Scored(np.empty(0, dtype=np.int64), np.empty((0, len(classes))))
-    codes = {value: i for i, value in enumerate(classes)}
-    y = (
-        frame[LABEL]
-        .cast(pl.String)
-        .replace_strict(codes, default=-1, return_dtype=pl.Int64)
-        .fill_null(-1)
-        .to_numpy()
-        .astype(np.int64)
-    )
-    proba = np.asarray(model.predict_proba(frame), dtype=np.float64)
-    return _Scored(y, proba)
-
-
-def _segments(column: pl.Series) -> tuple[list[str], NDArray[Any]]:
-    """Slice names in display order and each row's slice.
-
-    Numeric columns with more than ``MAX_DISCRETE_VALUES`` distinct values are cut at their
-    quartiles; anything else is sliced by value (the most frequent ``MAX_SLICE_VALUES - 1``
-    values, the rest as "(other)"). Missing values are the slice "null".
-    """
-    dtype = column.dtype
-    if dtype.is_numeric() and column.drop_nulls().n_unique() > MAX_DISCRETE_VALUES:
-        values = column.cast(pl.Float64).fill_null(np.nan).to_numpy()
-        finite = values[np.isfinite(values)]
-        edges = np.unique(np.quantile(finite, [0.25, 0.5, 0.75])) if len(finite) else finite
-        names = _bucket_names(edges)
-        bucket = np.searchsorted(edges, values, side="left")
-        labels = np.array(names, dtype=object)[np.minimum(bucket, len(names) - 1)]
-        labels[~np.isfinite(values)] = "null"
-        order = [*names, "null"]
-    else:
-        labels = np.array(
-            [("null" if v is None else str(v)) for v in column.cast(pl.String).to_list()],
-            dtype=object,
-        )
-        values_, counts = np.unique(labels.astype(str), return_counts=True)
-        if len(values_) > MAX_SLICE_VALUES:
-            keep = {
-                str(v) for v in values_[np.argsort(-counts, kind="stable")][: MAX_SLICE_VALUES - 1]
-            }
-            labels = np.array([v if v in keep else "(other)" for v in labels], dtype=object)
-        special = ("null", "(other)")
-        plain = sorted({str(v) for v in labels if v not in special})
-        if dtype.is_numeric():
-            plain.sort(key=float)
-        order = [*plain, *special]
-    present = set(labels.tolist())
-    return [name for name in order if name in present], labels
-
-
-def _bucket_names(edges: NDArray[np.float64]) -> list[str]:
-    if len(edges) == 0:
-        return ["all"]
-    names = [f"q1 <= {edges[0]:.4g}"]
-    names += [
-        f"q{i + 2} ({lo:.4g}, {hi:.4g}]" for i, (lo, hi) in enumerate(itertools.pairwise(edges))
-    ]
-    names.append(f"q{len(edges) + 1} > {edges[-1]:.4g}")
-    return names
-
-
 # --- evaluate and decide ----------------------------------------------------------------------
 
 
@@ -313,8 +222,8 @@ def evaluate_gate(
     config = config or GateConfig()
     history = history or {}
     notes: list[str] = []
-    cand = _score(candidate, holdout)
-    champ = _score(champion, holdout) if champion is not None else None
+    cand = score_frame(candidate, holdout)
+    champ = score_frame(champion, holdout) if champion is not None else None
     paired = champion is not None and candidate.spec.classes == champion.spec.classes
     if champion is not None and not paired:
         notes.append(
@@ -323,7 +232,7 @@ def evaluate_gate(
         )
 
     def interval(
-        a: _Scored, b: _Scored | None, rows: NDArray[np.bool_] | None = None
+        a: ScoredFrame, b: ScoredFrame | None, rows: NDArray[np.bool_] | None = None
     ) -> BootstrapResult | None:
         if not paired or b is None:
             return None
@@ -349,7 +258,7 @@ def evaluate_gate(
             continue
         if holdout.height == 0:
             continue
-        names, labels = _segments(holdout[column])
+        names, labels = slice_rows(holdout[column])
         for name in names:
             rows = np.asarray(labels == name)
             cand_metrics = cand.metrics(rows)
@@ -367,8 +276,8 @@ def evaluate_gate(
             )
     forgetting: list[HistoryMetrics] = []
     for name, frame in history.items():
-        old = _score(candidate, frame)
-        old_champion = _score(champion, frame) if champion is not None else None
+        old = score_frame(candidate, frame)
+        old_champion = score_frame(champion, frame) if champion is not None else None
         old_cand = old.metrics()
         forgetting.append(
             HistoryMetrics(

@@ -17,14 +17,11 @@ from ct_assets.monitoring.feedback.aggregates import (
 from ct_assets.monitoring.feedback.bias import (
     BIAS_WINDOW_DAYS,
     DECILES,
-    MAX_POSITION_ROWS,
     MIN_PREDICTIONS_PER_DECILE,
     TOP_USERS_FRACTION,
     BiasReport,
     Concentration,
     DecileRow,
-    PositionEffects,
-    PositionRow,
     RateRow,
     SelectionBias,
     empty_bias_report,
@@ -42,6 +39,7 @@ from ct_assets.monitoring.feedback.judge import (
 )
 from ct_assets.monitoring.feedback.plots import PLOT_DAYS, daily_plot_png
 from ct_assets.monitoring.feedback.policy_sql import policy_flags_sql
+from ct_assets.monitoring.feedback.position import MAX_POSITION_ROWS, PositionEffects, PositionRow
 from ct_assets.monitoring.feedback.predictions import POSITION_FIELD
 from ct_assets.monitoring.feedback.segments import (
     ALL,

@@ -1,5 +1,7 @@
 """The feedback bias report: selection bias, label shift, concentration of the labels over
-users and position effects, over the last days of predictions and examples."""
+users and position effects, over the last days of predictions and examples.
+
+Label shift is measured in :mod:`.shift`, position effects in :mod:`.position`."""
 
 from __future__ import annotations
 
@@ -13,9 +15,10 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from ct_assets import keys
-from ct_assets.data.attribution import IMPLICIT_PREFIX, LabelPolicy
+from ct_assets.data.attribution import LabelPolicy
 from ct_assets.data.duckdb_work import quote, struct_fields
 from ct_assets.data.tables import TableStore
+from ct_assets.monitoring.feedback.position import PositionEffects, position_effects
 from ct_assets.monitoring.feedback.predictions import (
     POSITION_FIELD,
     first_logged,
@@ -47,7 +50,6 @@ DECILES = 10
 MIN_PREDICTIONS_PER_DECILE = 10
 #: The "top users" of the concentration figure: this share of the users (at least one).
 TOP_USERS_FRACTION = 0.01
-MAX_POSITION_ROWS = 50
 
 
 @dataclass(frozen=True)
@@ -92,24 +94,6 @@ class Concentration:
     top_share: float | None = None
     hhi: float | None = None
     labels_without_user: int = 0
-    reason: str | None = None
-
-
-@dataclass(frozen=True)
-class PositionRow:
-    position: str
-    predictions: int
-    with_feedback: int
-    feedback_rate: float | None
-    implicit_labels: int
-    implicit_positive_rate: float | None
-
-
-@dataclass(frozen=True)
-class PositionEffects:
-    """Exposure and implicit-feedback rates by the ``position`` feature, when there is one."""
-
-    rows: list[PositionRow] = field(default_factory=list)
     reason: str | None = None
 
 
@@ -222,7 +206,7 @@ def feedback_bias(
         concentration = _concentration(con)
         current = current_label_counts(con, chosen)
         has_position = POSITION_FIELD in features
-        position = _position_effects(con, policy.positive_label) if has_position else None
+        position = position_effects(con, policy.positive_label) if has_position else None
     shift = shift_from_reference(reference_dataset, current, chosen, policy.positive_label)
     return BiasReport(
         window_start=days[0],
@@ -365,48 +349,3 @@ def _concentration(con: duckdb.DuckDBPyConnection) -> Concentration:
         hhi=float(hhi),
         labels_without_user=without_user,
     )
-
-
-def _position_effects(con: duckdb.DuckDBPyConnection, positive_label: str) -> PositionEffects:
-    exposure = {
-        str(pos): (int(n), int(fed))
-        for pos, n, fed in con.execute(
-            "SELECT position, count(*), count_if(has_feedback) FROM sel "
-            "WHERE position IS NOT NULL GROUP BY position"
-        ).fetchall()
-    }
-    implicit = {
-        str(pos): (int(n), int(positive))
-        for pos, n, positive in con.execute(
-            f"SELECT position, count(*), count_if(label = {quote(positive_label)}) FROM ex "
-            f"WHERE position IS NOT NULL AND starts_with(label_source, {quote(IMPLICIT_PREFIX)}) "
-            "GROUP BY position"
-        ).fetchall()
-    }
-    positions = sorted(set(exposure) | set(implicit), key=_position_order)[:MAX_POSITION_ROWS]
-    if not positions:
-        return PositionEffects(
-            reason=f"no prediction or example of the window has a {POSITION_FIELD}"
-        )
-    rows = []
-    for pos in positions:
-        shown, fed = exposure.get(pos, (0, 0))
-        labels, positive = implicit.get(pos, (0, 0))
-        rows.append(
-            PositionRow(
-                position=pos,
-                predictions=shown,
-                with_feedback=fed,
-                feedback_rate=fed / shown if shown else None,
-                implicit_labels=labels,
-                implicit_positive_rate=positive / labels if labels else None,
-            )
-        )
-    return PositionEffects(rows)
-
-
-def _position_order(position: str) -> tuple[int, float, str]:
-    try:
-        return (0, float(position), position)
-    except ValueError:
-        return (1, 0.0, position)

@@ -24,7 +24,8 @@ as long as a ``prediction_id`` is logged on one date only (it may be logged twic
 date).
 
 Every file is replaced atomically and ``state.json`` is written last, so a run killed half
-way leaves keys that no longer match, and the next run computes those dates again.
+way leaves keys that no longer match, and the next run computes those dates again (the
+folder and its state: :mod:`.part_folder`).
 """
 
 from __future__ import annotations
@@ -32,10 +33,10 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import polars as pl
 
@@ -52,6 +53,13 @@ from ct_assets.monitoring.feedback.aggregates import (
     _with_rates,
     empty_aggregates,
 )
+from ct_assets.monitoring.feedback.part_folder import (
+    LOCK_FILE,
+    STATE_FILE,
+    FolderState,
+    PartFolder,
+    copy_to_parquet,
+)
 from ct_assets.monitoring.feedback.policy_sql import policy_flags_sql
 from ct_assets.monitoring.feedback.predictions import first_logged, prediction_projection
 from ct_assets.monitoring.feedback.segments import Segments, choose_segments
@@ -61,42 +69,8 @@ if TYPE_CHECKING:
     import duckdb
 
 INCREMENTAL_CODE_VERSION = "feedback-aggregates-per-date-v1"
-STATE_FILE = "state.json"
-LOCK_FILE = ".lock"
 #: Days counted by one query (a first run, or a change of segments, counts every day).
 DAYS_PER_QUERY = 16
-
-
-@dataclass
-class _State:
-    config: str = ""
-    predictions: dict[str, str] = field(default_factory=dict)  # P -> source
-    feedback: dict[str, dict[str, Any]] = field(default_factory=dict)  # F -> key, pdays, open
-    days: dict[str, str] = field(default_factory=dict)  # D -> key
-
-    @classmethod
-    def load(cls, path: Path, config: str) -> _State:
-        try:
-            raw = json.loads(path.read_text())
-        except (OSError, ValueError):
-            return cls(config)
-        if not isinstance(raw, dict) or raw.get("config") != config:
-            return cls(config)
-        predictions, feedback, days = (raw.get(n) for n in ("predictions", "feedback", "days"))
-        if not (isinstance(predictions, dict) and isinstance(feedback, dict)):
-            return cls(config)  # not ours, or damaged: compute everything again
-        if not isinstance(days, dict):
-            return cls(config)
-        return cls(config, predictions, feedback, days)
-
-    def save(self, path: Path) -> None:
-        document = {
-            "config": self.config,
-            "predictions": self.predictions,
-            "feedback": self.feedback,
-            "days": self.days,
-        }
-        table_files.write_bytes(path, json.dumps(document, sort_keys=True).encode())
 
 
 @dataclass(frozen=True)
@@ -130,25 +104,6 @@ def _window(day: str, delay_days: int) -> list[str]:
     return [(last - timedelta(days=i)).isoformat() for i in range(max(0, delay_days) + 2)]
 
 
-def _copy(con: duckdb.DuckDBPyConnection, select: str, path: Path) -> None:
-    table_files.write_atomically(
-        path, lambda tmp: con.execute(f"COPY ({select}) TO {quote(str(tmp))} (FORMAT parquet)")
-    )
-
-
-class _Folder:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def path(self, kind: str, day: str) -> Path:
-        return self.root / kind / f"date={day}.parquet"
-
-    def prune(self, kind: str, keep: set[str]) -> None:
-        for path in (self.root / kind).glob("date=*.parquet"):
-            if path.name[5:-8] not in keep:
-                path.unlink(missing_ok=True)
-
-
 def incremental_feedback_aggregates(
     store: TableStore,
     policy: LabelPolicy,
@@ -171,10 +126,10 @@ def incremental_feedback_aggregates(
     config = _digest(
         [INCREMENTAL_CODE_VERSION, chosen.names, policy_flags_sql(policy), max_feedback_delay_days]
     )
-    files = _Folder(folder)
+    files = PartFolder(folder)
     folder.mkdir(parents=True, exist_ok=True)
     with table_files.locked([folder / LOCK_FILE]):
-        state = _State.load(folder / STATE_FILE, config)
+        state = FolderState.load(folder / STATE_FILE, config)
         fb_days = store.days(keys.VALIDATED_FEEDBACK)
         pr_days = store.days(keys.RAW_PREDICTIONS)
         with duckdb_session(store.root, memory_limit_mb) as con:
@@ -205,8 +160,8 @@ class _Run:
         self,
         con: duckdb.DuckDBPyConnection,
         store: TableStore,
-        files: _Folder,
-        state: _State,
+        files: PartFolder,
+        state: FolderState,
         segments: Segments,
         policy: LabelPolicy,
         delay_days: int,
@@ -230,7 +185,7 @@ class _Run:
             select = self._table(keys.RAW_PREDICTIONS, day).select_sql(
                 prediction_projection(self.segments)
             )
-            _copy(self.con, select, path)
+            copy_to_parquet(self.con, select, path)
             self.state.predictions[day] = source
             done.append(day)
         return done
@@ -308,7 +263,7 @@ class _Run:
         pr = first_logged("SELECT * FROM cand", ["day", *self.aliases])
         flags = ", ".join(f"{sql} AS {name}" for name, sql in policy_flags_sql(self.policy).items())
         own_or_logged = "".join(f", coalesce(f.{a}, p.{a}) AS {a}" for a in self.aliases)
-        _copy(
+        copy_to_parquet(
             con,
             "SELECT f.day, f.prediction_id, f.feedback_type, f.signal, f.source, f.status, "
             f"f.label, p.day AS pday{own_or_logged}, {flags} "
