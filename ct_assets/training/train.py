@@ -19,10 +19,8 @@ picked by the same rule; incremental training and checkpoints stay in this proce
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -36,6 +34,7 @@ from ct_assets.training.distributed import BACKEND_DASK, BACKEND_LOCAL, SETTING
 from ct_assets.training.early_stopping import EarlyStopping
 from ct_assets.training.metrics import classification_metrics
 from ct_assets.training.model import FeatureSpec, TrainedModel
+from ct_assets.training.resume import job_digest, resume
 from ct_assets.uris import scheduler_address_problem
 
 if TYPE_CHECKING:
@@ -263,7 +262,7 @@ def train_model(
         first_model = init
         all_callbacks: list[Callable[[Any], None]] = [*callbacks, stopper]
         if checkpoint is not None:
-            job = _job_digest(
+            job = job_digest(
                 mode=mode,
                 params=params,
                 lgb_params=lgb_params,
@@ -271,7 +270,7 @@ def train_model(
                 arrays=[x_all, y_all, w_all, np.asarray([n_fit])],
                 init=init,
             )
-            resumed = _resume(checkpoint, job, start, params.num_boost_round, stopper, notes)
+            resumed = resume(checkpoint, job, start, params.num_boost_round, stopper, notes)
             if resumed is not None:
                 init, resumed_from = resumed, resumed.current_iteration()
                 rounds = params.num_boost_round - (resumed_from - start)
@@ -333,78 +332,6 @@ def class_weights(labels: NDArray[Any], n_classes: int) -> NDArray[np.float64]:
     per_class[present] = labels.size / (int(present.sum()) * counts[present])
     weights: NDArray[np.float64] = per_class[np.asarray(labels, dtype=np.intp)]
     return weights
-
-
-def _job_digest(
-    *,
-    mode: Mode,
-    params: TrainParams,
-    lgb_params: Mapping[str, Any],
-    spec: FeatureSpec,
-    arrays: Sequence[NDArray[Any] | None],
-    init: lightgbm.Booster | None,
-) -> str:
-    """What determines the trained model: the rows, labels, weights, settings, first model."""
-    import lightgbm
-
-    digest = hashlib.sha256()
-    settings = {
-        "lightgbm": lightgbm.__version__,
-        "mode": mode,
-        "lgb_params": dict(lgb_params),
-        "num_boost_round": params.num_boost_round,
-        "early_stopping_rounds": params.early_stopping_rounds,
-        "early_stopping_min_rows": params.early_stopping_min_rows,
-        "min_boost_round": params.min_boost_round,
-        "validation_fraction": params.validation_fraction,
-        "features": spec.feature_names,
-        "categories": spec.categories,
-        "classes": spec.classes,
-    }
-    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
-    for array in arrays:
-        if array is None:
-            digest.update(b"|none")
-            continue
-        contiguous = np.ascontiguousarray(array)
-        digest.update(f"|{contiguous.dtype.str}{contiguous.shape}".encode())
-        digest.update(contiguous.tobytes())
-    digest.update(b"|init:")
-    if init is not None:
-        digest.update(init.model_to_string(num_iteration=-1).encode())
-    return digest.hexdigest()
-
-
-def _resume(
-    checkpoint: Checkpoint,
-    job: str,
-    start: int,
-    num_boost_round: int,
-    stopper: EarlyStopping,
-    notes: list[str],
-) -> lightgbm.Booster | None:
-    """The checkpointed booster of this job, ``stopper`` restored; None to start afresh."""
-    seen = len(checkpoint.notes)
-    loaded = checkpoint.load()
-    notes.extend(f"{note}; training afresh" for note in checkpoint.notes[seen:])
-    if loaded is None:
-        return None
-    booster, state = loaded
-    iteration = int(state["iteration"])
-    reason = None
-    if state.get("job") != job:
-        reason = "it is of another training job (rows, labels, parameters or champion differ)"
-    elif not start < iteration < start + num_boost_round:
-        reason = f"its iteration {iteration} is not within this job's {start}..{num_boost_round}"
-    else:
-        try:
-            stopper.restore(state, iteration)
-        except ValueError as error:
-            reason = str(error)
-    if reason is not None:
-        notes.append(f"checkpoint in {checkpoint.folder} ignored: {reason}; training afresh")
-        return None
-    return booster
 
 
 def evaluate(model: TrainedModel, frame: pl.DataFrame) -> dict[str, float]:
