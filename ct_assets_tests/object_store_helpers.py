@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from ct_assets.cluster.engines import SEAWEEDFS_PORTS, seaweedfs_argv
 from ct_assets.storage import S3Config, S3Store
 
 ACCESS_KEY = "ctaccess"
@@ -49,20 +49,7 @@ class SeaweedServer:
     process: subprocess.Popen[bytes] | None = None
 
     def __post_init__(self) -> None:
-        names = ("master", "master.grpc", "volume", "volume.grpc", "filer", "filer.grpc")
-        names += ("s3", "s3.grpc", "s3.iceberg", "s3.lance", "iam")
-        self.ports = {name: free_port() for name in names}
-        (self.folder / "data").mkdir(parents=True, exist_ok=True)
-        identities = {
-            "identities": [
-                {
-                    "name": "ct",
-                    "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
-                    "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-                }
-            ]
-        }
-        (self.folder / "s3.json").write_text(json.dumps(identities))
+        self.ports = {name: free_port() for name in SEAWEEDFS_PORTS}
 
     @property
     def endpoint_url(self) -> str:
@@ -84,33 +71,7 @@ class SeaweedServer:
         }
 
     def start(self) -> None:
-        p = self.ports
-        command = [
-            weed_binary(),
-            "server",
-            f"-dir={self.folder / 'data'}",
-            "-ip=127.0.0.1",
-            "-ip.bind=127.0.0.1",
-            f"-master.port={p['master']}",
-            f"-master.port.grpc={p['master.grpc']}",
-            "-master.telemetry=false",
-            # small volumes, many of them: the default (30 GB each, as many as the free
-            # disk holds) leaves a busy test disk without a writable volume
-            "-master.volumeSizeLimitMB=256",
-            f"-volume.port={p['volume']}",
-            f"-volume.port.grpc={p['volume.grpc']}",
-            "-volume.max=64",
-            "-volume.preStopSeconds=0",
-            f"-filer.port={p['filer']}",
-            f"-filer.port.grpc={p['filer.grpc']}",
-            "-s3",
-            f"-s3.port={p['s3']}",
-            f"-s3.port.grpc={p['s3.grpc']}",
-            f"-s3.port.iceberg={p['s3.iceberg']}",
-            f"-s3.port.lance={p['s3.lance']}",
-            f"-s3.config={self.folder / 's3.json'}",
-            f"-iam.port={p['iam']}",
-        ]
+        command = seaweedfs_argv(weed_binary(), self.folder, self.ports, ACCESS_KEY, SECRET_KEY)
         log = (self.folder / "weed.log").open("ab")
         self.process = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True

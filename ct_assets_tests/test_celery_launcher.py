@@ -15,13 +15,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import dagster as dg
 import pytest
 from dagster_celery.launcher import CeleryRunLauncher
 
 from ct_assets import keys
+from ct_assets.cluster.engines import create_database, drop_database
 from ct_assets.instance import CELERY_WORKER_CONFIG, prepare_dagster_home
 from ct_assets.registry import CHAMPION, Registry
 from ct_assets.settings import Settings
@@ -47,25 +48,13 @@ def _postgres_server_url() -> str:
 @pytest.fixture
 def dagster_database() -> Iterator[str]:
     """A fresh PostgreSQL database for this test's Dagster instance, dropped afterwards."""
-    import psycopg2
-
     server = _postgres_server_url()
     name = f"ct_celery_test_{uuid.uuid4().hex[:12]}"
-    admin = psycopg2.connect(server)
-    admin.autocommit = True
+    url = create_database(server, name)
     try:
-        with admin.cursor() as cur:
-            cur.execute(f'CREATE DATABASE "{name}"')
-        parts = urlsplit(server)
-        yield urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, ""))
+        yield url
     finally:
-        with admin.cursor() as cur:
-            cur.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
-                (name,),
-            )
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        admin.close()
+        drop_database(server, name)
 
 
 def _unavailable(reason: str) -> None:

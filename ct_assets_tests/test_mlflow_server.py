@@ -15,7 +15,6 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import dagster as dg
 import numpy as np
@@ -23,6 +22,7 @@ import polars as pl
 import pytest
 
 from ct_assets import keys
+from ct_assets.cluster.engines import create_database, drop_database
 from ct_assets.defs import build_definitions
 from ct_assets.registry import CHAMPION, Registry
 from ct_assets.settings import Settings
@@ -62,29 +62,17 @@ def weed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedServer]:
 @pytest.fixture(scope="module")
 def mlflow_database() -> Iterator[str]:
     """A fresh PostgreSQL database for the tracking server (not Dagster's), dropped after."""
-    import psycopg2
-
     server = os.environ.get("CT_TEST_POSTGRES_URL")
     if not server:
         if os.environ.get("CT_REQUIRE_POSTGRES") == "1":
             pytest.fail("CT_REQUIRE_POSTGRES=1 but CT_TEST_POSTGRES_URL is not set")
         pytest.skip("CT_TEST_POSTGRES_URL is not set")
     name = f"ct_mlflow_test_{uuid.uuid4().hex[:12]}"
-    admin = psycopg2.connect(server)
-    admin.autocommit = True
+    url = create_database(server, name)
     try:
-        with admin.cursor() as cur:
-            cur.execute(f'CREATE DATABASE "{name}"')
-        parts = urlsplit(server)
-        yield urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, ""))
+        yield url
     finally:
-        with admin.cursor() as cur:
-            cur.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
-                (name,),
-            )
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        admin.close()
+        drop_database(server, name)
 
 
 def client_env() -> dict[str, str]:

