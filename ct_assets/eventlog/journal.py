@@ -45,6 +45,8 @@ class Commit(msgspec.Struct, array_like=True, frozen=True):
     sequence: int
     committed_at_us: int
     parts: list[Part]
+    #: what its feedback could be labeled from (:mod:`.tally`); None in older records
+    labels: dict[str, list[int]] | None = None
 
 
 _ENCODER = msgspec.msgpack.Encoder()
