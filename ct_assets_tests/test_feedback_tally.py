@@ -236,3 +236,12 @@ def test_a_writer_killed_mid_stream_leaves_exact_tallies(tmp_path: Path) -> None
     assert feedback_tally(log.root, total, after).undecided == []
     assert tallied(log, 0, after, LabelPolicy()) == full_scan(log, 0, after, LabelPolicy())
     log.writer.close()
+
+
+def test_a_line_the_tally_cannot_read_leaves_the_commit_without_one() -> None:
+    """A tally never stops a commit: lines it cannot read give none (counted by decoding)."""
+    from ct_assets.eventlog.tally import tally_lines
+
+    good = b'{"kind":"feedback","feedback_type":"implicit","signal":"dwell","value":3}'
+    assert tally_lines([good, good]) == {"implicit:dwell": [2, 2]}
+    assert tally_lines([good, b'{"feedback_type":"implicit","signal":7}']) is None

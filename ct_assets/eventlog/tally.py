@@ -55,16 +55,23 @@ def add_to(tally: Tally, key: str, n: int, with_value: int) -> None:
         slot[1] += with_value
 
 
-def merge(into: Tally, other: Mapping[str, list[int]]) -> None:
+def merge(into: Tally, other: Mapping[str, list[int]]) -> Tally:
+    """``into`` with ``other`` added to it."""
     for key, (n, with_value) in other.items():
         add_to(into, key, n, with_value)
+    return into
 
 
-def tally_lines(lines: Iterable[bytes]) -> Tally:
-    """The tally of feedback events given as their JSON lines (as stored in frames)."""
+def tally_lines(lines: Iterable[bytes]) -> Tally | None:
+    """The tally of feedback events given as their JSON lines (as stored in frames); None
+    when a line does not read as feedback (its commit is then recorded without a tally
+    and counted by decoding: a tally never stops a commit)."""
     out: Tally = {}
     for line in lines:
-        fields = _DECODER.decode(line)
+        try:
+            fields = _DECODER.decode(line)
+        except msgspec.DecodeError:
+            return None
         if fields.feedback_type == "explicit":
             if fields.label is not None:
                 add_to(out, EXPLICIT_KEY, 1, 1)

@@ -316,13 +316,14 @@ class EventLogWriter(IdDedup):
     def _write_commit(self, pending: dict[tuple[str, bool], _Pending], ids: set[str]) -> None:
         parts: list[Part] = []
         new_extents: dict[str, int] = {}
-        labels: Tally = {}
+        labels: Tally | None = {}
         for day, is_prediction in sorted(pending):
             slot = pending[(day, is_prediction)]
             n_pred = len(slot.lines) if is_prediction else 0
             n_fb = len(slot.lines) - n_pred
-            if n_fb:
-                merge(labels, tally_lines(slot.lines))
+            if n_fb and labels is not None:
+                tally = tally_lines(slot.lines)
+                labels = None if tally is None else merge(labels, tally)
             frame = encode_frame(slot.lines, n_pred, n_fb)
             key = self._segment_for(day, len(frame), new_extents)
             offset = new_extents.get(key, self._extent.get(key, 0))

@@ -86,8 +86,10 @@ def policy_labeled(tally: Tally, policy: LabelPolicy) -> int:
 
 class LabeledCounter:
     """Counts the labeled feedback events from a baseline offset to the log's position,
-    reading only the events added since the previous count: committed events never
-    change, so the count up to a position stays true. Keyed by the log, the label policy
+    counting only the events added since the previous count (:func:`labeled_between`:
+    from the journal's tallies, so a first count costs the commits since the baseline,
+    not a decode of their events): committed events never change, so the count up to
+    a position stays true. Keyed by the log, the label policy
     and the baseline; only the latest key is kept."""
 
     def __init__(self) -> None:
