@@ -2,7 +2,8 @@
 
 A commit appends event frames to the segments of their dates, fsyncs them, then
 appends one journal record naming every frame it wrote (segment key, offset,
-length, counts) and fsyncs the journal. The journal record is the commit point:
+length, counts), with a tally of its feedback for label counts (:mod:`.tally`),
+and fsyncs the journal. The journal record is the commit point:
 
 * a frame that no journal record names was never acknowledged; readers never
   look at it and the next writer cuts it off;
@@ -45,6 +46,8 @@ class Commit(msgspec.Struct, array_like=True, frozen=True):
     sequence: int
     committed_at_us: int
     parts: list[Part]
+    #: what its feedback could be labeled from (:mod:`.tally`); None in older records
+    labels: dict[str, list[int]] | None = None
 
 
 _ENCODER = msgspec.msgpack.Encoder()

@@ -55,6 +55,7 @@ from ct_assets.eventlog.layout import (
     segment_file,
     segment_key,
 )
+from ct_assets.eventlog.tally import Tally, merge, tally_lines
 from ct_assets.schema import (
     Event,
     EventValidationError,
@@ -315,10 +316,14 @@ class EventLogWriter(IdDedup):
     def _write_commit(self, pending: dict[tuple[str, bool], _Pending], ids: set[str]) -> None:
         parts: list[Part] = []
         new_extents: dict[str, int] = {}
+        labels: Tally | None = {}
         for day, is_prediction in sorted(pending):
             slot = pending[(day, is_prediction)]
             n_pred = len(slot.lines) if is_prediction else 0
             n_fb = len(slot.lines) - n_pred
+            if n_fb and labels is not None:
+                tally = tally_lines(slot.lines)
+                labels = None if tally is None else merge(labels, tally)
             frame = encode_frame(slot.lines, n_pred, n_fb)
             key = self._segment_for(day, len(frame), new_extents)
             offset = new_extents.get(key, self._extent.get(key, 0))
@@ -327,7 +332,7 @@ class EventLogWriter(IdDedup):
             _append_synced(segment_file(self.root, key), frame, offset)
             parts.append(Part(key, offset, len(frame), n_pred, n_fb))
             new_extents[key] = offset + len(frame)
-        commit = Commit(self._sequence + 1, time.time_ns() // 1000, parts)
+        commit = Commit(self._sequence + 1, time.time_ns() // 1000, parts, labels)
         record = encode_commit(commit)
         journal = journal_path(self.root)
         if not journal.exists():
