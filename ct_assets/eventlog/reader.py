@@ -8,12 +8,9 @@ partial one. Reading the events of some dates opens only those dates' segments.
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ct_assets.eventlog.counts import (
     LogCounts,
@@ -29,6 +26,7 @@ from ct_assets.eventlog.decode import (
     events_to_frame,
     received_time,
 )
+from ct_assets.eventlog.decoded import DATES, DECODED, DECODED_CACHE_ROWS, Piece, same_schema
 from ct_assets.eventlog.frames import SEGMENT_MAGIC, CorruptLogError, Frame, frame_at
 from ct_assets.eventlog.journal import Part, committed
 from ct_assets.eventlog.layout import key_date, segment_file
@@ -79,28 +77,15 @@ class _SegmentCache:
         return frame
 
 
-@dataclass(frozen=True)
-class _Piece:
-    """The lines of one committed frame that a read takes: those from ``skip`` to ``count``,
-    log offsets from ``base``, committed at ``received_us``."""
-
-    segment: str
-    frame: Frame
-    base: int
-    count: int
-    received_us: int
-    skip: int = 0
-
-
 def _pieces(
     root: Path,
     kind: EventKind,
     limit: int | None,
     dates: Collection[str] | None,
     since: int = 0,
-) -> list[_Piece]:
+) -> list[Piece]:
     """The checked frames of ``kind`` a read takes, in commit order (see :func:`read_entries`)."""
-    out: list[_Piece] = []
+    out: list[Piece] = []
     base = 0
     segments = _SegmentCache(root)
     for commit in committed(root):
@@ -125,7 +110,7 @@ def _pieces(
             skip = max(0, since - base)
             if skip >= count:
                 return out  # ``limit`` ends before ``since``
-            out.append(_Piece(part.segment, frame, base, count, commit.committed_at_us, skip))
+            out.append(Piece(part.segment, frame, base, count, commit.committed_at_us, skip))
             base += wanted
     return out
 
@@ -143,7 +128,7 @@ def read_entries(
     return _entries(_pieces(root, kind, limit, dates))
 
 
-def _entries(pieces: Sequence[_Piece]) -> Entries:
+def _entries(pieces: Sequence[Piece]) -> Entries:
     out = Entries([], [], [])
     for piece in pieces:
         lines = piece.frame.lines()[piece.skip : piece.count]
@@ -175,10 +160,11 @@ def read_events(
     so one column can hold any label type without guessing.
 
     Every frame read is checked against its checksum, as always; a committed frame never
-    changes, so its decoded rows are kept in process (:class:`_DecodedFrames`) and a
-    later read of the same frame only concatenates them. When the frames' schemas differ
-    (a feature added, a column null in one of them) the whole result is built at once,
-    as it would be without the cache.
+    changes, so its decoded rows are kept in process (:mod:`ct_assets.eventlog.decoded`),
+    and so are each date's rows concatenated: a later read of a date decodes and appends
+    only the frames committed since. When the frames' schemas differ (a feature added to
+    an event's features) the whole result is built at once, as it would be without the
+    caches.
     """
     import polars as pl
 
@@ -186,8 +172,12 @@ def read_events(
     if not pieces:
         return decode_entries(Entries([], [], []), kind)
     key = str(root.resolve())
-    decoded = [_DECODED.get(key, piece, kind) for piece in pieces]
-    frames = _same_schema(decoded)
+    if limit is None and since == 0:
+        whole = DATES.read(key, kind, pieces)
+        if whole is not None:
+            return whole
+    decoded = [DECODED.get(key, piece, kind) for piece in pieces]
+    frames = same_schema(decoded)
     if frames is None:
         return decode_entries(_entries(pieces), kind)
     frames = [
@@ -197,105 +187,3 @@ def read_events(
     if len(frames) == 1:
         return frames[0]
     return pl.concat(frames, how="vertical", rechunk=True)
-
-
-def _same_schema(decoded: Sequence[_Decoded]) -> list[pl.DataFrame] | None:
-    """The frames with one schema, as decoding all their lines at once would give it, or
-    None when that takes decoding them again. Frames whose schemas differ only in columns
-    that are all null in some of them (``Null``: e.g. feedback without features next to
-    feedback carrying them) get those columns cast to the one type the others agree on."""
-    import polars as pl
-
-    keys = {d.schema_key for d in decoded}
-    if len(keys) == 1:
-        return [d.frame for d in decoded]
-    typed: dict[str, pl.DataType] = {}
-    for schema in {d.schema_key: d.frame.schema for d in decoded}.values():
-        for name, dtype in schema.items():
-            if dtype == pl.Null:
-                continue
-            if typed.setdefault(name, dtype) != dtype:
-                return None  # two different types: decoding again decides the supertype
-    return [
-        d.frame.with_columns(
-            pl.col(name).cast(typed[name])
-            for name, dtype in d.frame.schema.items()
-            if dtype == pl.Null and name in typed
-        )
-        for d in decoded
-    ]
-
-
-@dataclass(frozen=True)
-class _Decoded:
-    """The rows of one committed frame, and its schema as text: frames are concatenated
-    only when these are equal (comparing text is much cheaper than comparing schemas)."""
-
-    frame: pl.DataFrame
-    schema_key: str
-
-    @classmethod
-    def of(cls, frame: pl.DataFrame) -> _Decoded:
-        return cls(frame, repr(frame.schema))
-
-
-class _DecodedFrames:
-    """Decoded committed frames, newest used kept, up to ``max_rows`` rows in all.
-
-    A frame's rows are a function of its bytes, its kind, its first log offset and its
-    commit time, which is what the key holds (the bytes through their length and the
-    CRC its header records, which the read checked)."""
-
-    def __init__(self, max_rows: int) -> None:
-        self.max_rows = max_rows
-        self.rows = 0
-        self._frames: OrderedDict[tuple[Any, ...], _Decoded] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, root: str, piece: _Piece, kind: EventKind) -> _Decoded:
-        frame = piece.frame
-        key = (
-            root,
-            kind,
-            piece.segment,
-            frame.offset,
-            len(frame.payload),
-            frame.crc,
-            piece.base,
-            piece.received_us,
-        )
-        with self._lock:
-            cached = self._frames.get(key)
-            if cached is not None:
-                self._frames.move_to_end(key)
-                return cached
-        lines = frame.lines()
-        decoded = _Decoded.of(
-            decode_entries(
-                Entries(
-                    list(range(piece.base, piece.base + len(lines))),
-                    lines,
-                    [piece.received_us] * len(lines),
-                ),
-                kind,
-            )
-        )
-        height = decoded.frame.height
-        with self._lock:
-            if key not in self._frames and height <= self.max_rows:
-                self._frames[key] = decoded
-                self.rows += height
-                while self.rows > self.max_rows:
-                    _, evicted = self._frames.popitem(last=False)
-                    self.rows -= evicted.frame.height
-        return decoded
-
-    def clear(self) -> None:
-        with self._lock:
-            self._frames.clear()
-            self.rows = 0
-
-
-#: Rows of decoded frames kept per process (a few hundred bytes each).
-DECODED_CACHE_ROWS = 250_000
-_DECODED = _DecodedFrames(DECODED_CACHE_ROWS)

@@ -1,0 +1,222 @@
+"""Decoded committed frames kept in process: a committed frame never changes, so its rows
+are decoded once; and each date's rows, concatenated, so a later read of the date only
+appends the frames committed since. Readers still read and check every frame they take
+(:func:`ct_assets.eventlog.reader.read_events`); these caches only save decoding and
+concatenating it again."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ct_assets.eventlog.decode import Entries, decode_entries
+from ct_assets.eventlog.frames import Frame
+from ct_assets.eventlog.layout import key_date
+from ct_assets.schema import EventKind
+
+if TYPE_CHECKING:
+    import polars as pl
+
+#: Rows of decoded frames kept per process, per cache (a few hundred bytes each).
+DECODED_CACHE_ROWS = 250_000
+
+
+@dataclass(frozen=True)
+class Piece:
+    """The lines of one committed frame that a read takes: those from ``skip`` to ``count``,
+    log offsets from ``base``, committed at ``received_us``."""
+
+    segment: str
+    frame: Frame
+    base: int
+    count: int
+    received_us: int
+    skip: int = 0
+
+    def key(self, root: str, kind: EventKind) -> tuple[Any, ...]:
+        """What the frame's rows are a function of: its bytes (through their length and
+        the CRC its header records, which the read checked), kind, first log offset and
+        commit time."""
+        frame = self.frame
+        return (
+            root,
+            kind,
+            self.segment,
+            frame.offset,
+            len(frame.payload),
+            frame.crc,
+            self.base,
+            self.received_us,
+        )
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """Rows and their schema as text: frames are concatenated only when these are equal
+    (comparing text is much cheaper than comparing schemas)."""
+
+    frame: pl.DataFrame
+    schema_key: str
+
+    @classmethod
+    def of(cls, frame: pl.DataFrame) -> Decoded:
+        return cls(frame, repr(frame.schema))
+
+
+def same_schema(decoded: Sequence[Decoded]) -> list[pl.DataFrame] | None:
+    """The frames with one schema, as decoding all their lines at once would give it, or
+    None when that takes decoding them again. Frames whose schemas differ only in columns
+    that are all null in some of them (``Null``: e.g. feedback without features next to
+    feedback carrying them) get those columns cast to the one type the others agree on."""
+    import polars as pl
+
+    keys = {d.schema_key for d in decoded}
+    if len(keys) == 1:
+        return [d.frame for d in decoded]
+    typed: dict[str, pl.DataType] = {}
+    for schema in {d.schema_key: d.frame.schema for d in decoded}.values():
+        for name, dtype in schema.items():
+            if dtype == pl.Null:
+                continue
+            if typed.setdefault(name, dtype) != dtype:
+                return None  # two different types: decoding again decides the supertype
+    return [
+        d.frame.with_columns(
+            pl.col(name).cast(typed[name])
+            for name, dtype in d.frame.schema.items()
+            if dtype == pl.Null and name in typed
+        )
+        for d in decoded
+    ]
+
+
+class _Bounded:
+    """An LRU of decoded frames holding up to ``max_rows`` rows in all."""
+
+    def __init__(self, max_rows: int) -> None:
+        self.max_rows = max_rows
+        self.rows = 0
+        self._items: OrderedDict[tuple[Any, ...], tuple[Any, Decoded]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[Any, ...]) -> tuple[Any, Decoded] | None:
+        with self._lock:
+            found = self._items.get(key)
+            if found is not None:
+                self._items.move_to_end(key)
+            return found
+
+    def put(self, key: tuple[Any, ...], tag: Any, decoded: Decoded) -> None:
+        height = decoded.frame.height
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self.rows -= old[1].frame.height
+            if height > self.max_rows:
+                return
+            self._items[key] = (tag, decoded)
+            self.rows += height
+            while self.rows > self.max_rows:
+                _, (_, evicted) = self._items.popitem(last=False)
+                self.rows -= evicted.frame.height
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self.rows = 0
+
+
+class DecodedFrames:
+    """Decoded committed frames, newest used kept (see :meth:`Piece.key`)."""
+
+    def __init__(self, max_rows: int) -> None:
+        self._cache = _Bounded(max_rows)
+
+    def get(self, root: str, piece: Piece, kind: EventKind) -> Decoded:
+        key = piece.key(root, kind)
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached[1]
+        lines = piece.frame.lines()
+        decoded = Decoded.of(
+            decode_entries(
+                Entries(
+                    list(range(piece.base, piece.base + len(lines))),
+                    lines,
+                    [piece.received_us] * len(lines),
+                ),
+                kind,
+            )
+        )
+        self._cache.put(key, None, decoded)
+        return decoded
+
+    def clear(self) -> None:
+        self._cache.clear()
+
+
+class DateFrames:
+    """Each date's decoded rows of a kind, concatenated: when a read of the date takes the
+    frames of the previous read and more, only the new frames are decoded and appended."""
+
+    def __init__(self, max_rows: int, frames: DecodedFrames) -> None:
+        self._cache = _Bounded(max_rows)
+        self._frames = frames
+
+    def read(self, root: str, kind: EventKind, pieces: Sequence[Piece]) -> pl.DataFrame | None:
+        """The rows of whole ``pieces`` (in commit order), as the frames decoded one by one
+        and concatenated give them; None when their schemas need decoding them at once."""
+        import polars as pl
+
+        by_date: dict[str, list[Piece]] = {}
+        for piece in pieces:
+            by_date.setdefault(key_date(piece.segment), []).append(piece)
+        dates = []
+        for day, day_pieces in by_date.items():
+            decoded = self._date(root, kind, day, day_pieces)
+            if decoded is None:
+                return None
+            dates.append(decoded)
+        frames = same_schema(dates)
+        if frames is None:
+            return None
+        if len(frames) == 1:
+            return frames[0]
+        # log offsets grow with commit order: sorting by them restores it across dates
+        return pl.concat(frames, how="vertical", rechunk=True).sort("log_offset")
+
+    def _date(
+        self, root: str, kind: EventKind, day: str, pieces: Sequence[Piece]
+    ) -> Decoded | None:
+        import polars as pl
+
+        keys = tuple(p.key(root, kind) for p in pieces)
+        cache_key = (root, kind, day)
+        cached = self._cache.get(cache_key)
+        parts: list[Decoded] = []
+        new = pieces
+        if cached is not None:
+            held, decoded = cached
+            if keys[: len(held)] == held:
+                if len(held) == len(keys):
+                    return decoded  # type: ignore[no-any-return]
+                parts, new = [decoded], pieces[len(held) :]
+        parts += [self._frames.get(root, p, kind) for p in new]
+        frames = same_schema(parts)
+        if frames is None:
+            return None
+        whole = Decoded.of(
+            frames[0] if len(frames) == 1 else pl.concat(frames, how="vertical", rechunk=True)
+        )
+        self._cache.put(cache_key, keys, whole)
+        return whole
+
+    def clear(self) -> None:
+        self._cache.clear()
+
+
+DECODED = DecodedFrames(DECODED_CACHE_ROWS)
+DATES = DateFrames(DECODED_CACHE_ROWS, DECODED)
