@@ -20,6 +20,7 @@ trail, else its ``ct.promoted_at`` tag.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Callable, Iterable, Sequence
@@ -137,9 +138,21 @@ def event_latency(
     )
 
 
+@functools.lru_cache(maxsize=1024)
+def _known_event_latency(
+    dataset: Path, promoted_at: datetime, new_after_offset: int | None
+) -> LatencyFigures:
+    """:func:`event_latency`, computed once per process: a dataset file is written once
+    under its content's version and a promotion time never changes, so a version's
+    figures stay true (each monitoring run then reads only the newly promoted ones)."""
+    return event_latency(dataset, promoted_at, new_after_offset)
+
+
 def version_latency(version: PromotedVersion) -> VersionLatency:
     if version.dataset is not None and version.dataset.exists():
-        figures = event_latency(version.dataset, version.promoted_at, version.new_after_offset)
+        figures = _known_event_latency(
+            version.dataset, version.promoted_at, version.new_after_offset
+        )
     else:
         figures = LatencyFigures(0, None, None, None, None)
     fired = version.trigger_fired_at
