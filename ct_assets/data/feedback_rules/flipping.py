@@ -11,7 +11,10 @@ from ct_assets.data.feedback_rules.work import DETAIL, KEY, PRED_CONF, PRED_LABE
 
 def flipping_users(candidates: pl.DataFrame, rules: ValidationRules) -> pl.DataFrame:
     """(user_id, DETAIL) of label flippers, in two passes: the second ignores the votes of
-    users flagged by the first, so one flipper cannot make honest users look like flippers."""
+    users flagged by the first, so one flipper cannot make honest users look like flippers.
+    Feedback without a user (e.g. labels from a batch job) names nobody to judge."""
+    if candidates.get_column("user_id").null_count() == candidates.height:
+        return pl.DataFrame(schema={"user_id": candidates.schema["user_id"], DETAIL: pl.String})
     first = _flip_pass(candidates, candidates, rules)
     voters = candidates.filter(~pl.col("user_id").is_in(first.get_column("user_id").implode()))
     if voters.height == candidates.height:
