@@ -4,11 +4,10 @@
    at 40%) with ``--batch-rows 48``; target: at most 60 s on the 2-core machine. It is
    compared with :func:`bare_replay`, the same policy replayed with bare LightGBM in the
    same process: the ratio is what the pipeline (event log, assets, sensors, gate,
-   registry) costs on top of the model work itself. Last measured side by side with the
-   code before its event-log, registry, sensor and feature-matrix speed-ups, on the
-   2-core machine at load average 6-13: 628 s against 784 s, 50 retrains (volume 45,
-   drift 4, performance 1), accuracy 0.805 (never retrained 0.567); bare replay 341 s
-   (accuracy 0.7915), 1.8x. Target not met.
+   registry) costs on top of the model work itself. Last measured on a quiet 2-core
+   machine: 131-141 s over three runs, 65 retrains (volume 61, drift 2, performance 2),
+   accuracy 0.807 (never retrained 0.567); bare replay 4.9-5.8 s (accuracy 0.792),
+   24-29x. Target not met (README: where the time goes).
 2. Quality: on simulated sudden, gradual and recurring concept-drift streams, the
    prequential accuracy of the code location's sensors (volume, drift, performance)
    against fixed-period full retrains every N rows, N from a grid; the target is the
