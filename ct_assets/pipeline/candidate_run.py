@@ -47,6 +47,7 @@ from ct_assets.training.candidates import (
     train_candidates,
 )
 from ct_assets.training.checkpoint import Checkpoint
+from ct_assets.training.stored_checkpoint import StoredCheckpoint
 from ct_assets.training.train import TrainParams, TrainResult
 
 
@@ -160,8 +161,9 @@ def train_candidate(
     def checkpoint_for(window: CandidateWindow, refit: bool = False) -> Checkpoint | None:
         if plan.checkpoint_every <= 0:
             return None
-        # a killed run's rerun (same dataset, window, parameters, champion) resumes here
-        return Checkpoint.for_job(
+        # a killed run's rerun (same dataset, window, parameters, champion) resumes here,
+        # on whichever machine it runs when the checkpoint is on the object store too
+        checkpoint = Checkpoint.for_job(
             checkpoints_dir,
             dataset=info.version,
             mode=window.mode,
@@ -170,6 +172,7 @@ def train_candidate(
             init_model=champion_version if window.mode == "incremental" else None,
             extra={"window": window.name, "after_offset": window.after_offset, "refit": refit},
         )
+        return StoredCheckpoint.wrap(checkpoint, objects)
 
     every = max(1, plan.checkpoint_every)
     trained = train_candidates(

@@ -38,6 +38,11 @@ _KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _OWN_KEYS = ("format", "key", "iteration", "model_file", "model_bytes", "model_sha256")
 
 
+def model_file_name(iteration: int) -> str:
+    """The file a checkpoint keeps the booster of ``iteration`` in."""
+    return f"model-{iteration:07d}.txt"
+
+
 def checkpoints_root(home: Path) -> Path:
     """Where the checkpoints of a CT_HOME live: one folder per training job."""
     return home / "checkpoints"
@@ -210,7 +215,7 @@ class Checkpoint:
         """
         iteration = int(booster.current_iteration())
         data = booster.model_to_string(num_iteration=-1).encode()
-        model_file = f"model-{iteration:07d}.txt"
+        model_file = model_file_name(iteration)
         full = {k: v for k, v in (state or {}).items() if k not in _OWN_KEYS}
         full.update(
             format=FORMAT,
