@@ -16,6 +16,7 @@ from ct_assets.registry import AuditRecord, Registry
 from ct_assets.retention.files import CHECKPOINT, remove_checkpoint
 from ct_assets.retention.items import DRIFT_REFERENCE, MODEL_VERSION, REPORT, RUN, Item, Plan
 from ct_assets.retention.plan import make_plan
+from ct_assets.retention.stored import is_stored, object_store, remove_stored
 from ct_assets.retention.tombstones import (
     append_durably,
     fsync_dir,
@@ -27,12 +28,17 @@ from ct_assets.retention.tombstones import (
     write_durably,
 )
 from ct_assets.settings import Settings
+from ct_assets.storage import ObjectStore
 
 #: Test hook: the gc process kills itself (SIGKILL) after this many deletions.
 KILL_AFTER_ENV = "CT_TEST_GC_KILL_AFTER"
 
 
-def _remove(path: str) -> None:
+def _remove(path: str, store: ObjectStore | None) -> None:
+    """A local file or folder, or an object of ``store`` named by its URI."""
+    if store is not None and is_stored(path, store):
+        remove_stored(store, path)
+        return
     target = Path(path)
     if target.is_dir():
         shutil.rmtree(target, ignore_errors=True)
@@ -78,6 +84,7 @@ def run_gc(settings: Settings, registry: Registry, *, dry_run: bool, by: str = "
     ]
     append_durably(tombstones_path(settings), fresh)
     after_delete = _kill_hook()
+    store = object_store(settings)
     done = 0
     touched: set[str] = set()
     cancelled: set[str] = set()
@@ -106,13 +113,16 @@ def run_gc(settings: Settings, registry: Registry, *, dry_run: bool, by: str = "
             except MlflowException:
                 pass
             for path in item.paths:
-                _remove(path)
+                _remove(path, store)
         elif item.what == CHECKPOINT:
-            for path in item.paths:
-                remove_checkpoint(path)
+            for path in item.paths:  # the local folder, then the stored state and model
+                if is_stored(path, store):
+                    _remove(path, store)
+                else:
+                    remove_checkpoint(path)
         else:
             for path in item.paths:
-                _remove(path)
+                _remove(path, store)
         touched |= _owners(item)
         done += 1
         after_delete(done)

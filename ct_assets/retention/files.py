@@ -5,8 +5,9 @@ per-run hand-offs and interrupted trainings' checkpoints (see :mod:`ct_assets.re
   when a model version it names is being (or was) deleted, or, for a dataset hand-off,
   when its dataset is. Each asset's latest record (``<asset>.json``) is always kept, and
   so is a record naming only kept versions and datasets, or one that cannot be read.
-* Checkpoints (``CT_HOME/checkpoints/<key>/``): a finished training removes its own; what
-  is left belongs to a training that was killed or failed. No lineage needs one; a rerun
+* Checkpoints (``CT_HOME/checkpoints/<key>/``, and ``checkpoints/<key>/`` on the object
+  store): a finished training removes its own; what is left belongs to a training that
+  was killed or failed. No lineage needs one; a rerun
   of the same job resumes from it. A checkpoint not written for ``CT_GC_CHECKPOINT_AGE_HOURS``
   is deleted, its state first, so a half-deleted one is never resumed from.
 """
@@ -22,7 +23,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ct_assets.retention.stored import stored_checkpoints
 from ct_assets.settings import Settings
+from ct_assets.storage import ObjectStore
 
 HANDOFF = "handoff"
 CHECKPOINT = "checkpoint"
@@ -93,29 +96,35 @@ def _last_write(folder: Path) -> float:
 
 
 def checkpoint_items(
-    settings: Settings, now: datetime | None = None
+    settings: Settings, now: datetime | None = None, store: ObjectStore | None = None
 ) -> tuple[list[FileItem], list[FileItem]]:
     """The checkpoints to keep (written within ``CT_GC_CHECKPOINT_AGE_HOURS``: a training
-    may be running or about to resume) and to delete."""
+    may be running or about to resume) and to delete: each job's local folder and its
+    copy on ``store`` (:mod:`ct_assets.training.stored_checkpoint`) as one item."""
     kept: list[FileItem] = []
     deleted: list[FileItem] = []
+    jobs: dict[str, tuple[list[str], float]] = {}
     root = settings.checkpoints_dir
-    if not root.is_dir():
-        return kept, deleted
-    at = (now or datetime.now(UTC)).timestamp()
-    hours = settings.gc_checkpoint_age_hours
-    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
         try:
-            age = (at - _last_write(folder)) / 3600
+            jobs[folder.name] = ([str(folder)], _last_write(folder))
         except OSError:
             continue
+    local = [paths[0] for paths, _ in jobs.values()]
+    for job, (uris, written) in stored_checkpoints(store, local).items():
+        paths, when = jobs.get(job, ([], written))
+        jobs[job] = (paths + uris, max(when, written))
+    at = (now or datetime.now(UTC)).timestamp()
+    hours = settings.gc_checkpoint_age_hours
+    for job, (paths, written) in sorted(jobs.items()):
+        age = (at - written) / 3600
         last = {"hours_since_last_write": round(age, 1)}
         if age < hours:
             why = f"written in the last {hours} h: a training may be running or resuming"
-            kept.append(FileItem(CHECKPOINT, folder.name, [why], [str(folder)], last))
+            kept.append(FileItem(CHECKPOINT, job, [why], paths, last))
         else:
             why = f"not written for {hours} h or more: its training was not resumed"
-            deleted.append(FileItem(CHECKPOINT, folder.name, [why], [str(folder)], last))
+            deleted.append(FileItem(CHECKPOINT, job, [why], paths, last))
     return kept, deleted
 
 

@@ -31,8 +31,10 @@ from ct_assets.retention.items import (
     Item,
     Plan,
 )
+from ct_assets.retention.stored import object_store, stored_datasets, stored_drift_reference
 from ct_assets.retention.tombstones import read_tombstones
 from ct_assets.settings import Settings
+from ct_assets.storage import ObjectStore
 
 
 def kept_versions(
@@ -93,6 +95,13 @@ def _datasets_on_disk(settings: Settings) -> set[str]:
     return {p.stem for p in folder.glob("*.parquet")} | {p.stem for p in folder.glob("*.json")}
 
 
+def _drift_reference(settings: Settings, store: ObjectStore | None, version: str) -> list[str]:
+    """The drift reference of ``version``: its local folder, or its objects on the store."""
+    folder = settings.drift_dir / version
+    local = [str(folder)] if folder.exists() else []
+    return local + stored_drift_reference(store, version, set(local))
+
+
 def _local_artifacts(settings: Settings, artifact_uri: str) -> str | None:
     """The run's artifact folder when it is a local folder under CT_HOME's MLflow store."""
     parsed = urlparse(artifact_uri)
@@ -108,6 +117,7 @@ def make_plan(settings: Settings, registry: Registry) -> Plan:
     from mlflow.exceptions import MlflowException
 
     versions = registry.versions()
+    store = object_store(settings)
     aliases = {a: v.version for a in (CHAMPION, CHALLENGER) if (v := registry.alias(a)) is not None}
     keep = kept_versions(versions, aliases, registry.deployment(), settings.keep_versions)
     tombstones = read_tombstones(settings)
@@ -151,15 +161,13 @@ def make_plan(settings: Settings, registry: Registry) -> Plan:
                     deleted.append(Item(RUN, str(run_id), [why], paths, {"version": version}))
         if files := _report_files(settings, version):
             deleted.append(Item(REPORT, version, [why], [str(p) for p in files]))
-        drift = settings.drift_dir / version
-        if drift.exists():
-            deleted.append(Item(DRIFT_REFERENCE, version, [why], [str(drift)]))
+        if drift := _drift_reference(settings, store, version):
+            deleted.append(Item(DRIFT_REFERENCE, version, [why], drift))
     for version in sorted(keep, key=int):
         if files := _report_files(settings, version):
             kept.append(Item(REPORT, version, [f"of kept v{version}"], [str(p) for p in files]))
-        drift = settings.drift_dir / version
-        if drift.exists():
-            kept.append(Item(DRIFT_REFERENCE, version, [f"of kept v{version}"], [str(drift)]))
+        if drift := _drift_reference(settings, store, version):
+            kept.append(Item(DRIFT_REFERENCE, version, [f"of kept v{version}"], drift))
     # datasets: kept while a remaining version uses them or no version ever did
     users: dict[str, list[str]] = {}
     for version, info in versions.items():
@@ -172,8 +180,13 @@ def make_plan(settings: Settings, registry: Registry) -> Plan:
     for version, record in gone.items():
         if dv := record.get("dataset_version"):
             dropped.setdefault(str(dv), []).append(version)
-    for dataset in sorted(_datasets_on_disk(settings) | set(users)):
-        paths = [str(p) for p in _dataset_files(settings, dataset)]
+    on_disk = {
+        dataset: [str(p) for p in _dataset_files(settings, dataset)]
+        for dataset in _datasets_on_disk(settings) | set(users)
+    }
+    stored = stored_datasets(store, {p for paths in on_disk.values() for p in paths})
+    for dataset in sorted(set(on_disk) | set(stored)):
+        paths = on_disk.get(dataset, []) + stored.get(dataset, [])
         if dataset in users:
             reasons = [f"dataset of v{v}" for v in sorted(users[dataset], key=int)]
             kept.append(Item(DATASET, dataset, reasons, paths))
@@ -190,7 +203,7 @@ def make_plan(settings: Settings, registry: Registry) -> Plan:
     dead = {i.id for i in deleted if i.what == DATASET} | gone_datasets
     for keep_files, drop_files in (
         handoff_items(settings, deleting | set(gone), dead),
-        checkpoint_items(settings),
+        checkpoint_items(settings, store=store),
     ):
         kept += [_item(f) for f in keep_files]
         deleted += [_item(f) for f in drop_files]

@@ -69,6 +69,11 @@ class ObjectStore(Protocol):
 
     def exists(self, key: str) -> bool: ...
 
+    def modified(self, key: str) -> float:
+        """When the object was last written (POSIX seconds); :class:`ObjectNotFoundError`
+        when there is none."""
+        ...
+
     def list(self, prefix: str) -> list[str]:
         """The keys under ``prefix`` (a folder key, or ``""`` for everything), sorted."""
         ...

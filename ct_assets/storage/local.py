@@ -95,6 +95,12 @@ class LocalStore:
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
+    def modified(self, key: str) -> float:
+        path = self._path(key)
+        if not path.is_file():
+            raise ObjectNotFoundError(f"no object {self.uri_of(key)}")
+        return path.stat().st_mtime
+
     def list(self, prefix: str) -> list[str]:
         base = self._path(prefix) if prefix else self.root
         if not base.is_dir():

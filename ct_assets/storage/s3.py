@@ -209,6 +209,15 @@ class S3Store:
             info = self.fs.get_file_info(self._path(key))
         return bool(info.type == pyarrow.fs.FileType.File)
 
+    def modified(self, key: str) -> float:
+        import pyarrow.fs
+
+        with self._errors(f"looking up {self.uri_of(key)}"):
+            info = self.fs.get_file_info(self._path(key))
+        if info.type != pyarrow.fs.FileType.File or info.mtime is None:
+            raise ObjectNotFoundError(f"no object {self.uri_of(key)}")
+        return float(info.mtime.timestamp())
+
     def list(self, prefix: str) -> list[str]:
         import pyarrow.fs
 
