@@ -278,6 +278,8 @@ def render_backends(
         + (f" stream {events['stream']}" if "stream" in events else ""),
         f"datasets                        : {redact_uri(str(backends.get('dataset_root')))}",
         f"drift references                : {redact_uri(str(backends.get('drift_root')))}",
+        f"checkpoint copies               : {redact_uri(str(backends.get('object_store')))}"
+        "/checkpoints",
         "",
         f"still on this host's disk under {settings.home} (shared by every process here):",
     ]
@@ -286,7 +288,7 @@ def render_backends(
         "tables": "per-date tables of the curation assets",
         "reports": "validation reports",
         "handoffs": "the retrain job's hand-offs between its assets",
-        "checkpoints": "training checkpoints",
+        "checkpoints": "training checkpoints (copied to the store after each save)",
         "reference": "reference schema and label policy",
         "datasets": "local copies of the datasets on the store",
         "dagster": "dagster.yaml and the runs' compute logs",
