@@ -1,6 +1,7 @@
 """``ct-assets gc`` with ``CT_STORAGE_URI`` on a real S3 server (SeaweedFS): a deleted
-version's dataset and drift reference leave the store as well as the disk, a kept
-version's stay, and checkpoints of trainings never resumed are deleted from the store."""
+version's dataset, validation report and drift reference leave the store as well as the
+disk, a kept version's stay, and checkpoints of trainings never resumed are deleted from
+the store."""
 
 from __future__ import annotations
 
@@ -63,6 +64,10 @@ def test_gc_deletes_what_deleted_versions_left_on_the_store(
     for version in datasets:
         assert all(store.exists(dataset_key(datasets[version], s)) for s in SUFFIXES)
         write_bytes(store, f"drift/{version}/reference.json", b"{}")
+    # the gate published each report beside its local file
+    assert store.list("reports") == [f"reports/validation-v{v}.json" for v in ("1", "2", "3")]
+    local_report = s3.reports_dir / "validation-v1.json"
+    assert store.read_bytes("reports/validation-v1.json") == local_report.read_bytes()
     # a training killed and never resumed, its checkpoint only on the store
     write_bytes(store, "checkpoints/stale-job/model-0000010.txt", b"tree")
     write_bytes(store, "checkpoints/stale-job/state.json", b"{}")
@@ -83,8 +88,13 @@ def test_gc_deletes_what_deleted_versions_left_on_the_store(
         ("model_version", "1"),
         ("dataset", datasets["1"]),
         ("drift_reference", "1"),
+        ("report", "1"),
         ("checkpoint", "stale-job"),
     }
+    assert deleted[("report", "1")] == [
+        str(local_report),
+        f"s3://{BUCKET}/gc/reports/validation-v1.json",
+    ]
     assert f"s3://{BUCKET}/gc/{dataset_key(datasets['1'])}" in deleted[("dataset", datasets["1"])]
     assert set(registry.versions()) == {"2", "3"}
     assert not any(store.exists(dataset_key(datasets["1"], s)) for s in SUFFIXES)
@@ -92,6 +102,8 @@ def test_gc_deletes_what_deleted_versions_left_on_the_store(
     for version in ("2", "3"):
         assert all(store.exists(dataset_key(datasets[version], s)) for s in SUFFIXES)
     assert store.list("drift") == ["drift/2/reference.json", "drift/3/reference.json"]
+    assert store.list("reports") == ["reports/validation-v2.json", "reports/validation-v3.json"]
+    assert not local_report.exists()
     assert store.list("checkpoints") == []
     # a second gc finds nothing more to delete on the store
     again = run_gc(s3, registry, dry_run=False)

@@ -286,7 +286,7 @@ def render_backends(
     local = {
         "eventlog": "the event log the stream consumer writes, which every asset reads",
         "tables": "per-date tables of the curation assets",
-        "reports": "validation reports",
+        "reports": "validation reports (copied to the store)",
         "handoffs": "the retrain job's hand-offs between its assets",
         "checkpoints": "training checkpoints (copied to the store after each save)",
         "reference": "reference schema and label policy",

@@ -82,6 +82,7 @@ def validation_report(
             "failed_criteria": len(decision.failed),
             "report": dg.MetadataValue.md(run.markdown()),
             "report_path": dg.MetadataValue.path(str(run.report_path)),
+            "report_uri": redact_uri(run.report_uri),
             "mlflow_artifact": redact_uri(run.artifact_uri),
         },
     )

@@ -30,13 +30,15 @@ from ct_assets.registry import (
     TAG_WINDOW_START,
     Registry,
 )
-from ct_assets.storage import ObjectStore
+from ct_assets.storage import ObjectStore, put_file
 from ct_assets.training.candidates import candidates_markdown, recorded_candidates
 from ct_assets.training.evaluation import GateConfig, GateReport, evaluate_gate
 from ct_assets.training.gate import GateDecision
 from ct_assets.training.model import TrainedModel
 from ct_assets.training.plots import calibration_png, importance_png, png_markdown, roc_png
 
+#: Where validation reports are kept on the object store: ``reports/validation-v<N>.json``.
+REPORTS_PREFIX = "reports"
 HISTORY_ROWS = 20_000  # newest rows of the champion's older held-out data the check uses
 
 
@@ -50,8 +52,9 @@ class GateRun:
 
     ``champion_version``: None when there was no champion to compare with (or the
     candidate is the champion). ``candidates``: the candidate windows recorded at training.
-    ``report_path``: the JSON report under the reports folder; ``artifact_uri``: the same
-    report as an artifact of the candidate's MLflow run.
+    ``report_path``: the JSON report under the reports folder; ``report_uri``: the same
+    report on the object store (``CT_STORAGE_URI``; its path when the store is that
+    folder); ``artifact_uri``: the same report as an artifact of the candidate's MLflow run.
     """
 
     candidate_version: str
@@ -64,6 +67,7 @@ class GateRun:
     plots: dict[str, bytes]
     report_path: Path
     artifact_uri: str
+    report_uri: str = ""
 
     def markdown(self) -> str:
         """The decision, the candidate windows, the gate's tables and the plots."""
@@ -144,6 +148,7 @@ def run_gate(
         "created_at": datetime.now(UTC).isoformat(),
     }
     path = write_report(reports_dir, candidate_version, report, images)
+    report_uri = publish_report(objects, path, list(images))
     registry.log_metrics(
         candidate_info.run_id, {f"holdout_{k}": v for k, v in gate.candidate.items()}
     )
@@ -163,6 +168,7 @@ def run_gate(
         plots=images,
         report_path=path,
         artifact_uri=artifact_uri,
+        report_uri=report_uri,
     )
 
 
@@ -241,6 +247,24 @@ def write_report(
     path = reports_dir / f"validation-v{version}.json"
     text = json.dumps(report, indent=2, sort_keys=True, default=str)
     return write_bytes_atomically(path, text.encode())
+
+
+def publish_report(objects: ObjectStore | None, path: Path, plots: list[str]) -> str:
+    """The report written at ``path`` (and its ``plots`` beside it) copied to
+    ``reports/`` on the object store, the plots first; the report's URI there (its local
+    path when there is no store or the store's object is that file)."""
+    key = f"{REPORTS_PREFIX}/{path.name}"
+    if objects is None:
+        return str(path)
+    own = objects.local_path(key)
+    if own is not None and own.resolve() == path.resolve():
+        return str(path)
+    stem = path.name.removesuffix(".json")
+    for name in plots:
+        plot = path.with_name(f"{stem}-{name}.png")
+        put_file(objects, f"{REPORTS_PREFIX}/{plot.name}", plot)
+    put_file(objects, key, path)
+    return objects.uri_of(key)
 
 
 def _candidates_section(candidates: list[dict[str, Any]]) -> str:

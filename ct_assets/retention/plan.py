@@ -31,7 +31,12 @@ from ct_assets.retention.items import (
     Item,
     Plan,
 )
-from ct_assets.retention.stored import object_store, stored_datasets, stored_drift_reference
+from ct_assets.retention.stored import (
+    object_store,
+    stored_datasets,
+    stored_drift_reference,
+    stored_report,
+)
 from ct_assets.retention.tombstones import read_tombstones
 from ct_assets.settings import Settings
 from ct_assets.storage import ObjectStore
@@ -93,6 +98,12 @@ def _datasets_on_disk(settings: Settings) -> set[str]:
     if not folder.is_dir():
         return set()
     return {p.stem for p in folder.glob("*.parquet")} | {p.stem for p in folder.glob("*.json")}
+
+
+def _report(settings: Settings, store: ObjectStore | None, version: str) -> list[str]:
+    """The validation report of ``version``: its local files and its objects on the store."""
+    local = [str(p) for p in _report_files(settings, version)]
+    return local + stored_report(store, version, set(local))
 
 
 def _drift_reference(settings: Settings, store: ObjectStore | None, version: str) -> list[str]:
@@ -159,13 +170,13 @@ def make_plan(settings: Settings, registry: Registry) -> Plan:
                 if active or (local and Path(local).exists()):
                     paths = [local] if local else []
                     deleted.append(Item(RUN, str(run_id), [why], paths, {"version": version}))
-        if files := _report_files(settings, version):
-            deleted.append(Item(REPORT, version, [why], [str(p) for p in files]))
+        if files := _report(settings, store, version):
+            deleted.append(Item(REPORT, version, [why], files))
         if drift := _drift_reference(settings, store, version):
             deleted.append(Item(DRIFT_REFERENCE, version, [why], drift))
     for version in sorted(keep, key=int):
-        if files := _report_files(settings, version):
-            kept.append(Item(REPORT, version, [f"of kept v{version}"], [str(p) for p in files]))
+        if files := _report(settings, store, version):
+            kept.append(Item(REPORT, version, [f"of kept v{version}"], files))
         if drift := _drift_reference(settings, store, version):
             kept.append(Item(DRIFT_REFERENCE, version, [f"of kept v{version}"], drift))
     # datasets: kept while a remaining version uses them or no version ever did

@@ -1,9 +1,9 @@
 """What gc finds on the object store ``CT_STORAGE_URI`` names (e.g. S3): the datasets
-(``datasets/<version>.*``), drift references (``drift/<version>/``) and checkpoints
-(``checkpoints/<key>/``) kept there. Items name these objects by URI
-(``s3://bucket/prefix/datasets/<version>.parquet``) beside the local files gc sees; an
-object that is a local file gc already lists (a store on the local disk under
-``CT_HOME``) is not listed twice."""
+(``datasets/<version>.*``), validation reports (``reports/validation-v<N>*``), drift
+references (``drift/<version>/``) and checkpoints (``checkpoints/<key>/``) kept there.
+Items name these objects by URI (``s3://bucket/prefix/datasets/<version>.parquet``)
+beside the local files gc sees; an object that is a local file gc already lists (a store
+on the local disk under ``CT_HOME``) is not listed twice."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from collections.abc import Collection, Iterable
 
 from ct_assets.data.dataset_objects import MANIFEST, PARQUET, REFERENCE
 from ct_assets.data.dataset_objects import PREFIX as DATASETS
+from ct_assets.pipeline.gate_run import REPORTS_PREFIX as REPORTS
 from ct_assets.settings import Settings
 from ct_assets.storage import ObjectStore, store_from_settings
 from ct_assets.training.checkpoint import STATE_FILE
@@ -65,6 +66,20 @@ def stored_drift_reference(
     if store is None:
         return []
     return _uris(store, store.list(f"{DRIFT}/{version}"), local)
+
+
+def stored_report(store: ObjectStore | None, version: str, local: Collection[str]) -> list[str]:
+    """The URIs of version ``version``'s validation report and plots on ``store``."""
+    if store is None:
+        return []
+    name = f"validation-v{version}"
+    keys = [
+        k
+        for k in store.list(REPORTS)
+        if k.removeprefix(f"{REPORTS}/") == f"{name}.json"
+        or (k.removeprefix(f"{REPORTS}/").startswith(f"{name}-") and k.endswith(".png"))
+    ]
+    return _uris(store, keys, local)
 
 
 def stored_checkpoints(
