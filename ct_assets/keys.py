@@ -88,3 +88,8 @@ RUN_TAG_WINDOW_START = "ct/window_start"
 #: static key can be; the pool names the writers so that an operator can serialize them
 #: with ``dagster instance concurrency set ct_tables 1``.
 TABLES_POOL = "ct_tables"
+
+# object-store layout shared by writers and gc
+#: The retrain job's hand-offs on the object store: ``handoffs/<asset>.json`` (the latest)
+#: and ``handoffs/<asset>/runs/<run_id>.json``.
+HANDOFFS_OBJECT_PREFIX = "handoffs"

@@ -187,3 +187,45 @@ def test_drift_reference_is_saved_and_loaded_on_s3(weed: SeaweedServer, tmp_path
     assert calls == [1, 1]
     assert json.loads(store.read_bytes("drift/4/reference.json"))["version"] == "4"
     clear_cache()
+
+
+@pytest.mark.slow
+def test_hand_offs_on_the_store_reach_a_run_on_another_machine(
+    settings: Settings, weed: SeaweedServer, tmp_path: Path
+) -> None:
+    """A run on one machine compiles the dataset and trains the candidate; a run on another
+    machine, whose disk holds no hand-off, judges that candidate from the store's record."""
+    s3 = replace(on_s3(settings, weed, "handoffs"), num_boost_round=20, report_plots=False)
+    store = store_from_settings(s3)
+    ingest(s3, simulated_events(2000, drift_at=1.0))
+
+    def asset_job(on: Settings, *assets: str) -> tuple[Any, Any]:
+        defs = build_definitions(on)
+        job = dg.define_asset_job(f"only_{len(assets)}", selection=list(assets))
+        return job.resolve(asset_graph=defs.resolve_asset_graph()), defs.resources
+
+    job, resources = asset_job(s3, keys.TRAINING_DATASET, keys.CANDIDATE_MODEL)
+    with dg.instance_for_test() as instance:
+        first = job.execute_in_process(instance=instance, resources=resources)
+    assert first.success
+    candidate = json.loads(store.read_bytes("handoffs/candidate_model.json"))
+    assert store.list(f"handoffs/{keys.CANDIDATE_MODEL}/runs") == [
+        f"handoffs/{keys.CANDIDATE_MODEL}/runs/{first.run_id}.json"
+    ]
+    assert store.exists("handoffs/training_dataset.json")
+
+    # the same registry (as a tracking server would be), nothing else of the first's disk
+    other = replace(s3.with_home(tmp_path / "other-machine"), tracking_uri_override=s3.tracking_uri)
+    job, resources = asset_job(other, keys.VALIDATION_REPORT)
+    with dg.instance_for_test() as instance:
+        second = job.execute_in_process(instance=instance, resources=resources)
+    assert second.success
+    judged = next(
+        e.materialization.metadata[keys.META_MODEL_VERSION]
+        for e in second.all_events
+        if e.is_step_materialization and e.asset_key.to_user_string() == keys.VALIDATION_REPORT
+    )
+    assert str(getattr(judged, "value", judged)) == str(candidate["model_version"])
+    assert not (other.handoffs_dir / "candidate_model.json").exists(), "read from the store"
+    assert (other.handoffs_dir / "validation_report.json").exists()
+    assert store.exists("handoffs/validation_report.json")

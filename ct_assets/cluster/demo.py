@@ -287,7 +287,7 @@ def render_backends(
         "eventlog": "the event log the stream consumer writes, which every asset reads",
         "tables": "per-date tables of the curation assets",
         "reports": "validation reports (copied to the store)",
-        "handoffs": "the retrain job's hand-offs between its assets",
+        "handoffs": "the retrain job's hand-offs between its assets (copied to the store)",
         "checkpoints": "training checkpoints (copied to the store after each save)",
         "reference": "reference schema and label policy",
         "datasets": "local copies of the datasets on the store",

@@ -9,11 +9,11 @@ import dagster as dg
 
 from ct_assets import keys
 from ct_assets.data.dataset import EmptyDatasetError, preview_markdown
+from ct_assets.defs.dataset_store import DatasetStoreResource
 from ct_assets.defs.handoffs import HANDOFF_IO_MANAGER, DatasetHandoff, handoff_output
 from ct_assets.defs.metadata import latest_metadata
 from ct_assets.defs.resources import (
     CurationResource,
-    DatasetStoreResource,
     EventLogResource,
     TrainingConfigResource,
 )

@@ -3,7 +3,11 @@ typed records through :class:`HandoffIOManager`.
 
 In one run, a step loads the record its upstream step stored in that same run, so a model
 materialized by hand in between cannot take the place of the run's own. Materializing an
-asset alone loads its upstream's latest stored record (Dagster's usual semantics)."""
+asset alone loads its upstream's latest stored record (Dagster's usual semantics).
+
+With ``CT_STORAGE_URI`` on an object store the records are also written there
+(``handoffs/...``, the same layout) and read from there: a run's steps, or the next run,
+may execute on another worker than the one that stored them."""
 
 from __future__ import annotations
 
@@ -20,6 +24,11 @@ from dagster._core.execution.context.output import RUN_ID_PLACEHOLDER
 
 from ct_assets import keys
 from ct_assets.data.table_files import write_bytes
+from ct_assets.defs.dataset_store import configured_store
+from ct_assets.storage import ObjectNotFoundError, ObjectStore
+from ct_assets.storage import write_bytes as write_object
+
+STORE_PREFIX = keys.HANDOFFS_OBJECT_PREFIX
 
 #: The IO manager key of the hand-offs; every other asset keeps the default IO manager.
 HANDOFF_IO_MANAGER = "handoff_io_manager"
@@ -70,15 +79,35 @@ class HandoffIOManager(dg.ConfigurableIOManager):
     """Stores each hand-off as JSON: ``<root>/<asset>.json`` (the latest) and
     ``<root>/<asset>/runs/<run_id>.json`` (the run's own), both written atomically.
     An input from a step of the same run (or of the run it re-executes) loads that run's
-    record; an input whose asset is not in the run loads the latest."""
+    record; an input whose asset is not in the run loads the latest. With ``storage_uri``
+    naming an object store, every record is written there too and read from there."""
 
     root: str
+    home: str = ""
+    storage_uri: str = ""
+    s3_endpoint_url: str = ""
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: str | None = None
+    s3_region: str = "us-east-1"
 
     def _latest(self, asset: str) -> Path:
         return Path(self.root) / f"{asset}.json"
 
     def _of_run(self, asset: str, run_id: str) -> Path:
         return Path(self.root) / asset / "runs" / f"{run_id}.json"
+
+    def _objects(self) -> ObjectStore | None:
+        """The object store, unless there is none or its objects are these very files."""
+        store = configured_store(self, Path(self.home) if self.home else Path(self.root).parent)
+        if store is None:
+            return None
+        own = store.local_path(f"{STORE_PREFIX}/latest.json")
+        if own is not None and own.parent.resolve() == Path(self.root).resolve():
+            return None
+        return store
+
+    def _key(self, path: Path) -> str:
+        return f"{STORE_PREFIX}/{path.relative_to(Path(self.root)).as_posix()}"
 
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
         asset = context.asset_key.to_user_string()
@@ -93,11 +122,30 @@ class HandoffIOManager(dg.ConfigurableIOManager):
     def store(self, asset: str, record: Any, run_id: str | None = None) -> Path:
         """Writes ``record`` as ``asset``'s latest hand-off (and ``run_id``'s, if given), as
         a run does; also for a hand-off recorded outside a run (e.g. a benchmark's dataset)."""
-        text = json.dumps(dataclasses.asdict(record), indent=2, sort_keys=True)
-        if run_id is not None:
-            write_bytes(self._of_run(asset, run_id), text.encode())
-        write_bytes(self._latest(asset), text.encode())
+        data = json.dumps(dataclasses.asdict(record), indent=2, sort_keys=True).encode()
+        paths = ([self._of_run(asset, run_id)] if run_id is not None else []) + [
+            self._latest(asset)
+        ]
+        objects = self._objects()
+        for path in paths:
+            write_bytes(path, data)
+            if objects is not None:
+                write_object(objects, self._key(path), data)
         return self._latest(asset)
+
+    def _read(self, path: Path) -> str | None:
+        """The record at ``path`` (on the object store when there is one); None if none."""
+        objects = self._objects()
+        if objects is not None:
+            try:
+                return objects.read_bytes(self._key(path)).decode()
+            except ObjectNotFoundError:
+                return None
+        return path.read_text() if path.exists() else None
+
+    def _where(self, path: Path) -> str:
+        objects = self._objects()
+        return objects.uri_of(self._key(path)) if objects is not None else str(path)
 
     def load_input(self, context: dg.InputContext) -> Any:
         asset = context.asset_key.to_user_string()
@@ -108,18 +156,20 @@ class HandoffIOManager(dg.ConfigurableIOManager):
         run_id = _run_id(upstream) if upstream is not None else None
         if run_id is not None:
             path = self._of_run(asset, run_id)
-            if not path.exists():
-                raise dg.Failure(f"run {run_id} stored no {asset} hand-off at {path}")
+            text = self._read(path)
+            if text is None:
+                raise dg.Failure(f"run {run_id} stored no {asset} hand-off at {self._where(path)}")
         else:
             path = self._latest(asset)
-            if not path.exists():
+            text = self._read(path)
+            if text is None:
                 raise dg.Failure(f"{asset} has handed nothing off yet: materialize {asset} first")
         fields = {f.name for f in dataclasses.fields(record)}
-        data = json.loads(path.read_text())
+        data = json.loads(text)
         missing = fields - set(data)
         if missing:
             raise dg.Failure(
-                f"the stored {asset} hand-off {path} lacks {sorted(missing)}: "
+                f"the stored {asset} hand-off {self._where(path)} lacks {sorted(missing)}: "
                 f"materialize {asset} again"
             )
         return record(**{k: v for k, v in data.items() if k in fields})

@@ -23,7 +23,8 @@ from ct_assets.defs.bias_checks import (
     bias_thresholds,
     finite_json,
 )
-from ct_assets.defs.resources import CurationResource, DatasetStoreResource, RegistryResource
+from ct_assets.defs.dataset_store import DatasetStoreResource
+from ct_assets.defs.resources import CurationResource, RegistryResource
 from ct_assets.monitoring.feedback import (
     AGGREGATE_COLUMN_DOCS,
     AGGREGATE_SCHEMA,

@@ -1,4 +1,5 @@
-"""Resources: the event log, the dataset store, the MLflow registry and training settings."""
+"""Resources: the event log, the dataset store (:mod:`ct_assets.defs.dataset_store`), the
+MLflow registry and training settings."""
 
 from __future__ import annotations
 
@@ -13,11 +14,11 @@ from ct_assets.data.attribution import LabelPolicy
 from ct_assets.data.feedback_rules import ValidationRules
 from ct_assets.data.tables import TableStore
 from ct_assets.data.windows import WindowSpec
+from ct_assets.defs.dataset_store import DatasetStoreResource
 from ct_assets.defs.handoffs import HANDOFF_IO_MANAGER, HandoffIOManager
 from ct_assets.eventlog import EventLog
 from ct_assets.registry import Registry
 from ct_assets.settings import Settings, env_var
-from ct_assets.storage import ObjectStore, S3Config, open_store
 
 
 class EventLogResource(dg.ConfigurableResource):  # type: ignore[type-arg]
@@ -28,49 +29,6 @@ class EventLogResource(dg.ConfigurableResource):  # type: ignore[type-arg]
 
     def log(self) -> EventLog:
         return EventLog(Path(self.root), self.segment_max_bytes)
-
-
-class DatasetStoreResource(dg.ConfigurableResource):  # type: ignore[type-arg]
-    """Where immutable, content-addressed datasets and validation reports are written.
-
-    Datasets are compiled under ``datasets_dir`` and kept on the object store named by
-    ``storage_uri`` (see :mod:`ct_assets.storage`); empty: they stay in ``datasets_dir``."""
-
-    datasets_dir: str
-    reports_dir: str
-    checkpoints_dir: str
-    home: str = ""
-    storage_uri: str = ""
-    s3_endpoint_url: str = ""
-    s3_access_key_id: str | None = None
-    s3_secret_access_key: str | None = None
-    s3_region: str = "us-east-1"
-
-    @property
-    def datasets(self) -> Path:
-        return Path(self.datasets_dir)
-
-    def objects(self) -> ObjectStore | None:
-        """The object store datasets and drift references are kept on; None: the local
-        folders (``datasets_dir``, the drift folder under ``home``)."""
-        if not self.storage_uri:
-            return None
-        home = Path(self.home) if self.home else Path(self.datasets_dir).parent
-        config = S3Config(
-            endpoint_url=self.s3_endpoint_url,
-            access_key_id=self.s3_access_key_id,
-            secret_access_key=self.s3_secret_access_key,
-            region=self.s3_region,
-        )
-        return open_store(self.storage_uri, home, config)
-
-    @property
-    def reports(self) -> Path:
-        return Path(self.reports_dir)
-
-    @property
-    def checkpoints(self) -> Path:
-        return Path(self.checkpoints_dir)
 
 
 class RegistryResource(dg.ConfigurableResource):  # type: ignore[type-arg]
@@ -185,8 +143,16 @@ def _secret(settings: Settings, name: str) -> Any:
 def resources_from_settings(
     settings: Settings,
 ) -> dict[str, dg.ConfigurableResource | dg.ConfigurableIOManager]:  # type: ignore[type-arg]
+    store: dict[str, Any] = {
+        "home": str(settings.home),
+        "storage_uri": settings.storage_uri,
+        "s3_endpoint_url": settings.s3_endpoint_url,
+        "s3_access_key_id": _secret(settings, "s3_access_key_id"),
+        "s3_secret_access_key": _secret(settings, "s3_secret_access_key"),
+        "s3_region": settings.s3_region,
+    }
     return {
-        HANDOFF_IO_MANAGER: HandoffIOManager(root=str(settings.handoffs_dir)),
+        HANDOFF_IO_MANAGER: HandoffIOManager(root=str(settings.handoffs_dir), **store),
         "event_log": EventLogResource(
             root=str(settings.eventlog_dir), segment_max_bytes=settings.segment_max_bytes
         ),
@@ -194,12 +160,7 @@ def resources_from_settings(
             datasets_dir=str(settings.datasets_dir),
             reports_dir=str(settings.reports_dir),
             checkpoints_dir=str(settings.checkpoints_dir),
-            home=str(settings.home),
-            storage_uri=settings.storage_uri,
-            s3_endpoint_url=settings.s3_endpoint_url,
-            s3_access_key_id=_secret(settings, "s3_access_key_id"),
-            s3_secret_access_key=_secret(settings, "s3_secret_access_key"),
-            s3_region=settings.s3_region,
+            **store,
         ),
         "registry": RegistryResource(
             tracking_uri=settings.tracking_uri,

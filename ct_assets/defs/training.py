@@ -6,6 +6,7 @@ import dagster as dg
 from pydantic import Field
 
 from ct_assets import keys
+from ct_assets.defs.dataset_store import DatasetStoreResource
 from ct_assets.defs.handoffs import (
     HANDOFF_IO_MANAGER,
     CandidateHandoff,
@@ -13,7 +14,7 @@ from ct_assets.defs.handoffs import (
     handoff_output,
 )
 from ct_assets.defs.metadata import model_version_metadata
-from ct_assets.defs.resources import DatasetStoreResource, RegistryResource, TrainingConfigResource
+from ct_assets.defs.resources import RegistryResource, TrainingConfigResource
 from ct_assets.pipeline.candidate_run import CandidateRunError, TrainingPlan, train_candidate
 from ct_assets.training.candidates import RequestedMode, candidates_markdown
 from ct_assets.training.train import TrainParams

@@ -14,10 +14,10 @@ from dagster._core.definitions.unresolved_asset_job_definition import Unresolved
 from ct_assets import keys
 from ct_assets.data.dataset_objects import dataset_file
 from ct_assets.defs.automation import running_sensor, utc_schedule
+from ct_assets.defs.dataset_store import DatasetStoreResource
 from ct_assets.defs.metadata import latest_metadata
 from ct_assets.defs.resources import (
     CurationResource,
-    DatasetStoreResource,
     EventLogResource,
     RegistryResource,
 )

@@ -5,8 +5,9 @@ from collections.abc import Iterator
 import dagster as dg
 
 from ct_assets import keys
+from ct_assets.defs.dataset_store import DatasetStoreResource
 from ct_assets.defs.handoffs import HANDOFF_IO_MANAGER, CandidateHandoff, GateHandoff
-from ct_assets.defs.resources import DatasetStoreResource, RegistryResource, TrainingConfigResource
+from ct_assets.defs.resources import RegistryResource, TrainingConfigResource
 from ct_assets.pipeline.gate_run import GateRunError, run_gate
 from ct_assets.training.evaluation import gate_config
 from ct_assets.uris import redact_uri
