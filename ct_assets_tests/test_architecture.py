@@ -26,6 +26,7 @@ FORBIDDEN = {
     "eventstream": {"data", "training", "registry", "triggers", "monitoring", "defs", "api"},
     "pipeline": {"defs", "api", "cli", "demo", "backtest", "status"},
     "registry": {"defs", "pipeline", "triggers", "api", "serving"},
+    "retention": {"defs", "api", "serving", "cli"},
     # the object-store seam: below everything that keeps objects
     "storage": {
         "eventlog",

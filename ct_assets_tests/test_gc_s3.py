@@ -1,10 +1,11 @@
 """``ct-assets gc`` with ``CT_STORAGE_URI`` on a real S3 server (SeaweedFS): a deleted
-version's dataset, validation report and drift reference leave the store as well as the
-disk, a kept version's stay, and checkpoints of trainings never resumed are deleted from
-the store."""
+version's dataset, validation report, drift reference and its run's hand-offs leave the
+store as well as the disk, a kept version's stay, and checkpoints of trainings never
+resumed are deleted from the store."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -68,6 +69,19 @@ def test_gc_deletes_what_deleted_versions_left_on_the_store(
     assert store.list("reports") == [f"reports/validation-v{v}.json" for v in ("1", "2", "3")]
     local_report = s3.reports_dir / "validation-v1.json"
     assert store.read_bytes("reports/validation-v1.json") == local_report.read_bytes()
+    # each run's hand-offs are on the store: v1's run's three name v1 or its dataset
+    runs = [k for k in store.list("handoffs") if "/runs/" in k]
+    assert len(runs) == 9
+
+    def names_v1(key: str) -> bool:
+        record = json.loads(store.read_bytes(key))
+        return record.get("model_version") == "1" or datasets["1"] in (
+            record.get("version"),
+            record.get("dataset_version"),
+        )
+
+    of_v1 = [k for k in runs if names_v1(k)]
+    assert len(of_v1) == 3
     # a training killed and never resumed, its checkpoint only on the store
     write_bytes(store, "checkpoints/stale-job/model-0000010.txt", b"tree")
     write_bytes(store, "checkpoints/stale-job/state.json", b"{}")
@@ -105,6 +119,10 @@ def test_gc_deletes_what_deleted_versions_left_on_the_store(
     assert store.list("reports") == ["reports/validation-v2.json", "reports/validation-v3.json"]
     assert not local_report.exists()
     assert store.list("checkpoints") == []
+    assert sorted(k for k in store.list("handoffs") if "/runs/" in k) == sorted(
+        set(runs) - set(of_v1)
+    )
+    assert len([i for i in plan.deleted if i.what == "handoff"]) == 3
     # a second gc finds nothing more to delete on the store
     again = run_gc(s3, registry, dry_run=False)
     assert not [i for i in again.deleted if any(p.startswith("s3://") for p in i.paths)]

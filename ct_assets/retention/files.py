@@ -1,7 +1,8 @@
 """What ``ct-assets gc`` decides about the files runs leave behind: the retrain job's
 per-run hand-offs and interrupted trainings' checkpoints (see :mod:`ct_assets.retention`).
 
-* Hand-offs (``CT_HOME/handoffs/<asset>/runs/<run_id>.json``): a run's record is deleted
+* Hand-offs (``CT_HOME/handoffs/<asset>/runs/<run_id>.json``, and the same keys on the
+  object store): a run's record is deleted
   when a model version it names is being (or was) deleted, or, for a dataset hand-off,
   when its dataset is. Each asset's latest record (``<asset>.json``) is always kept, and
   so is a record naming only kept versions and datasets, or one that cannot be read.
@@ -23,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ct_assets.retention.stored import stored_checkpoints
+from ct_assets.retention.stored import stored_checkpoints, stored_handoffs
 from ct_assets.settings import Settings
 from ct_assets.storage import ObjectStore
 
@@ -56,34 +57,37 @@ def handoff_items(
     settings: Settings,
     deleted_versions: Collection[str],
     deleted_datasets: Collection[str],
+    store: ObjectStore | None = None,
 ) -> tuple[list[FileItem], list[FileItem]]:
     """The per-run hand-offs to keep and to delete: deleted when a version or dataset it
-    names is among ``deleted_versions`` / ``deleted_datasets`` (now or by an earlier gc)."""
-    kept: list[FileItem] = []
-    deleted: list[FileItem] = []
+    names is among ``deleted_versions`` / ``deleted_datasets`` (now or by an earlier gc).
+    A run's record on ``store`` (``handoffs/<asset>/runs/<run_id>.json``) and its local
+    file are one item."""
+    records: dict[str, tuple[list[str], dict[str, Any]]] = {}
     root = settings.handoffs_dir
-    if not root.is_dir():
-        return kept, deleted
-    for path in sorted(root.glob("*/runs/*.json")):
-        asset, run_id = path.parent.parent.name, path.stem
-        item_id = f"{asset}/{run_id}"
+    for path in sorted(root.glob("*/runs/*.json")) if root.is_dir() else []:
         try:
             record = json.loads(path.read_text())
         except (OSError, ValueError):
             continue  # torn or removed meanwhile: not ours to judge
-        if not isinstance(record, dict):
-            continue
+        if isinstance(record, dict):
+            records[f"{path.parent.parent.name}/{path.stem}"] = ([str(path)], record)
+    local = [paths[0] for paths, _ in records.values()]
+    for item_id, (uri, record) in stored_handoffs(store, local).items():
+        paths, known = records.get(item_id, ([], record))
+        records[item_id] = ([*paths, uri], known)
+    kept: list[FileItem] = []
+    deleted: list[FileItem] = []
+    for item_id, (paths, record) in sorted(records.items()):
         versions, datasets = _names(record)
         gone_versions = sorted(versions & set(deleted_versions), key=int)
         gone_datasets = sorted(datasets & set(deleted_datasets))
         if gone_versions or gone_datasets:
             named = [f"v{v}" for v in gone_versions] + [f"dataset {d}" for d in gone_datasets]
             why = f"names deleted {', '.join(named)}"
-            deleted.append(
-                FileItem(HANDOFF, item_id, [why], [str(path)], {"versions": gone_versions})
-            )
+            deleted.append(FileItem(HANDOFF, item_id, [why], paths, {"versions": gone_versions}))
         else:
-            kept.append(FileItem(HANDOFF, item_id, ["names no deleted version"], [str(path)]))
+            kept.append(FileItem(HANDOFF, item_id, ["names no deleted version"], paths))
     return kept, deleted
 
 

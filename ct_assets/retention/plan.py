@@ -213,7 +213,7 @@ def make_plan(settings: Settings, registry: Registry) -> Plan:
     gone_datasets = {i for (what, i), r in tombstones.items() if what == DATASET} - set(users)
     dead = {i.id for i in deleted if i.what == DATASET} | gone_datasets
     for keep_files, drop_files in (
-        handoff_items(settings, deleting | set(gone), dead),
+        handoff_items(settings, deleting | set(gone), dead, store),
         checkpoint_items(settings, store=store),
     ):
         kept += [_item(f) for f in keep_files]

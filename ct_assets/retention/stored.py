@@ -1,19 +1,23 @@
 """What gc finds on the object store ``CT_STORAGE_URI`` names (e.g. S3): the datasets
 (``datasets/<version>.*``), validation reports (``reports/validation-v<N>*``), drift
-references (``drift/<version>/``) and checkpoints (``checkpoints/<key>/``) kept there.
+references (``drift/<version>/``), runs' hand-offs (``handoffs/<asset>/runs/``) and
+checkpoints (``checkpoints/<key>/``) kept there.
 Items name these objects by URI (``s3://bucket/prefix/datasets/<version>.parquet``)
 beside the local files gc sees; an object that is a local file gc already lists (a store
 on the local disk under ``CT_HOME``) is not listed twice."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Iterable
+from typing import Any
 
 from ct_assets.data.dataset_objects import MANIFEST, PARQUET, REFERENCE
 from ct_assets.data.dataset_objects import PREFIX as DATASETS
+from ct_assets.keys import HANDOFFS_OBJECT_PREFIX as HANDOFFS
 from ct_assets.pipeline.gate_run import REPORTS_PREFIX as REPORTS
 from ct_assets.settings import Settings
-from ct_assets.storage import ObjectStore, store_from_settings
+from ct_assets.storage import ObjectNotFoundError, ObjectStore, store_from_settings
 from ct_assets.training.checkpoint import STATE_FILE
 from ct_assets.training.stored_checkpoint import STORE_PREFIX as CHECKPOINTS
 from ct_assets.triggers.drift.encoding import OBJECT_PREFIX as DRIFT
@@ -80,6 +84,30 @@ def stored_report(store: ObjectStore | None, version: str, local: Collection[str
         or (k.removeprefix(f"{REPORTS}/").startswith(f"{name}-") and k.endswith(".png"))
     ]
     return _uris(store, keys, local)
+
+
+def stored_handoffs(
+    store: ObjectStore | None, local: Collection[str]
+) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Per ``<asset>/<run_id>``, the URI and record of a run's hand-off on ``store`` (records
+    that cannot be read or are not objects are left alone, as on disk)."""
+    if store is None:
+        return {}
+    found: dict[str, tuple[str, dict[str, Any]]] = {}
+    for key in store.list(HANDOFFS):
+        parts = key.split("/")
+        if len(parts) != 4 or parts[2] != "runs" or not parts[3].endswith(".json"):
+            continue
+        uris = _uris(store, [key], local)
+        if not uris:
+            continue
+        try:
+            record = json.loads(store.read_bytes(key))
+        except (ObjectNotFoundError, ValueError):
+            continue
+        if isinstance(record, dict):
+            found[f"{parts[1]}/{parts[3].removesuffix('.json')}"] = (uris[0], record)
+    return found
 
 
 def stored_checkpoints(
