@@ -150,6 +150,11 @@ def test_cluster_demo_runs_the_loop_on_the_distributed_profile(tmp_path: Path) -
     )
     assert volume, out[-3000:]
     worker, task = volume.group(2), volume.group(3)
+    # its stdout and stderr reached the bucket through dagster-aws's S3ComputeLogManager
+    compute_logs = status["compute_logs"]
+    assert compute_logs["uri"] == "s3://ct-cluster/dagster/compute-logs"
+    counts = {r: n for r, n in compute_logs["objects_by_run"].items() if r.startswith(volume[1])}
+    assert list(counts.values()) and all(n > 0 for n in counts.values()), compute_logs
     log = (home / "logs" / f"celery-worker-{worker[-1]}.log").read_text(errors="replace")
     assert f"execute_job[{task}] received" in log
     assert re.search(rf"execute_job\[{task}\] succeeded in [0-9.]+s: 0", log), log[-2000:]

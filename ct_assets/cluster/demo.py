@@ -41,6 +41,7 @@ from ct_assets.cluster.loop import (
 )
 from ct_assets.cluster.processes import EngineError, Services, free_port
 from ct_assets.settings import Settings
+from ct_assets.storage import S3Config, S3Store
 from ct_assets.uris import redact_uri
 
 STATUS_FILE = "cluster-status.json"
@@ -88,8 +89,9 @@ def _terminate(signum: int, _frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
 
 
-def _write_instance(settings: Settings, queue: str) -> None:
-    """``$DAGSTER_HOME/dagster.yaml`` from the celery template, on this demo's run queue."""
+def _write_instance(settings: Settings, queue: str, compute_logs: dict[str, Any]) -> None:
+    """``$DAGSTER_HOME/dagster.yaml`` from the celery template, on this demo's run queue,
+    with ``compute_logs`` (the runs' stdout and stderr on the object store)."""
     import yaml  # type: ignore[import-untyped]
 
     from ct_assets.instance import prepare_dagster_home
@@ -98,6 +100,7 @@ def _write_instance(settings: Settings, queue: str) -> None:
     path = home / "dagster.yaml"
     config = yaml.safe_load(path.read_text())
     config["run_launcher"]["config"]["default_queue"] = queue
+    config["compute_logs"] = compute_logs
     path.write_text(yaml.safe_dump(config, sort_keys=False))
 
 
@@ -176,12 +179,16 @@ def _run(base: Settings, demo_id: str, services: Services, cleanup: Cleanup) -> 
     }
     os.environ.update(env)
     services.env.update(env)
-    _write_instance(settings, queue)
+    _write_instance(
+        settings, queue, engines.compute_logs_config(s3, home / "dagster" / "compute-staging")
+    )
 
     apis = [engines.start_api(services, f"api-{i}", cluster / "api", token) for i in (1, 2)]
     _say(f"API on {' and '.join(apis)}, both publishing to stream {stream}")
     engines.start_consumer(services, cluster / "consumer")
     _say(f"ct-assets stream-consume: stream {stream} -> {settings.eventlog_dir}")
+    # the Dagster processes write and show the runs' compute logs on the bucket
+    services.env.update(engines.s3_credentials_env(s3))
     worker_logs: dict[str, Path] = {}
     for index in range(1, WORKERS + 1):
         name = f"ct-{demo_id}-{index}@%h"
@@ -235,14 +242,23 @@ def _run(base: Settings, demo_id: str, services: Services, cleanup: Cleanup) -> 
     _say(f"new champion: v{second}")
     acc_after_new = _accuracy(settings, second, post_eval)
 
+    logs_store = S3Store(
+        s3.bucket,
+        engines.COMPUTE_LOGS_PREFIX,
+        S3Config(s3.endpoint_url, s3.access_key, s3.secret_key),
+    )
+    compute_logs: dict[str, int] = {}
     for run in reversed(wait_for_runs(120, services.check_all)):
         task = run.tags.get("dagster-celery/task_id", "?")
         by = worker_of(run, worker_logs)
         _say(f"{describe(run)}: executed by Celery worker {by} (task {task})")
+        compute_logs[run.run_id] = len([k for k in logs_store.list("") if run.run_id in k])
+        _say(f"  its compute logs: {compute_logs[run.run_id]} objects under {logs_store.uri}")
 
     from ct_assets.status import collect_status
 
     status = collect_status(settings)
+    status["compute_logs"] = {"uri": logs_store.uri, "objects_by_run": compute_logs}
     status_path = settings.home / STATUS_FILE
     status_path.write_text(json.dumps(status, indent=2, default=str) + "\n")
     trigger = status.get("last_trigger") or {}
@@ -291,7 +307,7 @@ def render_backends(
         "checkpoints": "training checkpoints (copied to the store after each save)",
         "reference": "reference schema and label policy",
         "datasets": "local copies of the datasets on the store",
-        "dagster": "dagster.yaml and the runs' compute logs",
+        "dagster": "dagster.yaml, and compute logs while a step runs (then on the bucket)",
     }
     for name, what in local.items():
         if (settings.home / name).exists():

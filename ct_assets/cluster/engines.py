@@ -11,6 +11,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from ct_assets.cluster.processes import (
@@ -97,6 +98,38 @@ def seaweedfs_argv(
         f"-s3.config={folder / 's3.json'}",
         f"-iam.port={p['iam']}",
     ]
+
+
+#: Where the runs' compute logs go in the demo's bucket (S3ComputeLogManager's prefix).
+COMPUTE_LOGS_PREFIX = "dagster/compute-logs"
+
+
+def compute_logs_config(s3: S3Endpoint, staging: Path) -> dict[str, Any]:
+    """The instance's ``compute_logs`` block: dagster-aws's S3ComputeLogManager on the
+    demo's bucket (credentials from the AWS_* variables of :func:`s3_credentials_env`),
+    staged under ``staging`` while a step runs, uploaded when it ends."""
+    return {
+        "module": "dagster_aws.s3.compute_log_manager",
+        "class": "S3ComputeLogManager",
+        "config": {
+            "bucket": s3.bucket,
+            "prefix": COMPUTE_LOGS_PREFIX,
+            "endpoint_url": s3.endpoint_url,
+            "use_ssl": False,
+            "region": S3_REGION,
+            "local_dir": str(staging),
+            "skip_empty_files": True,
+        },
+    }
+
+
+def s3_credentials_env(s3: S3Endpoint) -> dict[str, str]:
+    """The AWS_* variables boto3 reads: for the processes that write or show compute logs."""
+    return {
+        "AWS_ACCESS_KEY_ID": s3.access_key,
+        "AWS_SECRET_ACCESS_KEY": s3.secret_key,
+        "AWS_DEFAULT_REGION": S3_REGION,
+    }
 
 
 def start_seaweedfs(services: Services, folder: Path, bucket: str, secret: str) -> S3Endpoint:
