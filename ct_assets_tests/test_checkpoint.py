@@ -167,6 +167,32 @@ CHILD = textwrap.dedent(
 )
 
 
+def kill_at_checkpoint(
+    script: str, args: list[str], checkpoint: Checkpoint, k: int, stderr: Path, timeout: float
+) -> None:
+    """Run ``script`` in a child process and SIGKILL it once ``checkpoint`` holds at least
+    ``k`` iterations."""
+    with open(stderr, "wb") as err:
+        child = subprocess.Popen(
+            [sys.executable, "-c", script, *args], cwd=REPO, stdout=subprocess.PIPE, stderr=err
+        )
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            state = checkpoint.peek()
+            if state is not None and state["iteration"] >= k:
+                os.kill(child.pid, signal.SIGKILL)
+                break
+            assert child.poll() is None, f"child ended first: {stderr.read_text()[-2000:]}"
+            assert time.monotonic() < deadline, "no checkpoint in time"
+            time.sleep(0.005)
+        assert child.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+
 def test_killed_training_resumes_to_the_uninterrupted_model(
     tmp_path: Path, dataset: pl.DataFrame, reference: TrainResult
 ) -> None:
@@ -184,26 +210,7 @@ def test_killed_training_resumes_to_the_uninterrupted_model(
     k = after_best(reference)  # past the best round: the patience counter must carry over
     args = [str(data), str(checkpoint.folder), checkpoint.key]
     args += [json.dumps(dataclasses.asdict(PARAMS)), str(k - 1), str(EVERY)]
-    stderr = tmp_path / "child.err"
-    with open(stderr, "wb") as err:
-        child = subprocess.Popen(
-            [sys.executable, "-c", CHILD, *args], cwd=REPO, stdout=subprocess.PIPE, stderr=err
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            state = checkpoint.peek()
-            if state is not None and state["iteration"] >= k:
-                os.kill(child.pid, signal.SIGKILL)
-                break
-            assert child.poll() is None, f"child ended first: {stderr.read_text()[-2000:]}"
-            assert time.monotonic() < deadline, "no checkpoint in time"
-            time.sleep(0.005)
-        assert child.wait(timeout=30) == -signal.SIGKILL
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
+    kill_at_checkpoint(CHILD, args, checkpoint, k, tmp_path / "child.err", timeout=60)
     saved = checkpoint.peek()
     assert saved is not None and saved["iteration"] >= k
     assert saved["rounds_without_improvement"] > 0  # killed while waiting for an improvement

@@ -6,13 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
 import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,10 +29,10 @@ from ct_assets_tests.object_store_helpers import (
 from .test_checkpoint import (
     EVERY,
     PARAMS,
-    REPO,
     after_best,
     assert_same_model,
     crashed_run,
+    kill_at_checkpoint,
     make_dataset,
 )
 
@@ -106,27 +101,8 @@ def test_run_killed_on_one_machine_resumes_on_another_from_the_store(
     k = after_best(reference)
     args = [str(data), str(first_machine), key, json.dumps(dataclasses.asdict(PARAMS))]
     args += [weed.endpoint_url, BUCKET, ACCESS_KEY, SECRET_KEY]
-    stderr = tmp_path / "child.err"
-    with open(stderr, "wb") as err:
-        child = subprocess.Popen(
-            [sys.executable, "-c", CHILD, *args], cwd=REPO, stdout=subprocess.PIPE, stderr=err
-        )
-    watcher = stored(tmp_path / "watcher" / key, store, key)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            state = watcher.peek()  # nothing local: what the store holds
-            if state is not None and state["iteration"] >= k:
-                os.kill(child.pid, signal.SIGKILL)
-                break
-            assert child.poll() is None, f"child ended first: {stderr.read_text()[-2000:]}"
-            assert time.monotonic() < deadline, "no stored checkpoint in time"
-            time.sleep(0.01)
-        assert child.wait(timeout=30) == -signal.SIGKILL
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
+    watcher = stored(tmp_path / "watcher" / key, store, key)  # nothing local: the store's
+    kill_at_checkpoint(CHILD, args, watcher, k, tmp_path / "child.err", timeout=120)
     saved = watcher.peek()
     assert saved is not None and saved["iteration"] >= k
     shutil.rmtree(tmp_path / "worker-1")  # that machine is gone with its disk

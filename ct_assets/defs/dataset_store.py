@@ -4,38 +4,38 @@ the object store ``CT_STORAGE_URI`` names (see :mod:`ct_assets.storage`)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
 
 import dagster as dg
 
 from ct_assets.storage import ObjectStore, S3Config, open_store
 
 
-class StoreFields(Protocol):
-    """The object store settings a resource or IO manager carries."""
+class StoreFields(dg.Config):
+    """The object store settings a resource or IO manager carries (a config mixin):
+    ``CT_HOME``, ``CT_STORAGE_URI`` and the ``CT_S3_*`` settings."""
 
-    storage_uri: str
-    s3_endpoint_url: str
-    s3_access_key_id: str | None
-    s3_secret_access_key: str | None
-    s3_region: str
+    home: str = ""
+    storage_uri: str = ""
+    s3_endpoint_url: str = ""
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: str | None = None
+    s3_region: str = "us-east-1"
+
+    def configured_store(self, default_home: Path) -> ObjectStore | None:
+        """The object store ``storage_uri`` names (a relative one under ``home``, else
+        ``default_home``); None when it is empty."""
+        if not self.storage_uri:
+            return None
+        config = S3Config(
+            endpoint_url=self.s3_endpoint_url,
+            access_key_id=self.s3_access_key_id,
+            secret_access_key=self.s3_secret_access_key,
+            region=self.s3_region,
+        )
+        return open_store(self.storage_uri, Path(self.home) if self.home else default_home, config)
 
 
-def configured_store(fields: StoreFields, home: Path) -> ObjectStore | None:
-    """The object store ``fields`` name (relative to ``home``); None when ``storage_uri``
-    is empty."""
-    if not fields.storage_uri:
-        return None
-    config = S3Config(
-        endpoint_url=fields.s3_endpoint_url,
-        access_key_id=fields.s3_access_key_id,
-        secret_access_key=fields.s3_secret_access_key,
-        region=fields.s3_region,
-    )
-    return open_store(fields.storage_uri, home, config)
-
-
-class DatasetStoreResource(dg.ConfigurableResource):  # type: ignore[type-arg]
+class DatasetStoreResource(dg.ConfigurableResource, StoreFields):  # type: ignore[type-arg]
     """Where immutable, content-addressed datasets and validation reports are written.
 
     Datasets are compiled under ``datasets_dir`` and kept on the object store named by
@@ -44,12 +44,6 @@ class DatasetStoreResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     datasets_dir: str
     reports_dir: str
     checkpoints_dir: str
-    home: str = ""
-    storage_uri: str = ""
-    s3_endpoint_url: str = ""
-    s3_access_key_id: str | None = None
-    s3_secret_access_key: str | None = None
-    s3_region: str = "us-east-1"
 
     @property
     def datasets(self) -> Path:
@@ -58,8 +52,7 @@ class DatasetStoreResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     def objects(self) -> ObjectStore | None:
         """The object store datasets and drift references are kept on; None: the local
         folders (``datasets_dir``, the drift folder under ``home``)."""
-        home = Path(self.home) if self.home else Path(self.datasets_dir).parent
-        return configured_store(self, home)
+        return self.configured_store(Path(self.datasets_dir).parent)
 
     @property
     def reports(self) -> Path:

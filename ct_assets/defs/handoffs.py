@@ -24,7 +24,7 @@ from dagster._core.execution.context.output import RUN_ID_PLACEHOLDER
 
 from ct_assets import keys
 from ct_assets.data.table_files import write_bytes
-from ct_assets.defs.dataset_store import configured_store
+from ct_assets.defs.dataset_store import StoreFields
 from ct_assets.storage import ObjectNotFoundError, ObjectStore
 from ct_assets.storage import write_bytes as write_object
 
@@ -75,7 +75,7 @@ RECORDS: dict[str, type[Any]] = {
 }
 
 
-class HandoffIOManager(dg.ConfigurableIOManager):
+class HandoffIOManager(dg.ConfigurableIOManager, StoreFields):
     """Stores each hand-off as JSON: ``<root>/<asset>.json`` (the latest) and
     ``<root>/<asset>/runs/<run_id>.json`` (the run's own), both written atomically.
     An input from a step of the same run (or of the run it re-executes) loads that run's
@@ -83,12 +83,6 @@ class HandoffIOManager(dg.ConfigurableIOManager):
     naming an object store, every record is written there too and read from there."""
 
     root: str
-    home: str = ""
-    storage_uri: str = ""
-    s3_endpoint_url: str = ""
-    s3_access_key_id: str | None = None
-    s3_secret_access_key: str | None = None
-    s3_region: str = "us-east-1"
 
     def _latest(self, asset: str) -> Path:
         return Path(self.root) / f"{asset}.json"
@@ -98,7 +92,7 @@ class HandoffIOManager(dg.ConfigurableIOManager):
 
     def _objects(self) -> ObjectStore | None:
         """The object store, unless there is none or its objects are these very files."""
-        store = configured_store(self, Path(self.home) if self.home else Path(self.root).parent)
+        store = self.configured_store(Path(self.root).parent)
         if store is None:
             return None
         own = store.local_path(f"{STORE_PREFIX}/latest.json")
