@@ -135,6 +135,7 @@ def test_cluster_demo_runs_the_loop_on_the_distributed_profile(tmp_path: Path) -
     assert backends["instance"]["kind"] == "postgres"
     assert "ct_cluster_dagster_" in backends["instance"]["location"]
     assert backends["run_launcher"] == "MonitoredCeleryRunLauncher"
+    assert backends["compute_logs"] == "S3ComputeLogManager s3://ct-cluster/dagster/compute-logs"
     assert backends["event_store"]["kind"] == "nats"
     assert backends["tracking_uri"].startswith("http://127.0.0.1:")
     assert backends["artifact_root"] == f"mlflow-artifacts: via {backends['tracking_uri']}"

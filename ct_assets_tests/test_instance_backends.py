@@ -29,6 +29,7 @@ def test_embedded_default_backends(settings: Settings) -> None:
     assert backends == {
         "instance": {"kind": "sqlite", "location": str(settings.dagster_home)},
         "run_launcher": "DefaultRunLauncher",
+        "compute_logs": "LocalComputeLogManager",
         "tracking_uri": settings.tracking_uri,
         "artifact_root": settings.artifact_root,
         "table_root": str(settings.tables_dir),
@@ -51,8 +52,21 @@ def test_celery_instance_is_selected_by_env_and_reported_redacted(
     assert backends == {
         "instance": {"kind": "postgres", "location": "postgresql://***@db.internal:5432/dagster"},
         "run_launcher": "MonitoredCeleryRunLauncher",
+        "compute_logs": "LocalComputeLogManager",
     }
     assert "s3cret" not in str(backends)
+
+
+def test_compute_logs_on_s3_are_reported_with_their_bucket(settings: Settings) -> None:
+    home = prepare_dagster_home(settings, "celery")
+    path = home / "dagster.yaml"
+    path.write_text(
+        path.read_text() + "\ncompute_logs:\n  module: dagster_aws.s3.compute_log_manager\n"
+        "  class: S3ComputeLogManager\n  config:\n    bucket:\n      env: CT_TEST_BUCKET\n"
+        "    prefix: dagster/compute-logs\n"
+    )
+    backends = instance_backends(settings, {"CT_TEST_BUCKET": "ct-logs"})
+    assert backends["compute_logs"] == "S3ComputeLogManager s3://ct-logs/dagster/compute-logs"
 
 
 def test_celery_instance_config_is_valid_for_dagster(

@@ -296,6 +296,7 @@ def render_backends(
         f"drift references                : {redact_uri(str(backends.get('drift_root')))}",
         f"checkpoint copies               : {redact_uri(str(backends.get('object_store')))}"
         "/checkpoints",
+        f"compute logs                    : {backends.get('compute_logs')}",
         "",
         f"still on this host's disk under {settings.home} (shared by every process here):",
     ]

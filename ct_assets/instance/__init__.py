@@ -70,7 +70,9 @@ def instance_backends(
     """Where the instance of ``settings.dagster_home`` keeps runs and how it launches
     them, read from its dagster.yaml without connecting to anything: ``instance``
     (``{"kind": "sqlite"|"postgres", "location": ...}``, URLs redacted) and
-    ``run_launcher`` (the class name; Dagster's default without a dagster.yaml)."""
+    ``run_launcher`` (the class name; Dagster's default without a dagster.yaml) and
+    ``compute_logs`` (the compute log manager's class and, for one on S3, its
+    ``s3://bucket/prefix``; Dagster's local default without a ``compute_logs`` block)."""
     import yaml  # type: ignore[import-untyped]
 
     environ = os.environ if environ is None else environ
@@ -97,4 +99,22 @@ def instance_backends(
     launcher_class = (
         str(launcher.get("class")) if isinstance(launcher, dict) and launcher.get("class") else None
     )
-    return {"instance": instance, "run_launcher": launcher_class or "DefaultRunLauncher"}
+    return {
+        "instance": instance,
+        "run_launcher": launcher_class or "DefaultRunLauncher",
+        "compute_logs": _compute_logs(config.get("compute_logs"), environ),
+    }
+
+
+def _compute_logs(block: Any, environ: Mapping[str, str]) -> str:
+    """The compute log manager of a dagster.yaml ``compute_logs`` block, as people read it."""
+    if not isinstance(block, dict) or not block.get("class"):
+        return "LocalComputeLogManager"
+    name = str(block["class"])
+    found = block.get("config")
+    config: dict[str, Any] = found if isinstance(found, dict) else {}
+    bucket = _env_value(config.get("bucket"), environ)
+    if bucket:
+        prefix = _env_value(config.get("prefix"), environ) or ""
+        return f"{name} s3://{bucket}/{prefix}".rstrip("/")
+    return name
