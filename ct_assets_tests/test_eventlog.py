@@ -412,6 +412,34 @@ def test_reads_of_growing_dates_equal_a_fresh_decode_after_every_commit(tmp_path
                 assert offsets == sorted(offsets), (n, kind, dates)
 
 
+def test_small_decoded_caches_evict_and_still_read_what_a_fresh_decode_reads(
+    tmp_path: Path,
+) -> None:
+    """Caches holding fewer rows than a date drop their oldest entries (or keep nothing):
+    reads through them stay equal to decoding the lines at once."""
+    from ct_assets.eventlog.decode import decode_entries
+    from ct_assets.eventlog.decoded import DateFrames, DecodedFrames
+    from ct_assets.eventlog.reader import _entries, _pieces
+
+    log = EventLog(tmp_path)
+    root = str(tmp_path.resolve())
+    for max_rows in (1, 3, 5):
+        dates = DateFrames(max_rows, DecodedFrames(max_rows))
+        for n in range(6):
+            at = AT_1 if n % 2 else AT_2
+            log.append([prediction(100 * max_rows + 2 * n, at=at), feedback(100 * max_rows + n)])
+            for kind in KINDS:
+                for wanted in ([D1], [D2], None):
+                    pieces = _pieces(log.root, kind, None, wanted)
+                    fresh = decode_entries(_entries(pieces), kind)
+                    read = dates.read(root, kind, pieces)
+                    if not pieces:
+                        assert read is None  # nothing to read: the reader decodes nothing
+                        continue
+                    assert read is not None and read.equals(fresh), (max_rows, n, kind, wanted)
+        assert dates._cache.rows <= max_rows
+
+
 def test_read_limit_returns_the_first_events(tmp_path: Path) -> None:
     log = EventLog(tmp_path)
     for i in range(5):

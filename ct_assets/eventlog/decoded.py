@@ -168,8 +168,12 @@ class DateFrames:
 
     def read(self, root: str, kind: EventKind, pieces: Sequence[Piece]) -> pl.DataFrame | None:
         """The rows of whole ``pieces`` (in commit order), as the frames decoded one by one
-        and concatenated give them; None when their schemas need decoding them at once."""
+        and concatenated give them; None when there are none or their schemas need
+        decoding them at once (the caller decodes then)."""
         import polars as pl
+
+        if not pieces:
+            return None
 
         by_date: dict[str, list[Piece]] = {}
         for piece in pieces:
