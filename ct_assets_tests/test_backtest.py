@@ -65,6 +65,27 @@ def test_backtest_refuses_a_stream_it_cannot_replay(
     assert "time column 'when'" in capsys.readouterr().err
 
 
+def test_a_warm_up_the_gate_rejects_is_named_with_the_failed_criterion(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Labels that are noise: the first model cannot pass the gate's AUC floor, and the
+    error says so instead of only that nothing was promoted."""
+    import numpy as np
+
+    monkeypatch.setenv("CT_HOME", str(tmp_path / "unused-home"))
+    rng = np.random.default_rng(8)
+    n = 1400
+    data = tmp_path / "noise.csv"
+    pl.DataFrame(
+        {"a": rng.normal(size=n), "b": rng.normal(size=n), "y": rng.integers(0, 2, size=n)}
+    ).write_csv(data)
+    args = ["backtest", "--data", str(data), "--target", "y", "--out", str(tmp_path / "r")]
+    assert main([*args, "--warmup-rows", "1200", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "the warm-up retrain did not promote a model (candidate auc" in err, err
+    assert "< floor 0.5500" in err and "--warmup-rows" in err, err
+
+
 def test_backtest_replays_a_multiclass_stream_without_a_time_column(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -116,7 +116,14 @@ class Replay:
         """The champion of the moment: only a retrain of the replay can change it, so the
         registry is asked after each retrain, not for every batch."""
         if self.champion_version is None:
-            raise BacktestError("no champion: the warm-up retrain did not promote a model")
+            last = self.outcome.events[-1] if self.outcome.events else {}
+            why = "; ".join(last.get("gate_failed") or []) or (
+                "its run failed" if last.get("decision") == "failed" else "no decision recorded"
+            )
+            raise BacktestError(
+                f"no champion: the warm-up retrain did not promote a model ({why}); "
+                "a longer warm-up (--warmup-rows) or a stream whose concept holds over it helps"
+            )
         version = self.champion_version
         if version not in self.models:
             self.models[version] = self.registry.load_model(version)
