@@ -93,3 +93,8 @@ TABLES_POOL = "ct_tables"
 #: The retrain job's hand-offs on the object store: ``handoffs/<asset>.json`` (the latest)
 #: and ``handoffs/<asset>/runs/<run_id>.json``.
 HANDOFFS_OBJECT_PREFIX = "handoffs"
+#: Validation reports: ``reports/validation-v<N>.json`` and its plots
+#: ``reports/validation-v<N>-<plot>.png``.
+REPORTS_OBJECT_PREFIX = "reports"
+#: The drift reference of champion version V: ``drift/<V>/``.
+DRIFT_OBJECT_PREFIX = "drift"

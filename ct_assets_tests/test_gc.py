@@ -218,3 +218,34 @@ def test_gc_job_runs_gc_and_its_schedule_starts_stopped(settings: Settings) -> N
     assert not stale.exists()
     record = json.loads(tombstones_path(settings).read_text().splitlines()[-1])
     assert (record["what"], record["id"]) == ("checkpoint", "stale-job")
+
+
+def test_stored_reports_and_drift_references_are_grouped_by_version(tmp_path: Path) -> None:
+    """One listing of the store gives each version its report, plots and drift reference,
+    and nothing of another version (v1 is not a prefix match of v12)."""
+    from ct_assets.retention.stored import stored_drift_references, stored_reports
+    from ct_assets.storage import LocalStore, write_bytes
+
+    store = LocalStore(tmp_path / "store")
+    for key in (
+        "reports/validation-v1.json",
+        "reports/validation-v1-roc.png",
+        "reports/validation-v12.json",
+        "reports/notes.txt",
+        "drift/1/reference.json",
+        "drift/12/reference.npz",
+    ):
+        write_bytes(store, key, b"{}")
+    uri = store.uri
+    assert stored_reports(store, set()) == {
+        "1": [f"{uri}/reports/validation-v1-roc.png", f"{uri}/reports/validation-v1.json"],
+        "12": [f"{uri}/reports/validation-v12.json"],
+    }
+    assert stored_drift_references(store, set()) == {
+        "1": [f"{uri}/drift/1/reference.json"],
+        "12": [f"{uri}/drift/12/reference.npz"],
+    }
+    # objects that are local files gc already lists are not listed again
+    local = {str(tmp_path / "store" / "reports" / "validation-v12.json")}
+    assert "12" not in stored_reports(store, local)
+    assert stored_reports(None, set()) == {} == stored_drift_references(None, set())

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from ct_assets import keys
 from ct_assets.data.dataset import META_COLUMNS
 from ct_assets.data.dataset_objects import dataset_file
 from ct_assets.data.tables import write_bytes_atomically
@@ -30,15 +31,14 @@ from ct_assets.registry import (
     TAG_WINDOW_START,
     Registry,
 )
-from ct_assets.storage import ObjectStore, put_file
+from ct_assets.storage import ObjectStore, put_file, same_file
 from ct_assets.training.candidates import candidates_markdown, recorded_candidates
 from ct_assets.training.evaluation import GateConfig, GateReport, evaluate_gate
 from ct_assets.training.gate import GateDecision
 from ct_assets.training.model import TrainedModel
 from ct_assets.training.plots import calibration_png, importance_png, png_markdown, roc_png
 
-#: Where validation reports are kept on the object store: ``reports/validation-v<N>.json``.
-REPORTS_PREFIX = "reports"
+REPORTS_PREFIX = keys.REPORTS_OBJECT_PREFIX
 HISTORY_ROWS = 20_000  # newest rows of the champion's older held-out data the check uses
 
 
@@ -254,10 +254,7 @@ def publish_report(objects: ObjectStore | None, path: Path, plots: list[str]) ->
     ``reports/`` on the object store, the plots first; the report's URI there (its local
     path when there is no store or the store's object is that file)."""
     key = f"{REPORTS_PREFIX}/{path.name}"
-    if objects is None:
-        return str(path)
-    own = objects.local_path(key)
-    if own is not None and own.resolve() == path.resolve():
+    if objects is None or same_file(objects, key, path):
         return str(path)
     stem = path.name.removesuffix(".json")
     for name in plots:

@@ -5,7 +5,7 @@ everything else, and what versions deleted by an earlier, interrupted gc left be
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,8 +34,8 @@ from ct_assets.retention.items import (
 from ct_assets.retention.stored import (
     object_store,
     stored_datasets,
-    stored_drift_reference,
-    stored_report,
+    stored_drift_references,
+    stored_reports,
 )
 from ct_assets.retention.tombstones import read_tombstones
 from ct_assets.settings import Settings
@@ -100,17 +100,25 @@ def _datasets_on_disk(settings: Settings) -> set[str]:
     return {p.stem for p in folder.glob("*.parquet")} | {p.stem for p in folder.glob("*.json")}
 
 
-def _report(settings: Settings, store: ObjectStore | None, version: str) -> list[str]:
-    """The validation report of ``version``: its local files and its objects on the store."""
-    local = [str(p) for p in _report_files(settings, version)]
-    return local + stored_report(store, version, set(local))
-
-
-def _drift_reference(settings: Settings, store: ObjectStore | None, version: str) -> list[str]:
-    """The drift reference of ``version``: its local folder, or its objects on the store."""
-    folder = settings.drift_dir / version
-    local = [str(folder)] if folder.exists() else []
-    return local + stored_drift_reference(store, version, set(local))
+def _versions_files(
+    settings: Settings, store: ObjectStore | None, versions: Iterable[str]
+) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """Per model version, its validation report's files and its drift reference: the local
+    ones (``reports/validation-v<N>*``, the ``drift/<N>`` folder), then its objects on the
+    store (each kind listed once, not once per version)."""
+    reports_dir, drift_dir = settings.reports_dir, settings.drift_dir
+    on_disk = {str(p) for p in reports_dir.iterdir()} if reports_dir.is_dir() else set()
+    folders = {str(p) for p in drift_dir.iterdir()} if drift_dir.is_dir() else set()
+    stored_report = stored_reports(store, on_disk)
+    stored_drift = stored_drift_references(store, folders)
+    reports: dict[str, list[str]] = {}
+    drift: dict[str, list[str]] = {}
+    for version in versions:
+        local = [str(p) for p in _report_files(settings, version)]
+        reports[version] = local + stored_report.get(version, [])
+        folder = drift_dir / version
+        drift[version] = ([str(folder)] if folder.exists() else []) + stored_drift.get(version, [])
+    return reports, drift
 
 
 def _local_artifacts(settings: Settings, artifact_uri: str) -> str | None:
@@ -154,6 +162,7 @@ def make_plan(settings: Settings, registry: Registry) -> Plan:
         )
         deleted.append(Item(MODEL_VERSION, version, [why], detail={**detail, "tags": info.tags}))
     deleting = {i.id for i in deleted if i.what == MODEL_VERSION}
+    reports, drifts = _versions_files(settings, store, deleting | set(gone) | set(keep))
     # what deleted (now or by an earlier, interrupted gc) versions leave behind
     for version in sorted(deleting | set(gone), key=int):
         why = f"of deleted model version v{version}"
@@ -170,14 +179,14 @@ def make_plan(settings: Settings, registry: Registry) -> Plan:
                 if active or (local and Path(local).exists()):
                     paths = [local] if local else []
                     deleted.append(Item(RUN, str(run_id), [why], paths, {"version": version}))
-        if files := _report(settings, store, version):
+        if files := reports.get(version):
             deleted.append(Item(REPORT, version, [why], files))
-        if drift := _drift_reference(settings, store, version):
+        if drift := drifts.get(version):
             deleted.append(Item(DRIFT_REFERENCE, version, [why], drift))
     for version in sorted(keep, key=int):
-        if files := _report(settings, store, version):
+        if files := reports.get(version):
             kept.append(Item(REPORT, version, [f"of kept v{version}"], files))
-        if drift := _drift_reference(settings, store, version):
+        if drift := drifts.get(version):
             kept.append(Item(DRIFT_REFERENCE, version, [f"of kept v{version}"], drift))
     # datasets: kept while a remaining version uses them or no version ever did
     users: dict[str, list[str]] = {}

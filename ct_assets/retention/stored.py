@@ -14,13 +14,13 @@ from typing import Any
 
 from ct_assets.data.dataset_objects import MANIFEST, PARQUET, REFERENCE
 from ct_assets.data.dataset_objects import PREFIX as DATASETS
+from ct_assets.keys import DRIFT_OBJECT_PREFIX as DRIFT
 from ct_assets.keys import HANDOFFS_OBJECT_PREFIX as HANDOFFS
-from ct_assets.pipeline.gate_run import REPORTS_PREFIX as REPORTS
+from ct_assets.keys import REPORTS_OBJECT_PREFIX as REPORTS
 from ct_assets.settings import Settings
 from ct_assets.storage import ObjectNotFoundError, ObjectStore, store_from_settings
 from ct_assets.training.checkpoint import STATE_FILE
 from ct_assets.training.stored_checkpoint import STORE_PREFIX as CHECKPOINTS
-from ct_assets.triggers.drift.encoding import OBJECT_PREFIX as DRIFT
 
 #: Dataset object suffixes, the longest first (``.reference.json`` ends with ``.json``).
 _DATASET_SUFFIXES = (REFERENCE, MANIFEST, PARQUET)
@@ -63,27 +63,40 @@ def stored_datasets(store: ObjectStore | None, local: Collection[str]) -> dict[s
     return found
 
 
-def stored_drift_reference(
-    store: ObjectStore | None, version: str, local: Collection[str]
-) -> list[str]:
-    """The URIs of version ``version``'s drift reference objects on ``store``."""
+def stored_drift_references(
+    store: ObjectStore | None, local: Collection[str]
+) -> dict[str, list[str]]:
+    """Per model version, the URIs of its drift reference objects (``drift/<version>/``) on
+    ``store``, from one listing."""
     if store is None:
-        return []
-    return _uris(store, store.list(f"{DRIFT}/{version}"), local)
+        return {}
+    found: dict[str, list[str]] = {}
+    for key in store.list(DRIFT):
+        parts = key.split("/")
+        if len(parts) == 3:
+            for uri in _uris(store, [key], local):
+                found.setdefault(parts[1], []).append(uri)
+    return found
 
 
-def stored_report(store: ObjectStore | None, version: str, local: Collection[str]) -> list[str]:
-    """The URIs of version ``version``'s validation report and plots on ``store``."""
+def stored_reports(store: ObjectStore | None, local: Collection[str]) -> dict[str, list[str]]:
+    """Per model version, the URIs of its validation report and plots on ``store``
+    (``validation-v<N>.json``, ``validation-v<N>-<plot>.png``), from one listing."""
     if store is None:
-        return []
-    name = f"validation-v{version}"
-    keys = [
-        k
-        for k in store.list(REPORTS)
-        if k.removeprefix(f"{REPORTS}/") == f"{name}.json"
-        or (k.removeprefix(f"{REPORTS}/").startswith(f"{name}-") and k.endswith(".png"))
-    ]
-    return _uris(store, keys, local)
+        return {}
+    found: dict[str, list[str]] = {}
+    for key in store.list(REPORTS):
+        name = key.removeprefix(f"{REPORTS}/")
+        if name.endswith(".json"):
+            version = name.removesuffix(".json").removeprefix("validation-v")
+        elif name.endswith(".png"):
+            version = name.removeprefix("validation-v").partition("-")[0]
+        else:
+            continue
+        if name.startswith("validation-v") and version.isdigit():
+            for uri in _uris(store, [key], local):
+                found.setdefault(version, []).append(uri)
+    return found
 
 
 def stored_handoffs(

@@ -10,6 +10,8 @@ import numpy as np
 import polars as pl
 from numpy.typing import NDArray
 
+from ct_assets import keys
+
 Detector = Literal["tabular", "ks"]
 Correction = Literal["bonferroni", "fdr"]
 ScoreRows = Literal["holdout", "train"]
@@ -18,7 +20,7 @@ FORMAT_VERSION = 1
 ARRAYS_FILE = "reference.npz"
 META_FILE = "reference.json"
 #: On an object store, the reference of champion version V is ``drift/<V>/``.
-OBJECT_PREFIX = "drift"
+OBJECT_PREFIX = keys.DRIFT_OBJECT_PREFIX
 #: Numeric missing values are encoded as this (sorted first by the KS test).
 NUMERIC_MISSING = -np.inf
 #: Fewer holdout rows than this: the score reference falls back to the reference rows.
