@@ -24,6 +24,7 @@ from ct_assets.storage import (
     atomic_file,
     get_file,
     put_file,
+    same_file,
     write_bytes,
 )
 
@@ -48,7 +49,7 @@ def publish_dataset(
     """Publish the compiled files of ``info`` under ``datasets_dir`` to ``store`` (write
     once, the manifest last); the manifest as published (its ``path`` the object's)."""
     key = dataset_key(info.version)
-    if store is None or store.local_path(key) == datasets_dir / f"{info.version}{PARQUET}":
+    if store is None or same_file(store, key, datasets_dir / f"{info.version}{PARQUET}"):
         return info
     put_file(store, key, datasets_dir / f"{info.version}{PARQUET}", once=True)
     reference = datasets_dir / f"{info.version}{REFERENCE}"

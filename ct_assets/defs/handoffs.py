@@ -25,7 +25,7 @@ from dagster._core.execution.context.output import RUN_ID_PLACEHOLDER
 from ct_assets import keys
 from ct_assets.data.table_files import write_bytes
 from ct_assets.defs.dataset_store import StoreFields
-from ct_assets.storage import ObjectNotFoundError, ObjectStore
+from ct_assets.storage import ObjectNotFoundError, ObjectStore, same_file
 from ct_assets.storage import write_bytes as write_object
 
 STORE_PREFIX = keys.HANDOFFS_OBJECT_PREFIX
@@ -91,14 +91,7 @@ class HandoffIOManager(dg.ConfigurableIOManager, StoreFields):
         return Path(self.root) / asset / "runs" / f"{run_id}.json"
 
     def _objects(self) -> ObjectStore | None:
-        """The object store, unless there is none or its objects are these very files."""
-        store = self.configured_store(Path(self.root).parent)
-        if store is None:
-            return None
-        own = store.local_path(f"{STORE_PREFIX}/latest.json")
-        if own is not None and own.parent.resolve() == Path(self.root).resolve():
-            return None
-        return store
+        return self.configured_store(Path(self.root).parent)
 
     def _key(self, path: Path) -> str:
         return f"{STORE_PREFIX}/{path.relative_to(Path(self.root)).as_posix()}"
@@ -123,23 +116,21 @@ class HandoffIOManager(dg.ConfigurableIOManager, StoreFields):
         objects = self._objects()
         for path in paths:
             write_bytes(path, data)
-            if objects is not None:
+            if objects is not None and not same_file(objects, self._key(path), path):
                 write_object(objects, self._key(path), data)
         return self._latest(asset)
 
-    def _read(self, path: Path) -> str | None:
-        """The record at ``path`` (on the object store when there is one); None if none."""
+    def _read(self, path: Path) -> tuple[str | None, str]:
+        """The record at ``path`` (on the object store when there is one; None if none) and
+        where it was looked for."""
         objects = self._objects()
-        if objects is not None:
-            try:
-                return objects.read_bytes(self._key(path)).decode()
-            except ObjectNotFoundError:
-                return None
-        return path.read_text() if path.exists() else None
-
-    def _where(self, path: Path) -> str:
-        objects = self._objects()
-        return objects.uri_of(self._key(path)) if objects is not None else str(path)
+        if objects is None:
+            return (path.read_text() if path.exists() else None), str(path)
+        key = self._key(path)
+        try:
+            return objects.read_bytes(key).decode(), objects.uri_of(key)
+        except ObjectNotFoundError:
+            return None, objects.uri_of(key)
 
     def load_input(self, context: dg.InputContext) -> Any:
         asset = context.asset_key.to_user_string()
@@ -149,13 +140,11 @@ class HandoffIOManager(dg.ConfigurableIOManager, StoreFields):
         upstream = context.upstream_output
         run_id = _run_id(upstream) if upstream is not None else None
         if run_id is not None:
-            path = self._of_run(asset, run_id)
-            text = self._read(path)
+            text, where = self._read(self._of_run(asset, run_id))
             if text is None:
-                raise dg.Failure(f"run {run_id} stored no {asset} hand-off at {self._where(path)}")
+                raise dg.Failure(f"run {run_id} stored no {asset} hand-off at {where}")
         else:
-            path = self._latest(asset)
-            text = self._read(path)
+            text, where = self._read(self._latest(asset))
             if text is None:
                 raise dg.Failure(f"{asset} has handed nothing off yet: materialize {asset} first")
         fields = {f.name for f in dataclasses.fields(record)}
@@ -163,7 +152,7 @@ class HandoffIOManager(dg.ConfigurableIOManager, StoreFields):
         missing = fields - set(data)
         if missing:
             raise dg.Failure(
-                f"the stored {asset} hand-off {self._where(path)} lacks {sorted(missing)}: "
+                f"the stored {asset} hand-off {where} lacks {sorted(missing)}: "
                 f"materialize {asset} again"
             )
         return record(**{k: v for k, v in data.items() if k in fields})

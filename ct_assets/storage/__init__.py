@@ -19,6 +19,7 @@ from ct_assets.storage.base import (
     check_key,
     get_file,
     put_file,
+    same_file,
     write_bytes,
 )
 from ct_assets.storage.local import LocalStore, atomic_file
@@ -40,6 +41,7 @@ __all__ = [
     "open_store",
     "parse_storage_uri",
     "put_file",
+    "same_file",
     "store_from_settings",
     "write_bytes",
 ]

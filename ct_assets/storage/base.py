@@ -98,10 +98,16 @@ def file_chunks(path: Path) -> Iterator[bytes]:
             yield chunk
 
 
+def same_file(store: ObjectStore, key: str, path: Path) -> bool:
+    """Whether the object ``key`` of ``store`` is the local file ``path`` itself (a store on
+    the local disk whose layout holds that file): then copying it there is a no-op."""
+    local = store.local_path(key)
+    return local is not None and local.resolve() == path.resolve()
+
+
 def put_file(store: ObjectStore, key: str, path: Path, *, once: bool = False) -> bool:
     """Upload the file ``path`` as ``key`` (nothing when it already is that object)."""
-    local = store.local_path(key)
-    if local is not None and local.resolve() == path.resolve():
+    if same_file(store, key, path):
         return False
     return store.write_chunks(key, file_chunks(path), once=once)
 

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ct_assets.storage import ObjectNotFoundError, ObjectStore, put_file
+from ct_assets.storage import ObjectNotFoundError, ObjectStore, put_file, same_file
 from ct_assets.storage.local import atomic_file
 from ct_assets.training.checkpoint import STATE_FILE, Checkpoint, model_file_name
 
@@ -42,10 +42,8 @@ class StoredCheckpoint(Checkpoint):
     def wrap(cls, checkpoint: Checkpoint, store: ObjectStore | None) -> Checkpoint:
         """``checkpoint`` copied to ``store``; itself when there is no store or the store's
         objects are its own files (a local store rooted where the checkpoint lives)."""
-        if store is None:
-            return checkpoint
-        own = store.local_path(f"{STORE_PREFIX}/{checkpoint.key}/{STATE_FILE}")
-        if own is not None and own.resolve() == checkpoint.state_path.resolve():
+        key = f"{STORE_PREFIX}/{checkpoint.key}/{STATE_FILE}"
+        if store is None or same_file(store, key, checkpoint.state_path):
             return checkpoint
         return cls(checkpoint.folder, checkpoint.key, store)
 
@@ -60,17 +58,13 @@ class StoredCheckpoint(Checkpoint):
         return super().exists() or self.store.exists(self.prefix + STATE_FILE)
 
     def peek(self) -> dict[str, Any] | None:
-        local = super().peek()
-        stored = self._stored_state()
-        if stored is not None and (local is None or stored["iteration"] > local["iteration"]):
-            return stored
-        return local
+        local, stored = super().peek(), self._stored_state()
+        return stored if _newer(stored, local) else local
 
     def load(self) -> tuple[lightgbm.Booster, dict[str, Any]] | None:
         """The newer of the local and the stored checkpoint (see the module docstring)."""
-        local = super().peek()
         stored = self._stored_state()
-        if stored is not None and (local is None or stored["iteration"] > local["iteration"]):
+        if stored is not None and _newer(stored, super().peek()):
             self._fetch(stored)
         return super().load()
 
@@ -125,3 +119,8 @@ class StoredCheckpoint(Checkpoint):
             self.state_path.unlink()  # the older local state goes first: never a torn pair
         atomic_file(self.folder / Path(model_file).name, [data])
         atomic_file(self.state_path, [json.dumps(dict(state), sort_keys=True).encode()])
+
+
+def _newer(stored: Mapping[str, Any] | None, local: Mapping[str, Any] | None) -> bool:
+    """Whether the stored state holds more iterations than the local one (or is the only one)."""
+    return stored is not None and (local is None or stored["iteration"] > local["iteration"])
