@@ -248,11 +248,13 @@ def _run(base: Settings, demo_id: str, services: Services, cleanup: Cleanup) -> 
         S3Config(s3.endpoint_url, s3.access_key, s3.secret_key),
     )
     compute_logs: dict[str, int] = {}
-    for run in reversed(wait_for_runs(120, services.check_all)):
+    runs = list(reversed(wait_for_runs(120, services.check_all)))
+    log_keys = logs_store.list("")
+    for run in runs:
         task = run.tags.get("dagster-celery/task_id", "?")
         by = worker_of(run, worker_logs)
         _say(f"{describe(run)}: executed by Celery worker {by} (task {task})")
-        compute_logs[run.run_id] = len([k for k in logs_store.list("") if run.run_id in k])
+        compute_logs[run.run_id] = len([k for k in log_keys if run.run_id in k])
         _say(f"  its compute logs: {compute_logs[run.run_id]} objects under {logs_store.uri}")
 
     from ct_assets.status import collect_status

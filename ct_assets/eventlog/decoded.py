@@ -123,11 +123,6 @@ class _Bounded:
                 _, (_, evicted) = self._items.popitem(last=False)
                 self.rows -= evicted.frame.height
 
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-            self.rows = 0
-
 
 class DecodedFrames:
     """Decoded committed frames, newest used kept (see :meth:`Piece.key`)."""
@@ -153,9 +148,6 @@ class DecodedFrames:
         )
         self._cache.put(key, None, decoded)
         return decoded
-
-    def clear(self) -> None:
-        self._cache.clear()
 
 
 class DateFrames:
@@ -217,9 +209,6 @@ class DateFrames:
         )
         self._cache.put(cache_key, keys, whole)
         return whole
-
-    def clear(self) -> None:
-        self._cache.clear()
 
 
 DECODED = DecodedFrames(DECODED_CACHE_ROWS)
