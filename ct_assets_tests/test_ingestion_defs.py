@@ -15,7 +15,7 @@ from dagster._core.storage.tags import (
 
 from ct_assets import keys
 from ct_assets.defs import build_definitions
-from ct_assets.defs.ingestion import changed_partitions, refresh_range
+from ct_assets.defs.ingestion import changed_partitions, refresh_range, run_dates
 from ct_assets.eventlog import EventLog
 from ct_assets.schema import FeedbackEvent, PredictionEvent
 from ct_assets.settings import Settings
@@ -201,3 +201,46 @@ def test_refresh_range_covers_the_neighbours_a_changed_date_affects() -> None:
         "2026-01-10",
     )
     assert refresh_range(["2026-01-20"], days, after=3) == ("2026-01-20", "2026-01-20")
+
+
+def test_sensor_waits_while_a_run_for_the_same_dates_is_in_flight(settings: Settings) -> None:
+    log = EventLog.from_settings(settings)
+    log.append([_feedback(0, DAY1)])
+    defs = build_definitions(settings)
+    job = defs.resolve_job_def(keys.RAW_PARTITIONS_JOB)
+    with dg.instance_for_test() as instance:
+        first = _tick(defs, instance, None)
+        assert first.run_requests
+        busy = instance.create_run_for_job(
+            job_def=job,
+            status=dg.DagsterRunStatus.STARTED,
+            tags={RANGE_START: "2026-02-27", RANGE_END: "2026-03-01"},
+        )
+        # 03-02 got events: its range (from 02-27, its curation context) overlaps the run
+        log.append([_feedback(1, DAY2)])
+        waiting = _tick(defs, instance, first.cursor)
+        assert not waiting.run_requests
+        assert busy.run_id in (waiting.skip_message or "")
+        assert "2026-03-01..2026-03-02 wait for it to end" in (waiting.skip_message or "")
+        assert waiting.cursor == first.cursor, "the changed date stays unrequested"
+
+        # a run of other dates does not hold it back
+        instance.report_run_canceled(busy)
+        instance.create_run_for_job(
+            job_def=job,
+            status=dg.DagsterRunStatus.STARTING,
+            tags={"dagster/partition": "2026-04-01"},
+        )
+        after = _tick(defs, instance, first.cursor)
+        request = after.run_requests[0]
+        assert (request.tags[RANGE_START], request.tags[RANGE_END]) == ("2026-03-01", "2026-03-02")
+        assert "1 date(s) changed: 2026-03-02" in request.tags[keys.RUN_TAG_REASON]
+
+
+def test_run_dates_reads_a_range_a_partition_or_nothing() -> None:
+    assert run_dates({RANGE_START: "2026-01-01", RANGE_END: "2026-01-04"}) == (
+        "2026-01-01",
+        "2026-01-04",
+    )
+    assert run_dates({"dagster/partition": "2026-01-02"}) == ("2026-01-02", "2026-01-02")
+    assert run_dates({"other": "x"}) is None

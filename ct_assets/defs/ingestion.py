@@ -12,12 +12,14 @@ from dagster._core.definitions.unresolved_asset_job_definition import Unresolved
 from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
+    PARTITION_NAME_TAG,
 )
 
 from ct_assets import keys
 from ct_assets.data.dataset import value_counts
 from ct_assets.data.tables import TableStore
 from ct_assets.defs.resources import EventLogResource
+from ct_assets.defs.retrain_requests import IN_FLIGHT
 from ct_assets.defs.tables import column_schema
 from ct_assets.eventlog import EventLog
 from ct_assets.pipeline.curation import CONTEXT_DAYS
@@ -109,6 +111,33 @@ def refresh_range(changed: list[str], event_dates: list[str], after: int) -> tup
     return window[0], window[-1]
 
 
+def run_dates(tags: dict[str, str]) -> tuple[str, str] | None:
+    """The first and last partition a run materializes, from its tags; None when it names
+    none (it may touch any date)."""
+    if ASSET_PARTITION_RANGE_START_TAG in tags:
+        return tags[ASSET_PARTITION_RANGE_START_TAG], tags.get(ASSET_PARTITION_RANGE_END_TAG, "")
+    if PARTITION_NAME_TAG in tags:
+        return tags[PARTITION_NAME_TAG], tags[PARTITION_NAME_TAG]
+    return None
+
+
+def _describe(dates: tuple[str, str] | None) -> str:
+    if dates is None:
+        return "no dates named"
+    return dates[0] if dates[0] == dates[1] else f"{dates[0]}..{dates[1]}"
+
+
+def overlapping_run_in_flight(
+    instance: dg.DagsterInstance, job_name: str, first: str, last: str
+) -> dg.DagsterRun | None:
+    """A run of ``job_name`` queued or running whose dates overlap ``first``..``last``."""
+    for run in instance.get_runs(dg.RunsFilter(job_name=job_name, statuses=IN_FLIGHT)):
+        dates = run_dates(dict(run.tags))
+        if dates is None or (dates[0] <= last and first <= dates[1]):
+            return run
+    return None
+
+
 def build_raw_partitions_sensor(
     settings: Settings,
     job: UnresolvedAssetJobDefinition,
@@ -128,7 +157,9 @@ def build_raw_partitions_sensor(
             "curation (validated_feedback, feedback_quarantine, attributed_examples) whose "
             "events changed since the last request (new or late events of that date), "
             "from the oldest changed date to the newest plus the days whose pending "
-            "feedback may now find its prediction; then refreshes the labeling queue."
+            "feedback may now find its prediction; then refreshes the labeling queue. "
+            "While a run of the job for some of those dates is queued or running it waits: "
+            "the dates are requested once that run has ended."
         ),
     )
     def raw_partitions_sensor(
@@ -146,6 +177,14 @@ def build_raw_partitions_sensor(
                 )
             )
         first, last = refresh_range(changed, [d for d in fingerprints if d in valid], after)
+        busy = overlapping_run_in_flight(context.instance, job.name, first, last)
+        if busy is not None:  # the cursor stays: these dates are requested after it
+            return dg.SensorResult(
+                skip_reason=dg.SkipReason(
+                    f"run {busy.run_id} of {job.name} ({_describe(run_dates(dict(busy.tags)))}) "
+                    f"is {busy.status.value.lower()}; {first}..{last} wait for it to end"
+                )
+            )
         digest = hashlib.sha256(
             json.dumps({day: fingerprints[day] for day in changed}, sort_keys=True).encode()
         ).hexdigest()[:16]
