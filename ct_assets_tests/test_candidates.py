@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import polars as pl
 import pytest
@@ -14,6 +16,7 @@ from ct_assets.training.candidates import (
     recorded_candidates,
     recorded_window,
     refit,
+    side_by_side,
     train_candidates,
 )
 from ct_assets.training.train import TrainParams, train_model
@@ -207,3 +210,29 @@ def test_the_recorded_window_is_read_back_for_reproduction() -> None:
     assert recorded_window(recorded, "full") == CandidateWindow("recent", "full", 1199)
     assert recorded_window([], "full") == CandidateWindow("window", "full")
     assert recorded_window([], "incremental") == CandidateWindow("incremental", "incremental")
+
+
+def test_windows_trained_side_by_side_are_those_trained_one_after_the_other() -> None:
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one core: windows are trained one after the other")
+    frame = dataset(3000, change_at=2000)
+    old = frame.filter(pl.col("log_offset") < 1500).with_columns(
+        split=pl.when(pl.col("log_offset") < 1200)
+        .then(pl.lit("train"))
+        .otherwise(pl.lit("holdout"))
+    )
+    champion = train_model(old, PARAMS).model
+    plan = plan_windows(frame, requested="auto", champion_cutoff=1499, change_detected=False)
+    threads_unset = TrainParams()
+    assert side_by_side(frame, threads_unset, len(plan)) == min(3, os.cpu_count() or 1)
+    assert side_by_side(frame, PARAMS, len(plan)) == 1, "threads set: one after the other"
+    assert side_by_side(dataset(70_000), threads_unset, len(plan)) == 1, "big: all cores each"
+    together = train_candidates(frame, threads_unset, plan, champion)
+    apart = train_candidates(frame, PARAMS, plan, champion)
+    assert [t.window for t in together] == [t.window for t in apart]
+    for a, b in zip(together, apart, strict=True):
+        assert a.holdout == b.holdout
+        assert (
+            a.result.model.booster.dump_model()["tree_info"]
+            == (b.result.model.booster.dump_model()["tree_info"])
+        )
