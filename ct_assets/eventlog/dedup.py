@@ -111,7 +111,7 @@ class IdDedup(SegmentChecks):
                 raise
             self._reset_index(f"unreadable ({exc})")
             return self._index_covered()
-        self._head = _journal_head(self.root)
+        self._head = journal_head(self.root)
         if covered.journal_end == 0:
             if journal_size > 0 and not self._loaded:
                 _LOG.warning(
@@ -124,7 +124,7 @@ class IdDedup(SegmentChecks):
             return Covered()
         if journal_size < covered.journal_end:
             return self._cut_index(covered)
-        if not _record_matches(self.root, covered):
+        if not record_matches(self.root, covered):
             self._rebuild_index(
                 f"the journal's record at byte {covered.last_at} is not the one it indexed"
             )
@@ -203,7 +203,7 @@ class IdDedup(SegmentChecks):
         if journal_size < self._journal_end:
             return False
         here = Covered(self._journal_end, self._sequence, self._last_at, self._last_crc)
-        return _record_matches(self.root, here)
+        return record_matches(self.root, here)
 
     def _load(self, covered: Covered) -> None:
         """Take the state the index records, and drop the tail it now holds (only what
@@ -231,7 +231,7 @@ class IdDedup(SegmentChecks):
     def _index_scan(self, scan: JournalScan) -> None:
         """Add the scanned commits (past what this writer knows) to the tail: read their
         frames; flush whenever the tail is full (a rebuild's memory stays bounded)."""
-        self._head = self._head or _journal_head(self.root)
+        self._head = self._head or journal_head(self.root)
         for commit, (at, end, crc) in zip(scan.commits, scan.records, strict=True):
             ids: list[str] = []
             extents: dict[str, int] = {}
@@ -323,7 +323,7 @@ def _damaged(exc: sqlite3.DatabaseError) -> bool:
     return message.startswith(("no such table", "no such column")) or "malformed" in message
 
 
-def _journal_head(root: Path) -> bytes:
+def journal_head(root: Path) -> bytes:
     """The journal's first record header (b"" while it has none)."""
     try:
         with open(journal_path(root), "rb") as handle:
@@ -332,7 +332,7 @@ def _journal_head(root: Path) -> bytes:
         return b""
 
 
-def _record_matches(root: Path, covered: Covered) -> bool:
+def record_matches(root: Path, covered: Covered) -> bool:
     """Whether the journal's record ending at ``covered.journal_end`` is the one indexed."""
     length = covered.journal_end - covered.last_at
     try:

@@ -294,6 +294,20 @@ class EventIdIndex:
             return False
         return row is not None
 
+    def commit_of(self, event_id: str) -> int | None:
+        """The journal byte offset of the record that committed ``event_id``, if the index
+        holds it (None too when there is no readable index)."""
+        try:
+            with self._read.lock:
+                row = (
+                    self._read.get()
+                    .execute("SELECT commit_at FROM event_ids WHERE event_id = ?", (event_id,))
+                    .fetchone()
+                )
+        except sqlite3.Error:
+            return None
+        return None if row is None else int(row[0])
+
     def covered_end(self) -> int:
         """The journal byte the index covers up to, as last committed (0 if unreadable)."""
         try:

@@ -27,6 +27,7 @@ from ct_assets.eventlog.frames import (
     JOURNAL_MAGIC,
     CorruptLogError,
     encode_record,
+    frame_at,
     scan_bytes,
 )
 from ct_assets.eventlog.layout import journal_path
@@ -85,6 +86,22 @@ def scan_journal(root: Path, start: int = 0) -> JournalScan:
     commits = [_DECODER.decode(frame.payload) for frame in scan.frames]
     records = [(frame.offset, frame.end, frame.crc) for frame in scan.frames]
     return JournalScan(commits, scan.valid_end, scan.torn, scan.corrupt, records)
+
+
+def commit_at(root: Path, offset: int) -> Commit | None:
+    """The commit whose journal record starts at byte ``offset`` (as the event id index
+    records it), or None when no complete, checksummed record starts there."""
+    try:
+        with open(journal_path(root), "rb") as handle:
+            handle.seek(offset)
+            header = handle.read(HEADER.size)
+            if len(header) < HEADER.size:
+                return None
+            data = header + handle.read(HEADER.unpack(header)[1])
+    except FileNotFoundError:
+        return None
+    frame = frame_at(data, 0, JOURNAL_MAGIC)
+    return None if frame is None else _DECODER.decode(frame.payload)
 
 
 @dataclass

@@ -9,10 +9,12 @@ from typing import Any
 import polars as pl
 
 from ct_assets import keys
+from ct_assets.eventlog.locate import indexed_dates
 from ct_assets.lineage.datasets import datasets_containing, describe_dataset
 from ct_assets.lineage.errors import LineageNotFoundError
 from ct_assets.lineage.events import (
     CURATION_COLUMNS,
+    LoggedEvent,
     attributed_feedback,
     curation_of,
     find_in_log,
@@ -71,10 +73,12 @@ def event_lineage(settings: Settings, registry: Registry | None, event_id: str) 
     holding it (for a prediction: holding the feedback attributed to it) and the model
     versions trained on those. :class:`LineageNotFoundError` when neither the log nor the
     curated tables know it."""
-    curated = search_tables(
-        settings, keys.VALIDATED_FEEDBACK, "event_id", event_id, CURATION_COLUMNS
-    )
-    logged = find_in_log(settings, event_id, _dates_to_search(settings, event_id, curated))
+    curated, logged, answered = _indexed(settings, event_id)
+    if not answered:  # the id index cannot tell: search every date
+        curated = search_tables(
+            settings, keys.VALIDATED_FEEDBACK, "event_id", event_id, CURATION_COLUMNS
+        )
+        logged = find_in_log(settings, event_id, _dates_to_search(settings, event_id, curated))
     if logged is None and curated.height == 0:
         raise LineageNotFoundError(
             f"event {event_id!r} not found in the event log ({settings.eventlog_dir})"
@@ -103,6 +107,19 @@ def event_lineage(settings: Settings, registry: Registry | None, event_id: str) 
         "attributed_feedback": [],
         **_memberships(settings, registry, {event_id: offset}),
     }
+
+
+def _indexed(settings: Settings, event_id: str) -> tuple[pl.DataFrame, LoggedEvent | None, bool]:
+    """The event's curated rows and its place in the log, read only from the dates the
+    event id index names (a cost that does not grow with the log's history; no place: the
+    log does not hold it), and whether the index could tell (else: search every date)."""
+    dates = indexed_dates(settings.eventlog_dir, event_id)
+    if dates is None:
+        return pl.DataFrame(), None, False
+    curated = search_tables(
+        settings, keys.VALIDATED_FEEDBACK, "event_id", event_id, CURATION_COLUMNS, dates
+    )
+    return curated, find_in_log(settings, event_id, dates), True
 
 
 def _dates_to_search(settings: Settings, event_id: str, curated: pl.DataFrame) -> list[str] | None:

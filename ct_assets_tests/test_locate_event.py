@@ -1,0 +1,89 @@
+"""Finding one event's dates through the event id index, without walking the log."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from ct_assets.eventlog import CorruptLogError, EventLog
+from ct_assets.eventlog.layout import index_path
+from ct_assets.eventlog.locate import indexed_dates
+from ct_assets.lineage.answers import event_lineage
+from ct_assets.schema import FeedbackEvent
+from ct_assets.settings import Settings
+
+DAY = datetime(2026, 3, 1, 12, tzinfo=UTC)
+
+
+def _feedback(event_id: str, days: int) -> FeedbackEvent:
+    return FeedbackEvent(
+        event_id=event_id,
+        timestamp=DAY + timedelta(days=days),
+        feedback_type="explicit",
+        features={"x": float(days)},
+        label=days % 2,
+    )
+
+
+def _written(root: Path) -> EventLog:
+    log = EventLog(root)
+    log.append([_feedback("a", 0), _feedback("b", 2)])  # one commit over two dates
+    log.append([_feedback("c", 5)])
+    log.writer.close()  # flushes its ids to the index
+    return log
+
+
+def test_an_indexed_event_names_the_dates_of_its_commit(tmp_path: Path) -> None:
+    _written(tmp_path)
+    assert indexed_dates(tmp_path, "a") == ["2026-03-03", "2026-03-01"]
+    assert indexed_dates(tmp_path, "c") == ["2026-03-06"]
+    assert indexed_dates(tmp_path, "nowhere") == [], "every commit indexed: not in the log"
+
+
+def test_past_the_index_only_the_newest_commits_dates_are_searched(tmp_path: Path) -> None:
+    log = _written(tmp_path)
+    log.append([_feedback("d", 9)])  # still in the writer's tail, not yet in the index
+    assert indexed_dates(tmp_path, "d") == ["2026-03-10"]
+    assert indexed_dates(tmp_path, "nowhere") == ["2026-03-10"]
+    assert indexed_dates(tmp_path, "a") == ["2026-03-03", "2026-03-01"]
+
+
+def test_without_an_index_that_matches_the_journal_it_cannot_tell(tmp_path: Path) -> None:
+    assert indexed_dates(tmp_path, "a") is None, "no log at all"
+    _written(tmp_path / "one")
+    other = tmp_path / "other"
+    other_log = EventLog(other)
+    other_log.append([_feedback("z", 1)])
+    other_log.writer.close()
+    # an index built for another journal
+    shutil.copy(index_path(tmp_path / "one"), index_path(other))
+    assert indexed_dates(other, "a") is None
+    assert indexed_dates(other, "z") is None
+    # a damaged index
+    index_path(other).write_bytes(b"not a database" * 100)
+    assert indexed_dates(other, "z") is None
+    # none
+    index_path(other).unlink()
+    assert indexed_dates(other, "z") is None
+
+
+def test_lineage_of_an_event_reads_only_the_dates_the_index_names(settings: Settings) -> None:
+    log = _written(settings.eventlog_dir)
+    log.append([_feedback("d", 9)])
+    log.writer.close()
+    expected = event_lineage(settings, None, "c")
+    assert expected["log"]["date"] == "2026-03-06"
+    # damage the segment of a newer date: a search of every date (newest first) reads it
+    damaged = next(
+        p for p in (settings.eventlog_dir / "segments" / "2026-03-10").iterdir() if p.is_file()
+    )
+    data = bytearray(damaged.read_bytes())
+    data[-3] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    assert event_lineage(settings, None, "c") == expected
+    index_path(settings.eventlog_dir).unlink()
+    with pytest.raises(CorruptLogError, match="2026-03-10"):
+        event_lineage(settings, None, "c")  # without the index: every date, newest first
