@@ -12,7 +12,10 @@ yesterday. Then, timed:
   instance, first tick (no cursor), after mlflow is imported (once per sensor process);
   no champion is registered, so the drift, performance and canary sensors stop early;
 * ``ct-assets status --json`` in a fresh process (the second one: the first creates the
-  MLflow store).
+  MLflow store);
+* ``ct-assets lineage --event fe-0 --json`` in a fresh process: the oldest feedback event,
+  found through the event id index, and the same with the index moved aside (every date
+  searched, newest first: what the command cost before it used the index).
 
 Prints each figure per size and the ratio of the largest size to the smallest (the
 issue's target: every ratio of 20M to 1M events at most 1.3).
@@ -159,6 +162,31 @@ def status_seconds(home: Path) -> float:
     return time.perf_counter() - started
 
 
+def lineage_seconds(home: Path, event_id: str = "fe-0") -> tuple[float, float]:
+    """``lineage --event`` as a user runs it: through the id index, then without it."""
+    from ct_assets.eventlog.layout import index_path
+    from ct_assets.settings import Settings
+
+    def timed() -> float:
+        started = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-m", "ct_assets.cli", "lineage", "--event", event_id, "--json"],
+            env=env_for(home),
+            check=True,
+            capture_output=True,
+        )
+        return time.perf_counter() - started
+
+    indexed = timed()
+    index = index_path(Settings().with_home(home).eventlog_dir)
+    aside = index.with_name(index.name + ".aside")
+    index.rename(aside)
+    try:
+        return indexed, timed()
+    finally:
+        aside.rename(index)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, nargs="+", default=[100_000, 1_000_000])
@@ -190,6 +218,9 @@ def main() -> int:
             status_seconds(home)  # the first one creates the MLflow store: not timed
             row |= {f"sensor {name} s": s for name, s in sensor_ticks(home).items()}
             row["status s"] = status_seconds(home)
+            indexed, scanned = lineage_seconds(home)
+            row["lineage --event (id index) s"] = indexed
+            row["lineage --event (every date) s"] = scanned
             for name, value in row.items():
                 print(f"  {name:<40} {value:8.3f}", flush=True)
             figures[events] = row
