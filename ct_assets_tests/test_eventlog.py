@@ -352,7 +352,8 @@ def test_log_offset_counts_events_of_one_kind_across_batches(tmp_path: Path) -> 
 def _fresh_read(log: EventLog, kind: EventKind) -> pl.DataFrame:
     """The events of ``kind`` decoded at once, without the process's decoded frames."""
     from ct_assets.eventlog.decode import decode_entries
-    from ct_assets.eventlog.reader import _entries, _pieces
+    from ct_assets.eventlog.decoded import piece_entries as _entries
+    from ct_assets.eventlog.reader import _pieces
 
     return decode_entries(_entries(_pieces(log.root, kind, None, None)), kind)
 
@@ -386,7 +387,8 @@ def test_reads_of_growing_dates_equal_a_fresh_decode_after_every_commit(tmp_path
     in some frames), reads of every set of dates equal decoding their lines at once, in
     commit order, with global offsets."""
     from ct_assets.eventlog.decode import decode_entries
-    from ct_assets.eventlog.reader import _entries, _pieces
+    from ct_assets.eventlog.decoded import piece_entries as _entries
+    from ct_assets.eventlog.reader import _pieces
 
     log = EventLog(tmp_path)
     days = {D1: AT_1, D2: AT_2, D3: AT_3}
@@ -419,7 +421,8 @@ def test_small_decoded_caches_evict_and_still_read_what_a_fresh_decode_reads(
     reads through them stay equal to decoding the lines at once."""
     from ct_assets.eventlog.decode import decode_entries
     from ct_assets.eventlog.decoded import DateFrames, DecodedFrames
-    from ct_assets.eventlog.reader import _entries, _pieces
+    from ct_assets.eventlog.decoded import piece_entries as _entries
+    from ct_assets.eventlog.reader import _pieces
 
     log = EventLog(tmp_path)
     root = str(tmp_path.resolve())

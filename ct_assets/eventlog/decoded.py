@@ -150,6 +150,22 @@ class DecodedFrames:
         return decoded
 
 
+def piece_entries(pieces: Sequence[Piece]) -> Entries:
+    """The lines ``pieces`` take, with their log offsets and commit times."""
+    out = Entries([], [], [])
+    for piece in pieces:
+        lines = piece.frame.lines()[piece.skip : piece.count]
+        out.offsets.extend(range(piece.base + piece.skip, piece.base + piece.count))
+        out.lines.extend(lines)
+        out.received_us.extend([piece.received_us] * len(lines))
+    return out
+
+
+def decode_at_once(pieces: Sequence[Piece], kind: EventKind) -> Decoded:
+    """The lines ``pieces`` take, decoded in one pass: the rows an uncached read gives."""
+    return Decoded.of(decode_entries(piece_entries(pieces), kind))
+
+
 class DateFrames:
     """Each date's decoded rows of a kind, concatenated: when a read of the date takes the
     frames of the previous read and more, only the new frames are decoded and appended."""
@@ -200,7 +216,10 @@ class DateFrames:
                 if len(held) == len(keys):
                     return decoded  # type: ignore[no-any-return]
                 parts, new = [decoded], pieces[len(held) :]
-        parts += [self._frames.get(root, p, kind) for p in new]
+        if len(new) == 1:
+            parts.append(self._frames.get(root, new[0], kind))
+        else:  # many frames (a first read): one decoding pass, not one per frame
+            parts.append(decode_at_once(new, kind))
         frames = same_schema(parts)
         if frames is None:
             return None

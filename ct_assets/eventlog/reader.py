@@ -8,7 +8,7 @@ partial one. Reading the events of some dates opens only those dates' segments.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,7 +26,14 @@ from ct_assets.eventlog.decode import (
     events_to_frame,
     received_time,
 )
-from ct_assets.eventlog.decoded import DATES, DECODED, DECODED_CACHE_ROWS, Piece, same_schema
+from ct_assets.eventlog.decoded import (
+    DATES,
+    DECODED,
+    DECODED_CACHE_ROWS,
+    Piece,
+    piece_entries,
+    same_schema,
+)
 from ct_assets.eventlog.frames import SEGMENT_MAGIC, CorruptLogError, Frame, frame_at
 from ct_assets.eventlog.journal import Part, committed
 from ct_assets.eventlog.layout import key_date, segment_file
@@ -101,11 +108,7 @@ def _pieces(
                 base += wanted
                 continue
             frame = segments.frame(part)
-            if part.n_prediction + part.n_feedback != wanted or _line_count(frame) != wanted:
-                raise CorruptLogError(
-                    f"{segment_file(root, part.segment)}: frame at byte {part.offset} holds "
-                    f"{_line_count(frame)} lines, its commit says {wanted} {kind} events"
-                )
+            _check_lines(root, part, frame, wanted, kind)
             count = wanted if limit is None else min(wanted, limit - base)
             skip = max(0, since - base)
             if skip >= count:
@@ -125,17 +128,7 @@ def read_entries(
     """JSON lines of ``kind`` in commit order with their log offsets (position among all
     committed events of that kind). Only events on ``dates`` if given; only offsets below
     ``limit`` if given (without ``dates``: the first ``limit`` events)."""
-    return _entries(_pieces(root, kind, limit, dates))
-
-
-def _entries(pieces: Sequence[Piece]) -> Entries:
-    out = Entries([], [], [])
-    for piece in pieces:
-        lines = piece.frame.lines()[piece.skip : piece.count]
-        out.offsets.extend(range(piece.base + piece.skip, piece.base + piece.count))
-        out.lines.extend(lines)
-        out.received_us.extend([piece.received_us] * len(lines))
-    return out
+    return piece_entries(_pieces(root, kind, limit, dates))
 
 
 def read_lines(
@@ -143,6 +136,14 @@ def read_lines(
 ) -> list[bytes]:
     """JSON lines of ``kind`` in commit order; see :func:`read_entries`."""
     return read_entries(root, kind, limit, dates).lines
+
+
+def _check_lines(root: Path, part: Part, frame: Frame, wanted: int, kind: EventKind) -> None:
+    if part.n_prediction + part.n_feedback != wanted or _line_count(frame) != wanted:
+        raise CorruptLogError(
+            f"{segment_file(root, part.segment)}: frame at byte {part.offset} holds "
+            f"{_line_count(frame)} lines, its commit says {wanted} {kind} events"
+        )
 
 
 def read_events(
@@ -179,7 +180,7 @@ def read_events(
     decoded = [DECODED.get(key, piece, kind) for piece in pieces]
     frames = same_schema(decoded)
     if frames is None:
-        return decode_entries(_entries(pieces), kind)
+        return decode_entries(piece_entries(pieces), kind)
     frames = [
         f if p.skip == 0 and p.count == f.height else f.slice(p.skip, p.count - p.skip)
         for f, p in zip(frames, pieces, strict=True)
