@@ -76,10 +76,8 @@ class EventLog:
         return read_events(self.root, kind, limit, dates, since)
 
     def export(self, kind: EventKind, out: Path) -> int:
-        """Every durable event of ``kind`` to a Parquet file, one row each; returns the count."""
-        frame = self.read(kind)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp")
-        frame.write_parquet(tmp)
-        tmp.replace(out)
-        return frame.height
+        """Every durable event of ``kind`` to a Parquet file, one row each, in log order
+        (read in bounded chunks: :mod:`ct_assets.eventlog.export`); returns the count."""
+        from ct_assets.eventlog.export import export_events
+
+        return export_events(self.root, kind, out)

@@ -8,9 +8,10 @@ partial one. Reading the events of some dates opens only those dates' segments.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import os
+from collections.abc import Collection, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from ct_assets.eventlog.counts import (
     LogCounts,
@@ -136,6 +137,63 @@ def read_lines(
 ) -> list[bytes]:
     """JSON lines of ``kind`` in commit order; see :func:`read_entries`."""
     return read_entries(root, kind, limit, dates).lines
+
+
+def event_chunks(root: Path, kind: EventKind, chunk: int) -> Iterator[pl.DataFrame]:
+    """Every committed event of ``kind`` in log order, as frames of about ``chunk`` events
+    (a chunk ends with the frame that reaches it), each decoded in one pass and kept in no
+    cache: for one pass over the whole log (an export). The commits are walked once and
+    each frame is read and checked on its own, so memory follows the chunk, not the log."""
+    pieces: list[Piece] = []
+    rows = base = 0
+    with _FrameReader(root) as frames:
+        for commit in committed(root):
+            for part in commit.parts:
+                wanted = part.n_prediction if kind == "prediction" else part.n_feedback
+                if wanted == 0:
+                    continue
+                frame = frames.frame(part)
+                _check_lines(root, part, frame, wanted, kind)
+                pieces.append(Piece(part.segment, frame, base, wanted, commit.committed_at_us))
+                base += wanted
+                rows += wanted
+                if rows >= chunk:
+                    yield decode_entries(piece_entries(pieces), kind)
+                    pieces, rows = [], 0
+    if pieces:
+        yield decode_entries(piece_entries(pieces), kind)
+
+
+class _FrameReader:
+    """Reads single committed frames (each checked), one open file per segment."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._files: dict[str, BinaryIO] = {}
+
+    def __enter__(self) -> _FrameReader:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        for handle in self._files.values():
+            handle.close()
+        self._files.clear()
+
+    def frame(self, part: Part) -> Frame:
+        handle = self._files.get(part.segment)
+        path = segment_file(self.root, part.segment)
+        if handle is None:
+            try:
+                handle = self._files[part.segment] = open(path, "rb")  # noqa: SIM115
+            except FileNotFoundError:
+                handle = None
+        data = os.pread(handle.fileno(), part.length, part.offset) if handle else b""
+        frame = frame_at(data, 0, SEGMENT_MAGIC)
+        if frame is None or frame.length != part.length:
+            raise CorruptLogError(
+                f"{path}: committed frame at byte {part.offset} is missing or damaged"
+            )
+        return frame
 
 
 def _check_lines(root: Path, part: Part, frame: Frame, wanted: int, kind: EventKind) -> None:
