@@ -19,6 +19,7 @@ from ct_assets.training.candidates import (
     side_by_side,
     train_candidates,
 )
+from ct_assets.training.model import TrainedModel
 from ct_assets.training.train import TrainParams, train_model
 
 from .conftest import dataset_frame
@@ -35,6 +36,16 @@ def dataset(rows: int, change_at: int | None = None, seed: int = 0) -> pl.DataFr
         sign[change_at:] = -1.0
     y = (sign * (x[:, 0] + 0.5 * x[:, 1]) + rng.normal(scale=0.3, size=rows) > 0).astype(int)
     return dataset_frame(x, y, holdout=rows // 5)
+
+
+def first_half_champion(frame: pl.DataFrame) -> TrainedModel:
+    """A champion trained on the rows before offset 1,500 (the last 300 held out)."""
+    old = frame.filter(pl.col("log_offset") < 1500).with_columns(
+        split=pl.when(pl.col("log_offset") < 1200)
+        .then(pl.lit("train"))
+        .otherwise(pl.lit("holdout"))
+    )
+    return train_model(old, PARAMS).model
 
 
 def names(windows: list[CandidateWindow]) -> list[str]:
@@ -91,12 +102,7 @@ def test_after_a_change_the_recent_half_wins() -> None:
 
 def test_the_champion_continued_competes_and_is_its_own_model() -> None:
     frame = dataset(3000)
-    old = frame.filter(pl.col("log_offset") < 1500).with_columns(
-        split=pl.when(pl.col("log_offset") < 1200)
-        .then(pl.lit("train"))
-        .otherwise(pl.lit("holdout"))
-    )
-    champion = train_model(old, PARAMS).model
+    champion = first_half_champion(frame)
     plan = plan_windows(frame, requested="auto", champion_cutoff=1499, change_detected=False)
     trained = train_candidates(frame, PARAMS, plan, champion)
     assert sorted(t.window.name for t in trained) == ["incremental", "recent", "window"]
@@ -216,12 +222,7 @@ def test_windows_trained_side_by_side_are_those_trained_one_after_the_other() ->
     if (os.cpu_count() or 1) < 2:
         pytest.skip("one core: windows are trained one after the other")
     frame = dataset(3000, change_at=2000)
-    old = frame.filter(pl.col("log_offset") < 1500).with_columns(
-        split=pl.when(pl.col("log_offset") < 1200)
-        .then(pl.lit("train"))
-        .otherwise(pl.lit("holdout"))
-    )
-    champion = train_model(old, PARAMS).model
+    champion = first_half_champion(frame)
     plan = plan_windows(frame, requested="auto", champion_cutoff=1499, change_detected=False)
     threads_unset = TrainParams()
     assert side_by_side(frame, threads_unset, len(plan)) == min(3, os.cpu_count() or 1)

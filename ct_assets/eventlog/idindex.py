@@ -283,16 +283,7 @@ class EventIdIndex:
 
     def knows(self, event_id: str) -> bool:
         """Whether the index holds ``event_id`` (False when there is no readable index)."""
-        try:
-            with self._read.lock:
-                row = (
-                    self._read.get()
-                    .execute("SELECT 1 FROM event_ids WHERE event_id = ?", (event_id,))
-                    .fetchone()
-                )
-        except sqlite3.Error:
-            return False
-        return row is not None
+        return self.commit_of(event_id) is not None
 
     def commit_of(self, event_id: str) -> int | None:
         """The journal byte offset of the record that committed ``event_id``, if the index
