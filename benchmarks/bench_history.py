@@ -13,6 +13,10 @@ yesterday. Then, timed:
   no champion is registered, so the drift, performance and canary sensors stop early;
 * ``ct-assets status --json`` in a fresh process (the second one: the first creates the
   MLflow store);
+* one run of the ``raw_partitions`` job for the newest event date, and one of the
+  monitoring job, each executed in a fresh process as a run's process is (its log read
+  from the start: no cache of an earlier read), on a temporary instance; the time of
+  the run itself, after the imports;
 * ``ct-assets lineage --event fe-0 --json`` in a fresh process: the oldest feedback event,
   found through the event id index, and the same with the index moved aside (every date
   searched, newest first: what the command cost before it used the index).
@@ -162,6 +166,43 @@ def status_seconds(home: Path) -> float:
     return time.perf_counter() - started
 
 
+_RUN_JOB = """
+import json, sys, time
+import dagster as dg
+from ct_assets import keys
+from ct_assets.defs import build_definitions
+from ct_assets.eventlog import EventLog
+from ct_assets.settings import Settings
+
+settings = Settings.from_env()
+defs = build_definitions(settings)
+job = defs.resolve_job_def(sys.argv[1])
+newest = list(EventLog.from_settings(settings).counts_by_date())[-1]
+partition = {"partition_key": newest} if sys.argv[1] == keys.RAW_PARTITIONS_JOB else {}
+with dg.instance_for_test() as instance:
+    started = time.perf_counter()
+    result = job.execute_in_process(instance=instance, raise_on_error=False, **partition)
+    print(json.dumps({"seconds": time.perf_counter() - started, "success": result.success}))
+"""
+
+
+def job_seconds(home: Path, job: str) -> float:
+    """One run of ``job`` in a fresh process (the raw partitions of the newest date)."""
+    import json
+
+    done = subprocess.run(
+        [sys.executable, "-c", _RUN_JOB, job],
+        env=env_for(home),
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    outcome = json.loads(done.stdout.strip().splitlines()[-1])
+    if not outcome["success"]:
+        print(f"  ({job} run failed: {done.stderr[-2000:]})", flush=True)
+    return float(outcome["seconds"])
+
+
 def lineage_seconds(home: Path, event_id: str = "fe-0") -> tuple[float, float]:
     """``lineage --event`` as a user runs it: through the id index, then without it."""
     from ct_assets.eventlog.layout import index_path
@@ -218,6 +259,8 @@ def main() -> int:
             status_seconds(home)  # the first one creates the MLflow store: not timed
             row |= {f"sensor {name} s": s for name, s in sensor_ticks(home).items()}
             row["status s"] = status_seconds(home)
+            row["raw_partitions run s"] = job_seconds(home, "raw_partitions")
+            row["monitoring_job run s"] = job_seconds(home, "monitoring_job")
             indexed, scanned = lineage_seconds(home)
             row["lineage --event (id index) s"] = indexed
             row["lineage --event (every date) s"] = scanned
