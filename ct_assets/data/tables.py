@@ -70,6 +70,10 @@ class TableStore:
         """What the table file of ``day`` was computed from; None when unknown."""
         return table_files.read_source(self.path(table, day))
 
+    def read_current(self, table: str, day: str, source: str) -> pl.DataFrame | None:
+        """The table of ``day`` if it was computed from ``source``, else None."""
+        return table_files.read_if_source(self.path(table, day), source)
+
     def write_latest(self, table: str, frame: pl.DataFrame) -> Path:
         """An unpartitioned table: ``<table>/latest.parquet``, replaced atomically."""
         return write_parquet_atomically(self.root / table / "latest.parquet", frame)

@@ -270,7 +270,7 @@ def build_daily_assets(start_date: str) -> dg.AssetsDefinition:
             for index, day in enumerate(days):
                 if inputs is None or index % REFRESH_BLOCK_DAYS == 0:
                     block = days[index : index + REFRESH_BLOCK_DAYS]
-                    inputs = CurationInputs.read(log, block, rules)
+                    inputs = CurationInputs.read(log, block, rules, tables=(store, fingerprints))
                 fingerprint = fingerprints.get(day, "")
                 for key, kind in (
                     (keys.RAW_FEEDBACK, "feedback"),

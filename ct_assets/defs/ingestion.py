@@ -6,7 +6,6 @@ from datetime import date, timedelta
 from typing import Any
 
 import dagster as dg
-import polars as pl
 from dagster._core.definitions.data_version import DATA_VERSION_TAG
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 from dagster._core.storage.tags import (
@@ -23,6 +22,7 @@ from ct_assets.defs.retrain_requests import IN_FLIGHT
 from ct_assets.defs.tables import column_schema
 from ct_assets.eventlog import EventLog
 from ct_assets.pipeline.curation import CONTEXT_DAYS
+from ct_assets.pipeline.event_tables import current_events
 from ct_assets.schema import EventKind
 from ct_assets.settings import Settings
 
@@ -47,9 +47,15 @@ def raw_materialization(
     fingerprint: str,
     store: TableStore,
 ) -> dg.AssetMaterialization:
-    """One date of a raw asset: its events as a columnar table, its figures as metadata."""
-    frame: pl.DataFrame = log.read(kind, dates=[day])
-    path = store.write(asset_key.to_user_string(), day, frame, source=fingerprint)
+    """One date of a raw asset: its events as a columnar table (written again only when
+    the date's events changed since it was), its figures as metadata."""
+    table = asset_key.to_user_string()
+    frame = current_events(store, kind, day, fingerprint)
+    if frame is None:
+        frame = log.read(kind, dates=[day])
+        path = store.write(table, day, frame, source=fingerprint)
+    else:
+        path = store.path(table, day)
     metadata: dict[str, Any] = {
         "dagster/row_count": frame.height,
         "dagster/column_schema": column_schema(frame),

@@ -28,6 +28,7 @@ from ct_assets.data.feedback_rules import ValidationRules, validate_feedback
 from ct_assets.data.reference import ReferenceSchema, apply_overrides
 from ct_assets.data.tables import TableStore
 from ct_assets.eventlog import EventLog
+from ct_assets.pipeline.event_tables import read_via_tables
 
 REFERENCE_FILE = "latest.json"
 # Dates on each side of a curated date whose feedback the abuse rules also look at.
@@ -69,11 +70,22 @@ class CurationInputs:
         dates: Sequence[str],
         rules: ValidationRules,
         context_days: int = CONTEXT_DAYS,
+        tables: tuple[TableStore, Mapping[str, str]] | None = None,
     ) -> CurationInputs:
+        """The feedback and predictions curating ``dates`` reads. With ``tables`` (the
+        store and the log's fingerprints), dates whose raw tables are current are read
+        from them (:mod:`ct_assets.pipeline.event_tables`): the same frames, without
+        decoding weeks of events from the log."""
         feedback_dates, lookup_dates = input_dates(dates, rules, context_days)
+        if tables is None:
+            return cls(
+                log.read("feedback", dates=feedback_dates),
+                log.read("prediction", dates=lookup_dates),
+            )
+        store, fingerprints = tables
         return cls(
-            log.read("feedback", dates=feedback_dates),
-            log.read("prediction", dates=lookup_dates),
+            read_via_tables(log, store, "feedback", feedback_dates, fingerprints),
+            read_via_tables(log, store, "prediction", lookup_dates, fingerprints),
         )
 
 
@@ -276,7 +288,9 @@ def refresh_tables(
             with store.locked(CURATED_TABLES, day):
                 if curated_is_current(store, day, wanted[day], as_of):
                     continue
-                inputs = inputs or CurationInputs.read(log, block, rules)
+                inputs = inputs or CurationInputs.read(
+                    log, block, rules, tables=(store, fingerprints)
+                )
                 curated = curate(log, [day], rules, policy, reference, as_of, inputs=inputs)
                 write_curated(store, day, curated, curated_source(wanted[day], curated))
                 curated_again.append(day)
