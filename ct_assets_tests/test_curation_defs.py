@@ -204,6 +204,32 @@ def test_labeling_queue_ranks_unanswered_predictions(settings: Settings) -> None
     assert margins == sorted(margins), "most uncertain (smallest margin) first"
 
 
+def test_labeling_queue_reads_the_current_raw_tables_not_the_log(settings: Settings) -> None:
+    settings = replace(settings, labeling_budget=25)
+    events = _stream(400, seed=9)
+    open_ones = [
+        {**e, "event_id": f"{e['event_id']}-open", "prediction_id": f"{e['prediction_id']}-open"}
+        for e in events
+        if e["kind"] == "prediction"
+    ][:100]
+    _ingest(settings, events + open_ones)
+    days = list(EventLog.from_settings(settings).counts_by_date())
+    defs = build_definitions(settings)
+    queue_job = defs.resolve_job_def(keys.LABELING_QUEUE_JOB)
+    with dg.instance_for_test() as instance:
+        _materialize_days(defs, instance, days)  # every date's raw tables are current
+        assert queue_job.execute_in_process(instance=instance).success
+        before = json.loads(settings.labeling_queue_path.read_text())["items"]
+        # the log's segments of every date are gone: only the tables can answer
+        for day in days:
+            for segment in (settings.eventlog_dir / "segments" / day).iterdir():
+                segment.write_bytes(b"")
+        assert queue_job.execute_in_process(instance=instance).success
+    after = json.loads(settings.labeling_queue_path.read_text())["items"]
+    assert len(before) == 25
+    assert [i["prediction_id"] for i in after] == [i["prediction_id"] for i in before]
+
+
 def test_late_feedback_waits_for_its_prediction_then_is_attributed(settings: Settings) -> None:
     events = _stream(300, seed=11)
     predictions = [e for e in events if e["kind"] == "prediction"]

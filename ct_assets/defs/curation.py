@@ -40,6 +40,7 @@ from ct_assets.pipeline.curation import (
     write_curated,
 )
 from ct_assets.pipeline.dataset_build import MAX_NULL_RATE, schema_drift
+from ct_assets.pipeline.event_tables import read_via_tables
 
 VALIDATED = keys.VALIDATED_FEEDBACK
 QUARANTINE = keys.FEEDBACK_QUARANTINE
@@ -302,7 +303,8 @@ def build_daily_assets(start_date: str) -> dg.AssetsDefinition:
     description=(
         "Active learning: the most uncertain recent predictions (margin or entropy of "
         "their scores: CT_LABELING_METHOD) that have no feedback yet, at most "
-        "CT_LABELING_BUDGET, from the last CT_LABELING_LOOKBACK_DAYS. Served by "
+        "CT_LABELING_BUDGET, from the last CT_LABELING_LOOKBACK_DAYS (read from the "
+        "current raw tables of those dates, the log for the others). Served by "
         "GET /v1/labeling-queue; labels posted back to /v1/feedback as explicit "
         "feedback with the item's prediction_id close the loop."
     ),
@@ -313,8 +315,9 @@ def labeling_queue(event_log: EventLogResource, curation: CurationResource) -> d
     as_of = day_end(days[-1]) if days else datetime.now(UTC)
     since = as_of - timedelta(days=curation.labeling_lookback_days)
     recent = [d for d in days if day_end(d) > since]
-    predictions = log.read("prediction", dates=recent)
-    feedback = log.read("feedback", dates=recent)
+    store, fingerprints = curation.store(), log.partition_fingerprints()
+    predictions = read_via_tables(log, store, "prediction", recent, fingerprints)
+    feedback = read_via_tables(log, store, "feedback", recent, fingerprints)
     queue = rank_queue(
         predictions,
         feedback,
