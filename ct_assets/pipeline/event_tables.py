@@ -11,6 +11,7 @@ date), the whole read comes from the log, which decodes such dates together."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 
 import polars as pl
@@ -68,7 +69,13 @@ def current_events(
 def _log_columns(frame: pl.DataFrame, kind: EventKind) -> bool:
     """Whether ``frame`` has the columns and types the log decodes events of ``kind`` to
     (structs, whose fields follow the events, aside)."""
-    decoded = decode_entries(Entries([], [], []), kind).schema
+    decoded = _decoded_schema(kind)
     if list(frame.schema) != list(decoded):
         return False
     return all(decoded[name] == pl.Null or frame.schema[name] == decoded[name] for name in decoded)
+
+
+@functools.cache
+def _decoded_schema(kind: EventKind) -> pl.Schema:
+    """The columns the log decodes events of ``kind`` to (structs typed Null: no fields)."""
+    return decode_entries(Entries([], [], []), kind).schema
