@@ -182,15 +182,20 @@ def test_dataset_version_is_reproducible_and_moves_with_one_more_event(
     assert moved != first
 
 
+def _unanswered(events: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
+    """``count`` more predictions, copies of the stream's under new ids: nobody answers them."""
+    return [
+        {**e, "event_id": f"{e['event_id']}-open", "prediction_id": f"{e['prediction_id']}-open"}
+        for e in events
+        if e["kind"] == "prediction"
+    ][:count]
+
+
 def test_labeling_queue_ranks_unanswered_predictions(settings: Settings) -> None:
     settings = replace(settings, labeling_budget=25)
     events = _stream(800, seed=9)
     answered = {e["prediction_id"] for e in events if e["kind"] == "feedback"}
-    unanswered = [
-        {**e, "event_id": f"{e['event_id']}-open", "prediction_id": f"{e['prediction_id']}-open"}
-        for e in events
-        if e["kind"] == "prediction"
-    ][:200]
+    unanswered = _unanswered(events, 200)
     _ingest(settings, events + unanswered)
     defs = build_definitions(settings)
     with dg.instance_for_test() as instance:
@@ -207,11 +212,7 @@ def test_labeling_queue_ranks_unanswered_predictions(settings: Settings) -> None
 def test_labeling_queue_reads_the_current_raw_tables_not_the_log(settings: Settings) -> None:
     settings = replace(settings, labeling_budget=25)
     events = _stream(400, seed=9)
-    open_ones = [
-        {**e, "event_id": f"{e['event_id']}-open", "prediction_id": f"{e['prediction_id']}-open"}
-        for e in events
-        if e["kind"] == "prediction"
-    ][:100]
+    open_ones = _unanswered(events, 100)
     _ingest(settings, events + open_ones)
     days = list(EventLog.from_settings(settings).counts_by_date())
     defs = build_definitions(settings)
