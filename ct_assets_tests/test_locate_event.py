@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
+from ct_assets import keys
+from ct_assets.data.tables import TableStore
+from ct_assets.defs.ingestion import raw_materialization
 from ct_assets.eventlog import CorruptLogError, EventLog
-from ct_assets.eventlog.layout import index_path
+from ct_assets.eventlog.frames import HEADER
+from ct_assets.eventlog.layout import index_path, journal_path
 from ct_assets.eventlog.locate import indexed_dates
 from ct_assets.lineage.answers import event_lineage
 from ct_assets.schema import FeedbackEvent
@@ -87,3 +96,43 @@ def test_lineage_of_an_event_reads_only_the_dates_the_index_names(settings: Sett
     index_path(settings.eventlog_dir).unlink()
     with pytest.raises(CorruptLogError, match="2026-03-10"):
         event_lineage(settings, None, "c")  # without the index: every date, newest first
+
+
+def _lineage_cli(settings: Settings, event_id: str) -> subprocess.CompletedProcess[str]:
+    """``ct-assets lineage --event`` in a fresh process (no journal read cached)."""
+    return subprocess.run(
+        [sys.executable, "-m", "ct_assets.cli", "lineage", "--event", event_id, "--json"],
+        env={**os.environ, "CT_HOME": str(settings.home)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_lineage_of_an_event_in_the_tables_does_not_read_the_journals_history(
+    settings: Settings,
+) -> None:
+    log = _written(settings.eventlog_dir)
+    log.append([_feedback("d", 9)])
+    log.writer.close()
+    store = TableStore(settings.tables_dir)
+    fingerprints = log.partition_fingerprints()
+    for day in ("2026-03-06", "2026-03-10"):  # the raw tables of c's and d's dates
+        raw_materialization(
+            dg.AssetKey(keys.RAW_FEEDBACK), log, "feedback", day, fingerprints[day], store
+        )
+    expected = _lineage_cli(settings, "c")
+    assert expected.returncode == 0, expected.stderr
+    assert json.loads(expected.stdout)["log"]["log_offset"] == 2
+    # damage the journal's first record (the commit of a and b): a walk of the history fails
+    journal = journal_path(settings.eventlog_dir)
+    data = bytearray(journal.read_bytes())
+    data[HEADER.size + 2] ^= 0xFF
+    journal.write_bytes(bytes(data))
+    answered = _lineage_cli(settings, "c")
+    assert answered.returncode == 0, answered.stderr
+    assert json.loads(answered.stdout) == json.loads(expected.stdout)
+    # without a table holding its log offset, the journal is read: the damage is found
+    store.path(keys.RAW_FEEDBACK, "2026-03-06").unlink()
+    walked = _lineage_cli(settings, "c")
+    assert walked.returncode != 0 and "journal" in walked.stderr.lower(), walked.stderr

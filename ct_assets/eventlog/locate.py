@@ -1,5 +1,5 @@
-"""Where the log holds one event, from the event id index: the dates of the commit that
-wrote it, found without walking the log's history.
+"""Where the log holds one event, from the event id index: the commit that wrote it and
+its dates, found without walking the log's history.
 
 The index is a cache of the journal's prefix up to the byte it covers. An id it holds
 names the journal record that committed it: one lookup and one record read. An id it
@@ -11,6 +11,7 @@ cannot tell: the caller searches every date."""
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import dataclass
 from pathlib import Path
 
 from ct_assets.eventlog.dedup import journal_head, record_matches
@@ -19,11 +20,19 @@ from ct_assets.eventlog.journal import Commit, commit_at, scan_journal
 from ct_assets.eventlog.layout import index_path, journal_path, key_date
 
 
-def indexed_dates(root: Path, event_id: str) -> list[str] | None:
-    """The event dates to search for ``event_id`` in the log at ``root``, newest first: those
-    of the commit that wrote it, or (the index does not hold it) those of the commits the
-    index does not cover yet, empty when there are none: the log does not hold it. None
-    when the index cannot tell (search every date)."""
+@dataclass(frozen=True)
+class Located:
+    """The event dates to search for an event, newest first (empty: the log does not hold
+    it), and the commit that wrote it when the index holds its id."""
+
+    dates: list[str]
+    commit: Commit | None = None
+
+
+def locate(root: Path, event_id: str) -> Located | None:
+    """Where to look for ``event_id`` in the log at ``root``: the commit that wrote it and
+    its dates, or (the index does not hold it) the dates of the commits the index does not
+    cover yet. None when the index cannot tell (search every date)."""
     if not index_path(root).exists():
         return None
     index = EventIdIndex(root)
@@ -38,9 +47,15 @@ def indexed_dates(root: Path, event_id: str) -> list[str] | None:
         return None
     if at is not None:
         commit = commit_at(root, at)
-        return _dates([commit]) if commit is not None else None
+        return Located(_dates([commit]), commit) if commit is not None else None
     scan = scan_journal(root, covered.journal_end)
-    return None if scan.corrupt else _dates(scan.commits)
+    return None if scan.corrupt else Located(_dates(scan.commits))
+
+
+def indexed_dates(root: Path, event_id: str) -> list[str] | None:
+    """The dates :func:`locate` names (None: it cannot tell)."""
+    located = locate(root, event_id)
+    return located.dates if located is not None else None
 
 
 def _holds_journal_prefix(root: Path, covered: Covered) -> bool:

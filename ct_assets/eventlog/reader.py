@@ -164,6 +164,12 @@ def event_chunks(root: Path, kind: EventKind, chunk: int) -> Iterator[pl.DataFra
         yield decode_entries(piece_entries(pieces), kind)
 
 
+def read_frame(root: Path, part: Part) -> Frame:
+    """One committed frame, read on its own and checked (:class:`CorruptLogError` if not)."""
+    with _FrameReader(root) as frames:
+        return frames.frame(part)
+
+
 class _FrameReader:
     """Reads single committed frames (each checked), one open file per segment."""
 

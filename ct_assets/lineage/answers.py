@@ -9,7 +9,7 @@ from typing import Any
 import polars as pl
 
 from ct_assets import keys
-from ct_assets.eventlog.locate import indexed_dates
+from ct_assets.eventlog.locate import locate
 from ct_assets.lineage.datasets import datasets_containing, describe_dataset
 from ct_assets.lineage.errors import LineageNotFoundError
 from ct_assets.lineage.events import (
@@ -17,6 +17,7 @@ from ct_assets.lineage.events import (
     LoggedEvent,
     attributed_feedback,
     curation_of,
+    find_in_commit,
     find_in_log,
     search_tables,
 )
@@ -113,13 +114,15 @@ def _indexed(settings: Settings, event_id: str) -> tuple[pl.DataFrame, LoggedEve
     """The event's curated rows and its place in the log, read only from the dates the
     event id index names (a cost that does not grow with the log's history; no place: the
     log does not hold it), and whether the index could tell (else: search every date)."""
-    dates = indexed_dates(settings.eventlog_dir, event_id)
-    if dates is None:
+    located = locate(settings.eventlog_dir, event_id)
+    if located is None:
         return pl.DataFrame(), None, False
+    dates = located.dates
     curated = search_tables(
         settings, keys.VALIDATED_FEEDBACK, "event_id", event_id, CURATION_COLUMNS, dates
     )
-    return curated, find_in_log(settings, event_id, dates), True
+    logged = find_in_commit(settings, event_id, located.commit) if located.commit else None
+    return curated, logged or find_in_log(settings, event_id, dates), True
 
 
 def _dates_to_search(settings: Settings, event_id: str, curated: pl.DataFrame) -> list[str] | None:

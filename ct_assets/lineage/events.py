@@ -20,7 +20,9 @@ from ct_assets import keys
 from ct_assets.data.tables import TableStore
 from ct_assets.eventlog.counts import counts_by_date
 from ct_assets.eventlog.decode import EVENT_FIELDS, received_time
-from ct_assets.eventlog.reader import read_entries
+from ct_assets.eventlog.journal import Commit
+from ct_assets.eventlog.layout import key_date
+from ct_assets.eventlog.reader import read_entries, read_frame
 from ct_assets.schema import EVENT_TYPES, EventKind
 from ct_assets.settings import Settings
 
@@ -95,6 +97,37 @@ def find_in_log(
                 index, event = hit
                 received = received_time(entries.received_us[index])
                 return LoggedEvent(kind, day, entries.offsets[index], received, event)
+    return None
+
+
+def find_in_commit(settings: Settings, event_id: str, commit: Commit) -> LoggedEvent | None:
+    """The event in the frames of the commit that wrote it (each read on its own), with its
+    log offset from a per-date table holding it (offsets never change once committed), so
+    the log's history is not walked. None when it is not there or no table holds it yet."""
+    for part in commit.parts:
+        kind: EventKind = "prediction" if part.n_prediction else "feedback"
+        hit = _find_line(read_frame(settings.eventlog_dir, part).lines(), event_id, kind)
+        if hit is None:
+            continue
+        day = key_date(part.segment)
+        offset = _table_offset(settings, kind, event_id, day)
+        if offset is None:
+            return None
+        return LoggedEvent(kind, day, offset, received_time(commit.committed_at_us), hit[1])
+    return None
+
+
+def _table_offset(settings: Settings, kind: EventKind, event_id: str, day: str) -> int | None:
+    """The log offset of ``event_id`` recorded by a per-date table of ``day``, if any."""
+    tables = (
+        (keys.RAW_PREDICTIONS,)
+        if kind == "prediction"
+        else (keys.VALIDATED_FEEDBACK, keys.RAW_FEEDBACK)
+    )
+    for table in tables:
+        found = search_tables(settings, table, "event_id", event_id, ("event_id",), [day])
+        if found.height and "log_offset" in found.columns and found["log_offset"][0] is not None:
+            return int(found["log_offset"][0])
     return None
 
 
