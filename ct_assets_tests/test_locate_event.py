@@ -19,7 +19,7 @@ from ct_assets.defs.ingestion import raw_materialization
 from ct_assets.eventlog import CorruptLogError, EventLog
 from ct_assets.eventlog.frames import HEADER
 from ct_assets.eventlog.layout import index_path, journal_path
-from ct_assets.eventlog.locate import indexed_dates
+from ct_assets.eventlog.locate import locate
 from ct_assets.lineage.answers import event_lineage
 from ct_assets.schema import FeedbackEvent
 from ct_assets.settings import Settings
@@ -43,6 +43,12 @@ def _written(root: Path) -> EventLog:
     log.append([_feedback("c", 5)])
     log.writer.close()  # flushes its ids to the index
     return log
+
+
+def indexed_dates(root: Path, event_id: str) -> list[str] | None:
+    """The dates :func:`locate` names (None: it cannot tell)."""
+    located = locate(root, event_id)
+    return located.dates if located is not None else None
 
 
 def test_an_indexed_event_names_the_dates_of_its_commit(tmp_path: Path) -> None:

@@ -52,12 +52,6 @@ def locate(root: Path, event_id: str) -> Located | None:
     return None if scan.corrupt else Located(_dates(scan.commits))
 
 
-def indexed_dates(root: Path, event_id: str) -> list[str] | None:
-    """The dates :func:`locate` names (None: it cannot tell)."""
-    located = locate(root, event_id)
-    return located.dates if located is not None else None
-
-
 def _holds_journal_prefix(root: Path, covered: Covered) -> bool:
     """Whether the index covers a prefix of this very journal (not another one's, nor more
     than it holds)."""
