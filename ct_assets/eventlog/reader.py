@@ -76,13 +76,7 @@ class _SegmentCache:
             except FileNotFoundError:
                 data = b""
             self._data[part.segment] = data
-        frame = frame_at(data, part.offset, SEGMENT_MAGIC)
-        if frame is None or frame.length != part.length:
-            raise CorruptLogError(
-                f"{segment_file(self.root, part.segment)}: committed frame at byte "
-                f"{part.offset} is missing or damaged"
-            )
-        return frame
+        return _checked_frame(data, part.offset, part, segment_file(self.root, part.segment))
 
 
 def _pieces(
@@ -194,12 +188,18 @@ class _FrameReader:
             except FileNotFoundError:
                 handle = None
         data = os.pread(handle.fileno(), part.length, part.offset) if handle else b""
-        frame = frame_at(data, 0, SEGMENT_MAGIC)
-        if frame is None or frame.length != part.length:
-            raise CorruptLogError(
-                f"{path}: committed frame at byte {part.offset} is missing or damaged"
-            )
-        return frame
+        return _checked_frame(data, 0, part, path)
+
+
+def _checked_frame(data: bytes, pos: int, part: Part, path: Path) -> Frame:
+    """The committed frame ``part`` found at ``pos`` of ``data`` (read from ``path``),
+    complete and checksummed, else :class:`CorruptLogError`."""
+    frame = frame_at(data, pos, SEGMENT_MAGIC)
+    if frame is None or frame.length != part.length:
+        raise CorruptLogError(
+            f"{path}: committed frame at byte {part.offset} is missing or damaged"
+        )
+    return frame
 
 
 def _check_lines(root: Path, part: Part, frame: Frame, wanted: int, kind: EventKind) -> None:
