@@ -121,7 +121,14 @@ def _indexed(settings: Settings, event_id: str) -> tuple[pl.DataFrame, LoggedEve
     curated = search_tables(
         settings, keys.VALIDATED_FEEDBACK, "event_id", event_id, CURATION_COLUMNS, dates
     )
-    logged = find_in_commit(settings, event_id, located.commit) if located.commit else None
+    curated_offset = (
+        curated["log_offset"][0] if curated.height and "log_offset" in curated.columns else None
+    )
+    logged = (
+        find_in_commit(settings, event_id, located.commit, curated_offset)
+        if located.commit
+        else None
+    )
     return curated, logged or find_in_log(settings, event_id, dates), True
 
 

@@ -100,17 +100,21 @@ def find_in_log(
     return None
 
 
-def find_in_commit(settings: Settings, event_id: str, commit: Commit) -> LoggedEvent | None:
+def find_in_commit(
+    settings: Settings, event_id: str, commit: Commit, offset: int | None = None
+) -> LoggedEvent | None:
     """The event in the frames of the commit that wrote it (each read on its own), with its
-    log offset from a per-date table holding it (offsets never change once committed), so
-    the log's history is not walked. None when it is not there or no table holds it yet."""
+    log offset: ``offset`` when the caller read it already (its curated row), else from a
+    per-date table holding it (offsets never change once committed), so the log's history
+    is not walked. None when it is not there or no table holds it yet."""
     for part in commit.parts:
         kind: EventKind = "prediction" if part.n_prediction else "feedback"
         hit = _find_line(read_frame(settings.eventlog_dir, part).lines(), event_id, kind)
         if hit is None:
             continue
         day = key_date(part.segment)
-        offset = _table_offset(settings, kind, event_id, day)
+        if offset is None:
+            offset = _table_offset(settings, kind, event_id, day)
         if offset is None:
             return None
         return LoggedEvent(kind, day, offset, received_time(commit.committed_at_us), hit[1])
