@@ -163,7 +163,7 @@ def train_candidates(
     module docstring), then the others by score."""
     holdout = dataset.filter(pl.col(SPLIT) == "holdout")
 
-    def one(window: CandidateWindow) -> TrainedCandidate:
+    def one(window: CandidateWindow) -> TrainedCandidate | None:
         result = train_window(
             dataset,
             params,
@@ -172,6 +172,8 @@ def train_candidates(
             checkpoint=checkpoint_for(window),
             checkpoint_every=checkpoint_every,
         )
+        if window.mode == "incremental" and result.mode == "full" and len(windows) > 1:
+            return None  # it fell back to a full retrain: the window candidate already is one
         return TrainedCandidate(window, result, evaluate(result.model, holdout))
 
     workers = side_by_side(dataset, params, len(windows))
@@ -182,12 +184,7 @@ def train_candidates(
             every = list(pool.map(one, windows))
     else:
         every = [one(window) for window in windows]
-    trained = [
-        t
-        for t in every
-        # one that fell back to a full retrain: the window candidate already is one
-        if not (t.window.mode == "incremental" and t.result.mode == "full" and len(windows) > 1)
-    ]
+    trained = [t for t in every if t is not None]
     if not trained:
         raise ValueError("no candidate window to train")
     chosen = _choose(trained, holdout, confidence, resamples, seed)
