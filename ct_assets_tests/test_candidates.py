@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 
 import numpy as np
 import polars as pl
@@ -228,7 +229,13 @@ def test_windows_trained_side_by_side_are_those_trained_one_after_the_other() ->
     assert side_by_side(frame, threads_unset, len(plan)) == min(3, os.cpu_count() or 1)
     assert side_by_side(frame, PARAMS, len(plan)) == 1, "threads set: one after the other"
     assert side_by_side(dataset(70_000), threads_unset, len(plan)) == 1, "big: all cores each"
-    together = train_candidates(frame, threads_unset, plan, champion)
+    threads: list[str] = []
+
+    def record(_: CandidateWindow) -> None:  # called in the thread training the window
+        threads.append(threading.current_thread().name)
+
+    together = train_candidates(frame, threads_unset, plan, champion, checkpoint_for=record)
+    assert len(threads) == 3 and all(n.startswith("candidate") for n in threads), threads
     apart = train_candidates(frame, PARAMS, plan, champion)
     assert [t.window for t in together] == [t.window for t in apart]
     for a, b in zip(together, apart, strict=True):
