@@ -49,7 +49,8 @@ def read_via_tables(
             frames.append(frame)
     if not frames:
         return log.read(kind, dates=dates)
-    frames += [log.read(kind, dates=[day]) for day in from_log]
+    if from_log:  # one read of the log for all of them
+        frames.append(log.read(kind, dates=from_log))
     if any(f.schema != frames[0].schema for f in frames[1:]):
         return log.read(kind, dates=dates)
     if len(frames) == 1:
