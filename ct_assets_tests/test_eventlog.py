@@ -13,6 +13,8 @@ import multiprocessing
 import os
 import re
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -647,9 +649,31 @@ def test_reading_one_date_does_not_open_other_dates(tmp_path: Path, damage: str)
             assert rows(reader.read(kind, dates=[D1])) == d1_rows[kind]
             on_d1_d3 = rows(reader.read(kind, dates=[D1, D3]))
             assert set(on_d1_d3) < set(full[kind]) and on_d1_d3
-            with pytest.raises(CorruptLogError, match=re.escape(str(victim))):
-                reader.read(kind)
+            if damage == "deleted":  # found at once, though the rows are held in process
+                with pytest.raises(CorruptLogError, match=re.escape(str(victim))):
+                    reader.read(kind)
+            else:  # overwritten in place: this process answers from the rows it checked
+                assert rows(reader.read(kind)) == full[kind]
         assert reader.counts_by_date() == counts  # from the journal alone
+    for kind in KINDS:  # a process that holds no rows reads the frames, and finds the damage
+        assert str(victim) in read_error_in_fresh_process(tmp_path, kind)
+
+
+def read_error_in_fresh_process(root: Path, kind: EventKind) -> str:
+    """The CorruptLogError a new process gets reading every event of ``kind`` ('' if none)."""
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from ct_assets.eventlog import CorruptLogError, EventLog\n"
+        "try:\n"
+        "    EventLog(Path(sys.argv[1])).read(sys.argv[2])\n"
+        "except CorruptLogError as error:\n"
+        "    print(error)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(root), kind], capture_output=True, text=True, check=True
+    )
+    return done.stdout
 
 
 def test_partition_fingerprint_changes_only_with_its_date(tmp_path: Path) -> None:

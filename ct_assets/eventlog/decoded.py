@@ -1,19 +1,22 @@
 """Decoded committed frames kept in process: a committed frame never changes, so its rows
 are decoded once; and each date's rows, concatenated, so a later read of the date only
-appends the frames committed since. Readers still read and check every frame they take
-(:func:`ct_assets.eventlog.reader.read_events`); these caches only save decoding and
-concatenating it again."""
+appends the frames committed since. A read takes each frame's bytes from its segment,
+and checks them, only when its rows are not held here
+(:func:`ct_assets.eventlog.reader.read_events`): the rows held were checked when they
+were decoded, and a committed frame is never rewritten."""
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from ct_assets.eventlog.decode import Entries, decode_entries
 from ct_assets.eventlog.frames import Frame
+from ct_assets.eventlog.journal import Part
 from ct_assets.eventlog.layout import key_date
 from ct_assets.schema import EventKind
 
@@ -26,31 +29,33 @@ DECODED_CACHE_ROWS = 250_000
 
 @dataclass(frozen=True)
 class Piece:
-    """The lines of one committed frame that a read takes: those from ``skip`` to ``count``,
-    log offsets from ``base``, committed at ``received_us``."""
+    """The lines of one committed frame (``part``, as its commit names it) that a read
+    takes: those from ``skip`` to ``count``, log offsets from ``base``, committed at
+    ``received_us``. ``load`` reads and checks the frame; it is called once, when the
+    frame's lines are first needed (not at all when its rows are cached)."""
 
-    segment: str
-    frame: Frame
-    base: int
-    count: int
-    received_us: int
+    part: Part
+    load: Callable[[], Frame] = field(compare=False, repr=False)
+    base: int = 0
+    count: int = 0
+    received_us: int = 0
     skip: int = 0
 
+    @property
+    def segment(self) -> str:
+        return self.part.segment
+
+    @cached_property
+    def frame(self) -> Frame:
+        return self.load()
+
     def key(self, root: str, kind: EventKind) -> tuple[Any, ...]:
-        """What the frame's rows are a function of: its bytes (through their length and
-        the CRC its header records, which the read checked), kind, first log offset and
-        commit time."""
-        frame = self.frame
-        return (
-            root,
-            kind,
-            self.segment,
-            frame.offset,
-            len(frame.payload),
-            frame.crc,
-            self.base,
-            self.received_us,
-        )
+        """What the frame's rows are a function of: the committed frame (its segment,
+        offset and length as the journal records them: a committed frame is never
+        rewritten, and the read that decoded it checked it), kind, first log offset
+        and commit time."""
+        part = self.part
+        return (root, kind, part.segment, part.offset, part.length, self.base, self.received_us)
 
 
 @dataclass(frozen=True)

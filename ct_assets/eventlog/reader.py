@@ -9,7 +9,7 @@ partial one. Reading the events of some dates opens only those dates' segments.
 from __future__ import annotations
 
 import os
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -61,22 +61,25 @@ __all__ = [
 
 
 class _SegmentCache:
-    """Reads each segment once per call, up to what is committed, and checks every frame."""
+    """Reads the frames one read takes: per segment, from the first frame it needs to the
+    segment's end, in one read (its other frames come after it, in commit order)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self._data: dict[str, bytes] = {}
+        self._data: dict[str, tuple[int, bytes]] = {}
 
     def frame(self, part: Part) -> Frame:
-        data = self._data.get(part.segment)
-        if data is None or len(data) < part.offset + part.length:
-            path = segment_file(self.root, part.segment)
+        path = segment_file(self.root, part.segment)
+        start, data = self._data.get(part.segment, (0, b""))
+        if part.offset < start or len(data) < part.offset - start + part.length:
             try:
-                data = path.read_bytes()
+                with open(path, "rb") as handle:
+                    handle.seek(part.offset)
+                    start, data = part.offset, handle.read()
             except FileNotFoundError:
-                data = b""
-            self._data[part.segment] = data
-        return _checked_frame(data, part.offset, part, segment_file(self.root, part.segment))
+                start, data = part.offset, b""
+            self._data[part.segment] = (start, data)
+        return _checked_frame(data, part.offset - start, part, path)
 
 
 def _pieces(
@@ -86,10 +89,20 @@ def _pieces(
     dates: Collection[str] | None,
     since: int = 0,
 ) -> list[Piece]:
-    """The checked frames of ``kind`` a read takes, in commit order (see :func:`read_entries`)."""
+    """The frames of ``kind`` a read takes, in commit order (see :func:`read_entries`);
+    each frame is read and checked when its lines are first needed."""
     out: list[Piece] = []
     base = 0
     segments = _SegmentCache(root)
+
+    def loader(part: Part, wanted: int) -> Callable[[], Frame]:
+        def load() -> Frame:
+            frame = segments.frame(part)
+            _check_lines(root, part, frame, wanted, kind)
+            return frame
+
+        return load
+
     for commit in committed(root):
         for part in commit.parts:
             if limit is not None and base >= limit:
@@ -102,15 +115,36 @@ def _pieces(
             ):
                 base += wanted
                 continue
-            frame = segments.frame(part)
-            _check_lines(root, part, frame, wanted, kind)
             count = wanted if limit is None else min(wanted, limit - base)
             skip = max(0, since - base)
             if skip >= count:
                 return out  # ``limit`` ends before ``since``
-            out.append(Piece(part.segment, frame, base, count, commit.committed_at_us, skip))
+            load = loader(part, wanted)
+            out.append(Piece(part, load, base, count, commit.committed_at_us, skip))
             base += wanted
+    _check_present(root, out)
     return out
+
+
+def _check_present(root: Path, pieces: list[Piece]) -> None:
+    """Every segment the pieces name is there and holds their frames' bytes, though a
+    frame whose rows are cached is not read again: a deleted or cut segment is found
+    at once, by one ``stat`` per segment (:class:`CorruptLogError` if not)."""
+    last: dict[str, Part] = {}
+    for piece in pieces:
+        part = piece.part
+        if part.segment not in last or part.offset > last[part.segment].offset:
+            last[part.segment] = part
+    for segment, part in last.items():
+        path = segment_file(root, segment)
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            size = 0
+        if size < part.offset + part.length:
+            raise CorruptLogError(
+                f"{path}: committed frame at byte {part.offset} is missing or damaged"
+            )
 
 
 def _line_count(frame: Frame) -> int:
@@ -148,7 +182,7 @@ def event_chunks(root: Path, kind: EventKind, chunk: int) -> Iterator[pl.DataFra
                     continue
                 frame = frames.frame(part)
                 _check_lines(root, part, frame, wanted, kind)
-                pieces.append(Piece(part.segment, frame, base, wanted, commit.committed_at_us))
+                pieces.append(Piece(part, _loaded(frame), base, wanted, commit.committed_at_us))
                 base += wanted
                 rows += wanted
                 if rows >= chunk:
@@ -156,6 +190,10 @@ def event_chunks(root: Path, kind: EventKind, chunk: int) -> Iterator[pl.DataFra
                     pieces, rows = [], 0
     if pieces:
         yield decode_entries(piece_entries(pieces), kind)
+
+
+def _loaded(frame: Frame) -> Callable[[], Frame]:
+    return lambda: frame
 
 
 def read_frame(root: Path, part: Part) -> Frame:
@@ -226,10 +264,11 @@ def read_events(
 
     Every frame read is checked against its checksum, as always; a committed frame never
     changes, so its decoded rows are kept in process (:mod:`ct_assets.eventlog.decoded`),
-    and so are each date's rows concatenated: a later read of a date decodes and appends
-    only the frames committed since. When the frames' schemas differ (a feature added to
-    an event's features) the whole result is built at once, as it would be without the
-    caches.
+    and so are each date's rows concatenated: a later read of a date reads, checks,
+    decodes and appends only the frames committed since (damage to a frame whose rows a
+    process holds is found by the next process that reads it, and by writers). When the
+    frames' schemas differ (a feature added to an event's features) the whole result is
+    built at once, as it would be without the caches.
     """
     import polars as pl
 
