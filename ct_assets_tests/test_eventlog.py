@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
+import random
 import re
 import shutil
 import subprocess
@@ -627,6 +628,47 @@ def test_read_of_dates_returns_their_events_with_global_offsets(tmp_path: Path) 
                 limited = rows(log.read(kind, limit=limit, dates=chosen))
                 assert limited == [(i, o) for i, o in expected if o < limit], (kind, chosen)
         assert log.read(kind, dates=[]).height == 0
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_dated_reads_equal_a_filtered_full_read_over_random_commits(
+    tmp_path: Path, seed: int
+) -> None:
+    """Reads of some dates find their frames through the per-date index of the journal:
+    whatever the commits (of one or several dates, of either kind) and the reads in
+    between (which extend the index and the caches), they equal the whole log read afresh
+    and filtered, with the same global offsets, for any ``since`` and ``limit``."""
+    rng = random.Random(seed)
+    days = [T0 + timedelta(days=d, hours=1) for d in range(5)]
+    log = EventLog(tmp_path)
+    n = 0
+    for _ in range(12):
+        batch: list[Event] = []
+        for _ in range(rng.randint(1, 6)):
+            at = rng.choice(days) + timedelta(minutes=n)
+            make = prediction if rng.random() < 0.5 else feedback
+            batch.append(make(n, at=at))
+            n += 1
+        log.append(batch)
+        full = {kind: read_lines(tmp_path, kind) for kind in KINDS}
+        for kind in KINDS:
+            whole = log.read(kind)
+            assert len(full[kind]) == whole.height
+            day_of = dict(zip(whole["event_id"], whole["timestamp"].dt.date(), strict=True))
+            chosen = sorted(rng.sample(days, rng.randint(1, 3)))
+            wanted = {d.date() for d in chosen}
+            dates = sorted(d.date().isoformat() for d in chosen)
+            since = rng.randint(0, whole.height)
+            limit = rng.choice([None, rng.randint(0, whole.height + 1)])
+            expected = [
+                (i, o)
+                for i, o in rows(whole)
+                if day_of[i] in wanted and o >= since and (limit is None or o < limit)
+            ]
+            assert rows(log.read(kind, limit=limit, dates=dates, since=since)) == expected
+            assert rows(log.read(kind, dates=dates)) == [
+                (i, o) for i, o in rows(whole) if day_of[i] in wanted
+            ]
 
 
 @pytest.mark.parametrize("damage", ["deleted", "garbage"])

@@ -17,6 +17,8 @@ from ct_assets.eventlog.counts import (
     LogCounts,
     count_events,
     counts_by_date,
+    dated_parts,
+    located_parts,
     partition_fingerprint,
     partition_fingerprints,
 )
@@ -37,7 +39,7 @@ from ct_assets.eventlog.decoded import (
 )
 from ct_assets.eventlog.frames import SEGMENT_MAGIC, CorruptLogError, Frame, frame_at
 from ct_assets.eventlog.journal import Part, committed
-from ct_assets.eventlog.layout import key_date, segment_file
+from ct_assets.eventlog.layout import segment_file
 from ct_assets.schema import EventKind
 
 if TYPE_CHECKING:
@@ -92,7 +94,6 @@ def _pieces(
     """The frames of ``kind`` a read takes, in commit order (see :func:`read_entries`);
     each frame is read and checked when its lines are first needed."""
     out: list[Piece] = []
-    base = 0
     segments = _SegmentCache(root)
 
     def loader(part: Part, wanted: int) -> Callable[[], Frame]:
@@ -103,25 +104,21 @@ def _pieces(
 
         return load
 
-    for commit in committed(root):
-        for part in commit.parts:
-            if limit is not None and base >= limit:
-                return out
-            wanted = part.n_prediction if kind == "prediction" else part.n_feedback
-            if wanted == 0:
-                continue
-            if base + wanted <= since or (
-                dates is not None and key_date(part.segment) not in dates
-            ):
-                base += wanted
-                continue
-            count = wanted if limit is None else min(wanted, limit - base)
-            skip = max(0, since - base)
-            if skip >= count:
-                return out  # ``limit`` ends before ``since``
-            load = loader(part, wanted)
-            out.append(Piece(part, load, base, count, commit.committed_at_us, skip))
-            base += wanted
+    located = located_parts(committed(root)) if dates is None else dated_parts(root, dates)
+    for found in located:
+        part = found.part
+        base = found.base(kind)
+        if limit is not None and base >= limit:
+            break
+        wanted = part.n_prediction if kind == "prediction" else part.n_feedback
+        if wanted == 0 or base + wanted <= since:
+            continue
+        count = wanted if limit is None else min(wanted, limit - base)
+        skip = max(0, since - base)
+        if skip >= count:
+            break  # ``limit`` ends before ``since``
+        load = loader(part, wanted)
+        out.append(Piece(part, load, base, count, found.committed_at_us, skip))
     _check_present(root, out)
     return out
 
