@@ -4,14 +4,29 @@ without reading a segment."""
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from ct_assets.eventlog.journal import Commit, Part, committed
-from ct_assets.eventlog.layout import key_date
+from ct_assets.eventlog.checkpoint import (
+    CHECKPOINT_VERSION,
+    Chunk,
+    ChunkPart,
+    ChunkRef,
+    Head,
+    chunk_name,
+    load_chunks,
+    load_head,
+    write_checkpoint,
+)
+from ct_assets.eventlog.dedup import record_matches
+from ct_assets.eventlog.frames import HEADER, CorruptLogError
+from ct_assets.eventlog.idindex import Covered
+from ct_assets.eventlog.journal import Commit, JournalScan, Part, scan_journal
+from ct_assets.eventlog.layout import journal_path, key_date
 from ct_assets.schema import EventKind
 
 
@@ -51,29 +66,34 @@ def located_parts(commits: Sequence[Commit]) -> Iterator[DatedPart]:
 
 @dataclass
 class _Summary:
-    """What the commits of one journal add up to, per event date: events of each kind, the
-    committed extent of every segment, and the date's frames in commit order. Commits are
-    only ever appended, so the summary of a longer journal adds the new commits to that
-    of its prefix."""
+    """What the journal up to byte ``end`` adds up to, per event date: events of each kind,
+    the committed extent of every segment, and the date's frames in commit order. Records
+    are only ever appended, so the summary of a longer journal adds the new records to
+    that of its prefix. Started from a checkpoint (:mod:`.checkpoint`), the frames of
+    the dates it covers stay on disk (``unloaded``) until a read asks for them."""
 
+    inode: int = 0
+    head: bytes = b""  # the journal's first record header
+    end: int = 0
+    last_at: int = 0
+    last_crc: int = 0
     commits: int = 0
-    last: Commit | None = None
+    predictions: int = 0
+    feedback: int = 0
     totals: dict[str, list[int]] = field(default_factory=dict)
     extents: dict[str, dict[str, int]] = field(default_factory=dict)
     parts: dict[str, list[DatedPart]] = field(default_factory=dict)
-    predictions: int = 0
-    feedback: int = 0
+    #: per date, the checkpoint's chunks holding its frames of commits < ``checkpointed``
+    chunks: dict[str, list[ChunkRef]] = field(default_factory=dict)
+    #: dates whose frames in ``chunks`` are not read yet (their ``parts`` hold only later ones)
+    unloaded: set[str] = field(default_factory=set)
+    checkpointed: int = 0
+    #: the number of records at which this process writes the next checkpoint
+    next_checkpoint: int = 0
 
-    def follows(self, commits: Sequence[Commit]) -> bool:
-        """Whether ``commits`` extend the ones summed (the same objects: a journal read
-        afresh, e.g. recreated, gives new ones)."""
-        return self.commits <= len(commits) and (
-            self.commits == 0 or commits[self.commits - 1] is self.last
-        )
-
-    def add(self, commits: Sequence[Commit]) -> None:
-        for index in range(self.commits, len(commits)):
-            commit = commits[index]
+    def add(self, scan: JournalScan) -> None:
+        for commit, (at, _end, crc) in zip(scan.commits, scan.records, strict=True):
+            index = self.commits
             for part in commit.parts:
                 day = key_date(part.segment)
                 slot = self.totals.setdefault(day, [0, 0])
@@ -86,25 +106,141 @@ class _Summary:
                 self.parts.setdefault(day, []).append(located)
                 self.predictions += part.n_prediction
                 self.feedback += part.n_feedback
-        self.commits = len(commits)
-        self.last = commits[-1] if commits else None
+            self.commits += 1
+            self.last_at, self.last_crc = at, crc
+        self.end = scan.valid_end
 
+
+#: A process that summarized this many journal records past the checkpoint writes one.
+CHECKPOINT_COMMITS = 10_000
 
 _SUMMARIES: dict[Path, _Summary] = {}
 _SUMMARIES_LOCK = threading.Lock()
 
 
-def _current(root: Path) -> _Summary:
-    """The summary of every commit of the log at ``root`` (kept per process, extended with
-    the commits added since; built anew when the journal was replaced). Call with
-    ``_SUMMARIES_LOCK`` held, and copy what is kept."""
-    commits = committed(root)
+def _from_checkpoint(root: Path, head: bytes, size: int) -> _Summary:
+    """A summary started from the checkpoint on disk when it is this journal's (its first
+    header, and the record ending where the checkpoint ends, as recorded), else empty."""
+    found = load_head(root)
+    if (
+        found is None
+        or found.journal_head != head
+        or size < found.journal_end
+        or not record_matches(
+            root, Covered(found.journal_end, 0, found.last_at, found.last_crc, head)
+        )
+    ):
+        return _Summary(head=head, next_checkpoint=CHECKPOINT_COMMITS)
+    return _Summary(
+        head=head,
+        end=found.journal_end,
+        last_at=found.last_at,
+        last_crc=found.last_crc,
+        commits=found.commits,
+        predictions=found.predictions,
+        feedback=found.feedback,
+        totals={day: list(slot) for day, slot in found.totals.items()},
+        extents={day: dict(ends) for day, ends in found.extents.items()},
+        chunks={day: list(refs) for day, refs in found.chunks.items()},
+        unloaded=set(found.chunks),
+        checkpointed=found.commits,
+        next_checkpoint=found.commits + CHECKPOINT_COMMITS,
+    )
+
+
+def _current(root: Path, *, from_start: bool = False) -> _Summary:
+    """The summary of every committed record of the log at ``root``: kept per process and
+    extended with the records added since; started from the checkpoint on disk (or, with
+    ``from_start`` or without a usable one, from the journal's start) when the process
+    has none or the journal was replaced. A torn tail is not committed; damage raises
+    :class:`CorruptLogError`. Call with ``_SUMMARIES_LOCK`` held, and copy what is kept."""
+    path = journal_path(root)
     key = root.resolve()
+    try:
+        with open(path, "rb") as handle:
+            stat = os.fstat(handle.fileno())
+            head = handle.read(HEADER.size)
+    except FileNotFoundError:
+        _SUMMARIES.pop(key, None)
+        return _Summary()
     summary = _SUMMARIES.get(key)
-    if summary is None or not summary.follows(commits):
-        summary = _SUMMARIES[key] = _Summary()
-    summary.add(commits)
+    if (
+        from_start
+        or summary is None
+        or summary.inode != stat.st_ino
+        or summary.head != head
+        or stat.st_size < summary.end
+    ):
+        if from_start:
+            summary = _Summary(head=head, next_checkpoint=CHECKPOINT_COMMITS)
+        else:
+            summary = _from_checkpoint(root, head, stat.st_size)
+        summary.inode = stat.st_ino
+        _SUMMARIES[key] = summary
+    if stat.st_size > summary.end:
+        scan = scan_journal(root, summary.end)
+        if scan.corrupt:
+            raise CorruptLogError(f"{path}: damaged journal record at byte {scan.valid_end}")
+        summary.add(scan)
+        if summary.commits >= summary.next_checkpoint:
+            _checkpoint(root, summary)
     return summary
+
+
+def _checkpoint(root: Path, summary: _Summary) -> None:
+    """Write the summary as a checkpoint: a chunk per date with the frames of the commits
+    since the previous one, then the head."""
+    first = summary.checkpointed
+    new: dict[str, tuple[str, Chunk]] = {}
+    name = chunk_name(first, summary.commits)
+    for day, located in summary.parts.items():
+        recent = []
+        for dated in reversed(located):
+            if dated.commit < first:
+                break
+            recent.append(ChunkPart(*dated))
+        if recent:
+            new[day] = (name, Chunk(summary.head, day, recent[::-1]))
+    chunks = {day: list(refs) for day, refs in summary.chunks.items()}
+    for day, (_, chunk) in new.items():
+        chunks.setdefault(day, []).append(ChunkRef(name, len(chunk.parts)))
+    head = Head(
+        CHECKPOINT_VERSION,
+        summary.head,
+        summary.end,
+        summary.last_at,
+        summary.last_crc,
+        summary.commits,
+        summary.predictions,
+        summary.feedback,
+        summary.totals,
+        summary.extents,
+        chunks,
+    )
+    if write_checkpoint(root, head, new):
+        summary.chunks, summary.checkpointed = chunks, summary.commits
+    # not written (a directory this process cannot write): tried again after as many more
+    summary.next_checkpoint = summary.commits + CHECKPOINT_COMMITS
+
+
+def _load_dates(root: Path, summary: _Summary, dates: Collection[str]) -> bool:
+    """Read the checkpointed frames of those of ``dates`` not read yet into the summary;
+    False when a chunk cannot be used."""
+    for day in set(dates) & summary.unloaded:
+        stored = load_chunks(root, summary.head, day, summary.chunks.get(day, []))
+        if stored is None:
+            return False
+        held = summary.parts.get(day, [])
+        # the frames held (read from the journal since) may be in the newest chunks too
+        before = held[0].commit if held else summary.commits
+        located = [
+            DatedPart(p.commit, p.part, p.prediction_base, p.feedback_base, p.committed_at_us)
+            for p in stored
+            if p.commit < before
+        ]
+        summary.parts[day] = located + held
+        summary.unloaded.discard(day)
+    return True
 
 
 def _summary(root: Path) -> _Summary:
@@ -112,10 +248,9 @@ def _summary(root: Path) -> _Summary:
     with _SUMMARIES_LOCK:
         summary = _current(root)
         return _Summary(
-            summary.commits,
-            summary.last,
-            {day: list(slot) for day, slot in summary.totals.items()},
-            {day: dict(ends) for day, ends in summary.extents.items()},
+            commits=summary.commits,
+            totals={day: list(slot) for day, slot in summary.totals.items()},
+            extents={day: dict(ends) for day, ends in summary.extents.items()},
         )
 
 
@@ -124,6 +259,8 @@ def dated_parts(root: Path, dates: Collection[str]) -> list[DatedPart]:
     dates takes, found without walking the other dates' commits."""
     with _SUMMARIES_LOCK:
         summary = _current(root)
+        if not _load_dates(root, summary, dates):
+            summary = _current(root, from_start=True)
         days = [day for day in set(dates) if day in summary.parts]
         chosen = [part for day in days for part in summary.parts[day]]
     if len(days) > 1:

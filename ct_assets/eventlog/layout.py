@@ -4,6 +4,8 @@
     <root>/journal.ctj                             commit records, in commit order
     <root>/event_ids.sqlite                        the event id index (a cache of the journal)
     <root>/segments/<YYYY-MM-DD>/seg-00000001.ctlog  event frames, by event date (UTC)
+    <root>/summary/                                a checkpoint of the journal's summary
+                                                   (a cache of the journal: .checkpoint)
 
 A segment is named in the journal by its key ``<YYYY-MM-DD>/seg-<sequence>.ctlog``.
 Segments of one date are filled in sequence order; one that reached the size
@@ -21,6 +23,7 @@ LOCK_NAME = ".lock"
 JOURNAL_NAME = "journal.ctj"
 INDEX_NAME = "event_ids.sqlite"
 SEGMENTS_DIR = "segments"
+SUMMARY_DIR = "summary"
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _SEGMENT_RE = re.compile(r"^seg-(\d{8})\.ctlog$")
 
@@ -35,6 +38,10 @@ def journal_path(root: Path) -> Path:
 
 def index_path(root: Path) -> Path:
     return root / INDEX_NAME
+
+
+def summary_dir(root: Path) -> Path:
+    return root / SUMMARY_DIR
 
 
 def segment_name(sequence: int) -> str:

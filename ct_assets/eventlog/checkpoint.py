@@ -1,0 +1,134 @@
+"""A checkpoint of the journal summary on disk, so a new process starts from it and reads
+only the journal records past it, not the whole journal.
+
+    <root>/summary/head.msgpack                     what the journal up to a byte adds up to
+    <root>/summary/<YYYY-MM-DD>/<first>-<end>.msgpack   a date's frames of commits [first, end)
+
+The head holds the summary's totals (events of each kind per date, each segment's
+committed end, the log's event counts) and, per date, the chunk files holding that
+date's frames with their log offsets, in commit order. A chunk is written once, with
+the frames of the commits since the previous checkpoint, and never rewritten; the head
+is written last, atomically (write, fsync, rename), so a head only names chunks already
+on disk. Like the event id index, it is a cache of the journal, never its master: a
+process takes a head only when the journal's first record header and its record
+ending at the head's byte are the ones recorded, and a chunk only when it belongs to
+that journal and holds what the head says; otherwise it summarizes the journal from
+its start, as without a checkpoint. Any process that summarized enough new records
+writes one (a process that cannot write there goes on without)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import msgspec
+
+from ct_assets.eventlog.journal import Part
+from ct_assets.eventlog.layout import summary_dir
+
+#: Bumped when the files' content changes meaning.
+CHECKPOINT_VERSION = 1
+HEAD_NAME = "head.msgpack"
+
+
+class ChunkRef(msgspec.Struct, array_like=True, frozen=True):
+    """One chunk file of a date: its name and how many frames it holds."""
+
+    name: str
+    parts: int
+
+
+class Head(msgspec.Struct, frozen=True):
+    version: int
+    #: the journal's first record header (tells this journal from another)
+    journal_head: bytes
+    #: the journal prefix summarized: its end, and its last record's offset and checksum
+    journal_end: int
+    last_at: int
+    last_crc: int
+    commits: int
+    predictions: int
+    feedback: int
+    totals: dict[str, list[int]]
+    extents: dict[str, dict[str, int]]
+    chunks: dict[str, list[ChunkRef]]
+
+
+class ChunkPart(msgspec.Struct, array_like=True, frozen=True):
+    """A frame as a chunk stores it: see :class:`ct_assets.eventlog.counts.DatedPart`."""
+
+    commit: int
+    part: Part
+    prediction_base: int
+    feedback_base: int
+    committed_at_us: int
+
+
+class Chunk(msgspec.Struct, frozen=True):
+    journal_head: bytes
+    day: str
+    parts: list[ChunkPart]
+
+
+_HEAD_DECODER = msgspec.msgpack.Decoder(Head)
+_CHUNK_DECODER = msgspec.msgpack.Decoder(Chunk)
+_ENCODER = msgspec.msgpack.Encoder()
+
+
+def chunk_name(first: int, end: int) -> str:
+    return f"{first:012d}-{end:012d}.msgpack"
+
+
+def load_head(root: Path) -> Head | None:
+    """The head on disk, or None when there is none or it cannot be read as one."""
+    try:
+        data = (summary_dir(root) / HEAD_NAME).read_bytes()
+        head = _HEAD_DECODER.decode(data)
+    except (OSError, msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    return head if head.version == CHECKPOINT_VERSION else None
+
+
+def load_chunks(
+    root: Path, journal_head: bytes, day: str, refs: list[ChunkRef]
+) -> list[ChunkPart] | None:
+    """The frames of ``day`` its chunks ``refs`` hold, in commit order; None when a chunk
+    is missing, unreadable, of another journal or date, or holds another number of
+    frames than its reference says."""
+    out: list[ChunkPart] = []
+    for ref in refs:
+        try:
+            chunk = _CHUNK_DECODER.decode((summary_dir(root) / day / ref.name).read_bytes())
+        except (OSError, msgspec.DecodeError, msgspec.ValidationError):
+            return None
+        if chunk.journal_head != journal_head or chunk.day != day or len(chunk.parts) != ref.parts:
+            return None
+        out.extend(chunk.parts)
+    return out
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def write_checkpoint(root: Path, head: Head, new_chunks: dict[str, tuple[str, Chunk]]) -> bool:
+    """Write the chunks (date -> (name, chunk)), then the head naming them; False when the
+    directory cannot be written (the checkpoint is a cache: readers go on without)."""
+    try:
+        for day, (name, chunk) in sorted(new_chunks.items()):
+            _write_atomically(summary_dir(root) / day / name, _ENCODER.encode(chunk))
+        _write_atomically(summary_dir(root) / HEAD_NAME, _ENCODER.encode(head))
+    except OSError:
+        return False
+    return True

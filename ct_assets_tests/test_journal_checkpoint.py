@@ -1,0 +1,213 @@
+"""The checkpoint of the journal summary: a new process starts from it and reads only the
+journal records past it, and whatever the checkpoint's state (behind, ahead, another
+log's, damaged, partly written) every count, fingerprint and read of some dates equals
+the summary of the whole journal."""
+
+from __future__ import annotations
+
+import random
+import shutil
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+import ct_assets.eventlog.counts as counts
+import ct_assets.eventlog.decoded as decoded
+import ct_assets.eventlog.journal as journal
+from ct_assets.eventlog import CorruptLogError, EventLog
+from ct_assets.eventlog.checkpoint import HEAD_NAME, load_head
+from ct_assets.eventlog.layout import journal_path, summary_dir
+from ct_assets.schema import Event
+from ct_assets_tests.test_eventlog import KINDS, T0, feedback, prediction, rows
+
+DAYS = [T0 + timedelta(days=d, hours=1) for d in range(5)]
+ISO_DAYS = [d.date().isoformat() for d in DAYS]
+
+
+def forget_process_state() -> None:
+    """What a new process does not hold: the journal, its summary, decoded frames."""
+    with counts._SUMMARIES_LOCK:
+        counts._SUMMARIES.clear()
+    with journal._CACHE_LOCK:
+        journal._CACHE.clear()
+    decoded.DECODED._cache = decoded._Bounded(decoded.DECODED_CACHE_ROWS)
+    decoded.DATES._cache = decoded._Bounded(decoded.DECODED_CACHE_ROWS)
+
+
+def append_random(log: EventLog, rng: random.Random, commits: int, start: int) -> int:
+    n = start
+    for _ in range(commits):
+        batch: list[Event] = []
+        for _ in range(rng.randint(1, 4)):
+            at = rng.choice(DAYS) + timedelta(seconds=n)
+            batch.append((prediction if rng.random() < 0.5 else feedback)(n, at=at))
+            n += 1
+        log.append(batch)
+    return n
+
+
+def whole_journal_answers(root: Path) -> dict[str, object]:
+    """Counts, fingerprints and the frames of each date, summarized from the journal's
+    start in this process (the checkpoint not read)."""
+    with counts._SUMMARIES_LOCK:
+        summary = counts._current(root, from_start=True)
+        parts = {day: list(summary.parts.get(day, [])) for day in ISO_DAYS}
+        counts._SUMMARIES.clear()
+    return {"parts": parts, **answers(root, with_parts=False)}
+
+
+def answers(root: Path, with_parts: bool = True) -> dict[str, object]:
+    out: dict[str, object] = {
+        "by_date": counts.counts_by_date(root),
+        "total": counts.count_events(root),
+        "some": counts.count_events(root, ISO_DAYS[1:3]),
+        "fingerprints": counts.partition_fingerprints(root),
+    }
+    if with_parts:
+        out["parts"] = {day: counts.dated_parts(root, [day]) for day in ISO_DAYS}
+    return out
+
+
+def check_reads(log: EventLog, rng: random.Random) -> None:
+    """Reads of some dates (from the summary) equal the whole log read and filtered."""
+    for kind in KINDS:
+        whole = log.read(kind)
+        day_of = dict(zip(whole["event_id"], whole["timestamp"].dt.date(), strict=True))
+        chosen = sorted(rng.sample(DAYS, rng.randint(1, 3)))
+        wanted = {d.date() for d in chosen}
+        since = rng.randint(0, max(0, whole.height - 1))
+        expected = [(i, o) for i, o in rows(whole) if day_of[i] in wanted and o >= since]
+        dates = [d.date().isoformat() for d in chosen]
+        assert rows(log.read(kind, dates=dates, since=since)) == expected
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_new_process_starts_from_the_checkpoint_and_answers_as_the_whole_journal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int
+) -> None:
+    monkeypatch.setattr(counts, "CHECKPOINT_COMMITS", 7)
+    scans: list[int] = []
+
+    def recorded_scan(root: Path, start: int = 0) -> journal.JournalScan:
+        scans.append(start)
+        return journal.scan_journal(root, start)
+
+    monkeypatch.setattr(counts, "scan_journal", recorded_scan)
+    rng = random.Random(seed)
+    log = EventLog(tmp_path)
+    n = 0
+    checkpoints = set()
+    for _ in range(6):
+        n = append_random(log, rng, rng.randint(1, 12), n)
+        forget_process_state()
+        found = load_head(tmp_path)
+        scans.clear()
+        counts.count_events(tmp_path)
+        # started from the checkpoint on disk (when there was one), not the journal's start
+        assert scans[:1] == ([found.journal_end] if found is not None else [0])
+        if found is not None:
+            checkpoints.add(found.commits)
+        if rng.random() < 0.5:  # some processes read dates first, some count first
+            check_reads(log, rng)
+        assert answers(tmp_path) == whole_journal_answers(tmp_path)
+        check_reads(log, rng)
+    assert len(checkpoints) >= 2, "checkpoints were written and taken up"
+
+
+def test_the_records_before_the_checkpoint_are_not_read_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(counts, "CHECKPOINT_COMMITS", 5)
+    rng = random.Random(1)
+    log = EventLog(tmp_path)
+    n = append_random(log, rng, 12, 0)
+    counts.count_events(tmp_path)  # 12 records summarized (>= 5): a checkpoint of them
+    head = load_head(tmp_path)
+    assert head is not None and head.commits == 12
+    n = append_random(log, rng, 3, n)
+    expected = answers(tmp_path)
+    # damage the journal's first record's payload (not its header): only a read of the
+    # whole journal finds it
+    path = journal_path(tmp_path)
+    data = bytearray(path.read_bytes())
+    data[30] ^= 0x40
+    path.write_bytes(bytes(data))
+    forget_process_state()
+    assert answers(tmp_path) == expected
+    forget_process_state()
+    with pytest.raises(CorruptLogError, match="journal"):
+        log.read("prediction")
+
+
+def damage_head(root: Path) -> None:
+    (summary_dir(root) / HEAD_NAME).write_bytes(b"\x00not a checkpoint")
+
+
+def damage_chunk(root: Path) -> None:
+    chunk = sorted(p for p in summary_dir(root).rglob("*.msgpack") if p.name != HEAD_NAME)[0]
+    chunk.write_bytes(chunk.read_bytes()[:-3])
+
+
+def remove_chunk(root: Path) -> None:
+    chunk = sorted(p for p in summary_dir(root).rglob("*.msgpack") if p.name != HEAD_NAME)[-1]
+    chunk.unlink()
+
+
+def other_logs_checkpoint(root: Path) -> None:
+    other = root.parent / "other"
+    log = EventLog(other)
+    append_random(log, random.Random(9), 12, 1000)
+    counts.count_events(other)
+    shutil.rmtree(summary_dir(root))
+    shutil.copytree(summary_dir(other), summary_dir(root))
+
+
+@pytest.mark.parametrize("spoil", [damage_head, damage_chunk, remove_chunk, other_logs_checkpoint])
+def test_a_checkpoint_that_cannot_be_used_is_ignored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spoil: object
+) -> None:
+    monkeypatch.setattr(counts, "CHECKPOINT_COMMITS", 5)
+    root = tmp_path / "log"
+    log = EventLog(root)
+    n = append_random(log, random.Random(3), 12, 0)
+    counts.count_events(root)
+    append_random(log, random.Random(4), 4, n)
+    assert load_head(root) is not None
+    spoil(root)  # type: ignore[operator]
+    forget_process_state()
+    assert answers(root) == whole_journal_answers(root)
+    forget_process_state()
+    check_reads(log, random.Random(5))
+
+
+def test_a_checkpoint_ahead_of_its_journal_is_ignored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A journal restored from an older copy: the checkpoint summarizes records it lacks."""
+    monkeypatch.setattr(counts, "CHECKPOINT_COMMITS", 5)
+    log = EventLog(tmp_path)
+    n = append_random(log, random.Random(6), 4, 0)
+    older = journal_path(tmp_path).read_bytes()
+    append_random(log, random.Random(7), 8, n)
+    counts.count_events(tmp_path)
+    head = load_head(tmp_path)
+    assert head is not None and head.journal_end > len(older)
+    log.writer.close()
+    journal_path(tmp_path).write_bytes(older)
+    forget_process_state()
+    assert answers(tmp_path) == whole_journal_answers(tmp_path)
+    assert counts.count_events(tmp_path) == counts.count_events(tmp_path, ISO_DAYS)
+
+
+def test_a_process_that_cannot_write_the_checkpoint_goes_on_without(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(counts, "CHECKPOINT_COMMITS", 5)
+    log = EventLog(tmp_path)
+    summary_dir(tmp_path).parent.mkdir(parents=True, exist_ok=True)
+    summary_dir(tmp_path).write_bytes(b"")  # a file where the directory would go
+    append_random(log, random.Random(8), 12, 0)
+    forget_process_state()
+    assert answers(tmp_path) == whole_journal_answers(tmp_path)
+    check_reads(log, random.Random(2))
