@@ -18,13 +18,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import ct_assets.eventlog.counts as counts
 from ct_assets.data.attribution import LabelPolicy, UnknownSignalError, labeled_feedback
 from ct_assets.eventlog import EventLog, prepare_batch
 from ct_assets.eventlog.journal import Commit, committed, encode_commit
 from ct_assets.eventlog.layout import journal_path
-from ct_assets.eventlog.tally import feedback_tally
+from ct_assets.eventlog.tally import FeedbackTally, feedback_tally, merge
 from ct_assets.schema import Event, FeedbackEvent, PredictionEvent
 from ct_assets.triggers.evidence import LabeledCounter, labeled_between
+from ct_assets_tests.test_journal_checkpoint import forget_process_state
 
 T0 = datetime(2024, 3, 1, 12, tzinfo=UTC)
 
@@ -119,6 +121,54 @@ def test_tallied_count_equals_a_full_scan(
         log.writer.close()
 
 
+def walk(root: Path, start: int, end: int) -> FeedbackTally:
+    """The tally of [start, end) from a walk over every commit of the journal."""
+    out = FeedbackTally()
+    offset = 0
+    for commit in committed(root) if end > start else []:
+        n = sum(part.n_feedback for part in commit.parts)
+        if not n:
+            continue
+        first, last = offset, offset + n
+        offset = last
+        if last <= start:
+            continue
+        if first >= end:
+            break
+        if first >= start and last <= end and commit.labels is not None:
+            merge(out.tally, commit.labels)
+            out.commits += 1
+        else:
+            out.leave(max(first, start), min(last, end))
+    return out
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(commits(), st.data())
+def test_tallies_from_the_summary_marks_equal_a_walk_of_the_whole_journal(
+    groups: list[list[list[Event]]], data: st.DataObject
+) -> None:
+    """With a mark every 2 commits and a checkpoint every 3, processes started afresh
+    between commits (from the checkpoint): any range's tally, found from two marks' sums
+    and the records at its ends, is the one a walk of every commit gives."""
+    with pytest.MonkeyPatch.context() as patch, tempfile.TemporaryDirectory() as tmp:
+        patch.setattr(counts, "MARK_EVERY", 2)
+        patch.setattr(counts, "CHECKPOINT_COMMITS", 3)
+        log = EventLog(Path(tmp) / "log", segment_max_bytes=2048)
+        for group in groups:
+            log.writer.commit([prepare_batch(batch) for batch in group])
+            if data.draw(st.booleans()):
+                forget_process_state()
+            log.counts()
+        total = log.counts().feedback
+        for _ in range(4):
+            s, e = sorted(data.draw(st.integers(0, total + 2)) for _ in range(2))
+            assert feedback_tally(log.root, s, e) == walk(log.root, s, e)
+            policy = data.draw(st.sampled_from(POLICIES))
+            assert tallied(log, s, e, policy) == full_scan(log, s, e, policy)
+        log.writer.close()
+
+
 def _events(prefix: str, n: int) -> list[Event]:
     out: list[Event] = []
     for i in range(n):
@@ -158,9 +208,14 @@ def _events(prefix: str, n: int) -> list[Event]:
     return out
 
 
-def test_records_without_a_tally_are_decoded(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mark_every", [1000, 1])
+def test_records_without_a_tally_are_decoded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mark_every: int
+) -> None:
     """A journal written before commits carried tallies counts by decoding those commits,
-    and tallied commits appended after them are summed."""
+    and tallied commits appended after them are summed (read from the journal, or from
+    the sums the summary keeps at each commit)."""
+    monkeypatch.setattr(counts, "MARK_EVERY", mark_every)
     log = EventLog(tmp_path / "log")
     for k in range(4):
         log.append(_events(f"old{k}-", 25))
@@ -180,6 +235,7 @@ def test_records_without_a_tally_are_decoded(tmp_path: Path) -> None:
     for policy in POLICIES:
         for start in (0, 7, 40):
             assert tallied(log, start, total, policy) == full_scan(log, start, total, policy)
+            assert feedback_tally(log.root, start, total) == walk(log.root, start, total)
     log.writer.close()
 
 

@@ -39,6 +39,21 @@ class ChunkRef(msgspec.Struct, array_like=True, frozen=True):
     parts: int
 
 
+class Mark(msgspec.Struct, array_like=True, frozen=True):
+    """The summary at a commit boundary: the commit's position and journal offset, the
+    log offsets of its first prediction and feedback events, and what the feedback
+    before it adds up to: commits counted by their tallies, the sum of those tallies,
+    and how many ranges of untallied feedback there were (``Head.undecided``)."""
+
+    commit: int
+    at: int
+    prediction_base: int
+    feedback_base: int
+    tallied: int
+    tally: dict[str, list[int]]
+    undecided: int
+
+
 class Head(msgspec.Struct, frozen=True):
     version: int
     #: the journal's first record header (tells this journal from another)
@@ -53,6 +68,11 @@ class Head(msgspec.Struct, frozen=True):
     totals: dict[str, list[int]]
     extents: dict[str, dict[str, int]]
     chunks: dict[str, list[ChunkRef]]
+    #: the feedback tallies summed (:mod:`.tally`), and the ranges recorded without one
+    tallied: int
+    tally: dict[str, list[int]]
+    undecided: list[tuple[int, int]]
+    marks: list[Mark]
 
 
 class ChunkPart(msgspec.Struct, array_like=True, frozen=True):

@@ -17,6 +17,7 @@ from ct_assets.eventlog.checkpoint import (
     ChunkPart,
     ChunkRef,
     Head,
+    Mark,
     chunk_name,
     load_chunks,
     load_head,
@@ -90,10 +91,31 @@ class _Summary:
     checkpointed: int = 0
     #: the number of records at which this process writes the next checkpoint
     next_checkpoint: int = 0
+    #: commits whose feedback tally is summed in ``tally``; ranges of feedback recorded
+    #: without one (in commit order); a :class:`Mark` every :data:`MARK_EVERY` commits
+    tallied: int = 0
+    tally: dict[str, list[int]] = field(default_factory=dict)
+    undecided: list[tuple[int, int]] = field(default_factory=list)
+    marks: list[Mark] = field(default_factory=list)
+
+    def mark(self, at: int) -> Mark:
+        """The summary now, before the commit recorded at journal byte ``at``."""
+        return Mark(
+            self.commits,
+            at,
+            self.predictions,
+            self.feedback,
+            self.tallied,
+            {key: list(slot) for key, slot in self.tally.items()},
+            len(self.undecided),
+        )
 
     def add(self, scan: JournalScan) -> None:
         for commit, (at, _end, crc) in zip(scan.commits, scan.records, strict=True):
             index = self.commits
+            if index % MARK_EVERY == 0:
+                self.marks.append(self.mark(at))
+            feedback_before = self.feedback
             for part in commit.parts:
                 day = key_date(part.segment)
                 slot = self.totals.setdefault(day, [0, 0])
@@ -106,13 +128,42 @@ class _Summary:
                 self.parts.setdefault(day, []).append(located)
                 self.predictions += part.n_prediction
                 self.feedback += part.n_feedback
+            if self.feedback > feedback_before:
+                if commit.labels is None:
+                    self.undecided.append((feedback_before, self.feedback))
+                else:
+                    self.tallied += 1
+                    for key, (n, with_value) in commit.labels.items():
+                        slot = self.tally.setdefault(key, [0, 0])
+                        slot[0] += n
+                        slot[1] += with_value
             self.commits += 1
             self.last_at, self.last_crc = at, crc
         self.end = scan.valid_end
 
 
+@dataclass(frozen=True)
+class TallyMarks:
+    """Marks of the journal summary (:meth:`_Summary.mark`), the last one at its end, and
+    the ranges of feedback recorded without a tally the marks count."""
+
+    marks: list[Mark]
+    undecided: list[tuple[int, int]]
+
+
+def tally_marks(root: Path) -> TallyMarks:
+    """The summary's marks, ending with one at the end of the journal as now committed:
+    where to start reading the journal for the feedback from a log offset on, and the
+    tallies of all feedback before each (:func:`ct_assets.eventlog.tally.feedback_tally`)."""
+    with _SUMMARIES_LOCK:
+        summary = _current(root)
+        return TallyMarks([*summary.marks, summary.mark(summary.end)], list(summary.undecided))
+
+
 #: A process that summarized this many journal records past the checkpoint writes one.
 CHECKPOINT_COMMITS = 10_000
+#: Commits between two marks of the summary (a read from a log offset starts at one).
+MARK_EVERY = 1_000
 
 _SUMMARIES: dict[Path, _Summary] = {}
 _SUMMARIES_LOCK = threading.Lock()
@@ -145,6 +196,10 @@ def _from_checkpoint(root: Path, head: bytes, size: int) -> _Summary:
         unloaded=set(found.chunks),
         checkpointed=found.commits,
         next_checkpoint=found.commits + CHECKPOINT_COMMITS,
+        tallied=found.tallied,
+        tally={key: list(slot) for key, slot in found.tally.items()},
+        undecided=list(found.undecided),
+        marks=list(found.marks),
     )
 
 
@@ -216,6 +271,10 @@ def _checkpoint(root: Path, summary: _Summary) -> None:
         summary.totals,
         summary.extents,
         chunks,
+        summary.tallied,
+        summary.tally,
+        summary.undecided,
+        summary.marks,
     )
     if write_checkpoint(root, head, new):
         summary.chunks, summary.checkpointed = chunks, summary.commits

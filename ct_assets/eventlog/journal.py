@@ -71,15 +71,16 @@ class JournalScan:
     records: list[tuple[int, int, int]] = field(default_factory=list)
 
 
-def scan_journal(root: Path, start: int = 0) -> JournalScan:
-    """Commits recorded from byte ``start`` on, stopping at a torn tail (an incomplete
-    last record) or at damage (``corrupt``: a complete record that fails its checksum,
-    or an invalid record followed by valid ones)."""
+def scan_journal(root: Path, start: int = 0, stop: int | None = None) -> JournalScan:
+    """Commits recorded from byte ``start`` on (to byte ``stop``, a record boundary, if
+    given), stopping at a torn tail (an incomplete last record) or at damage
+    (``corrupt``: a complete record that fails its checksum, or an invalid record
+    followed by valid ones)."""
     path = journal_path(root)
     try:
         with open(path, "rb") as handle:
             handle.seek(start)
-            data = handle.read()
+            data = handle.read() if stop is None else handle.read(max(0, stop - start))
     except FileNotFoundError:
         return JournalScan([], 0, False, False)
     scan = scan_bytes(data, start, JOURNAL_MAGIC, strict_tail=True)

@@ -17,7 +17,6 @@ offset ranges so the caller decodes those (and the partial commits at both ends)
 from __future__ import annotations
 
 import bisect
-import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,11 @@ from typing import Any
 
 import msgspec
 
-from ct_assets.eventlog.journal import Commit, committed
+from ct_assets.eventlog.checkpoint import Mark
+from ct_assets.eventlog.counts import tally_marks
+from ct_assets.eventlog.frames import CorruptLogError
+from ct_assets.eventlog.journal import scan_journal
+from ct_assets.eventlog.layout import journal_path
 
 EXPLICIT_KEY = "explicit"
 IMPLICIT_PREFIX = "implicit:"
@@ -102,66 +105,73 @@ class FeedbackTally:
             self.undecided.append((start, end))
 
 
-@dataclass
-class _Ends:
-    """The commits of one journal that hold feedback, and the feedback offset each ends
-    at (increasing: bisected). Commits are only ever appended, so those of a longer
-    journal extend the lists; a journal read afresh (replaced) starts new ones."""
-
-    commits: list[Commit] = field(default_factory=list)
-    ends: list[int] = field(default_factory=list)
-    seen: int = 0
-    last: Commit | None = None
-
-    def follows(self, journal: Sequence[Commit]) -> bool:
-        return self.seen <= len(journal) and (self.seen == 0 or journal[self.seen - 1] is self.last)
-
-    def add(self, journal: Sequence[Commit]) -> None:
-        total = self.ends[-1] if self.ends else 0
-        for commit in journal[self.seen :]:
-            n = sum(part.n_feedback for part in commit.parts)
-            if n:
-                total += n
-                self.commits.append(commit)
-                self.ends.append(total)
-        self.seen = len(journal)
-        self.last = journal[-1] if journal else None
-
-
-_ENDS: dict[Path, _Ends] = {}
-_ENDS_LOCK = threading.Lock()
-
-
-def _feedback_commits(root: Path) -> tuple[list[Commit], list[int], int]:
-    """The commits holding feedback, their end offsets, and how many there are now (the
-    lists only grow, so the first ``n`` entries stay as they are)."""
-    journal = committed(root)
-    key = root.resolve()
-    with _ENDS_LOCK:
-        ends = _ENDS.get(key)
-        if ends is None or not ends.follows(journal):
-            ends = _ENDS[key] = _Ends()
-        ends.add(journal)
-        return ends.commits, ends.ends, len(ends.ends)
-
-
 def feedback_tally(root: Path, start: int, end: int) -> FeedbackTally:
-    """The tally of the feedback at log offsets in [``start``, ``end``), from the journal:
-    the commits of the range are found by bisection, so the cost follows the commits in
-    the range, not the log's history."""
+    """The tally of the feedback at log offsets in [``start``, ``end``), from the journal.
+    The journal summary (:func:`ct_assets.eventlog.counts.tally_marks`) holds, every
+    ``MARK_EVERY`` commits, the sum of the tallies before it: the commits between the
+    first mark in the range and the last are counted by subtracting two sums, and only
+    the journal records from the mark before ``start`` to the first mark in the range,
+    and from the last mark in the range to ``end``, are read. So the cost follows
+    neither the log's history nor the range's length."""
     out = FeedbackTally()
-    commits, ends, n = _feedback_commits(root)
-    i = bisect.bisect_right(ends, start, 0, n)
-    while i < n:
-        first = ends[i - 1] if i else 0
+    if end <= start:
+        return out
+    summary = tally_marks(root)
+    marks = summary.marks
+    bases = [mark.feedback_base for mark in marks]
+    lo = bisect.bisect_left(bases, start)  # the first mark at or after start
+    hi = bisect.bisect_right(bases, end) - 1  # the last mark at or before end
+    if lo > hi:  # no mark in the range: read it from the mark before it
+        _read_range(root, out, marks, bases, bisect.bisect_right(bases, start) - 1, start, end)
+        return out
+    if lo > 0:
+        _read_range(root, out, marks, bases, lo - 1, start, bases[lo])
+    first, last = marks[lo], marks[hi]
+    for key, (n, with_value) in last.tally.items():
+        before = first.tally.get(key, [0, 0])
+        if n > before[0]:
+            add_to(out.tally, key, n - before[0], with_value - before[1])
+    out.commits += last.tallied - first.tallied
+    for range_start, range_end in summary.undecided[first.undecided : last.undecided]:
+        out.leave(range_start, range_end)
+    _read_range(root, out, marks, bases, hi, bases[hi], end)
+    return out
+
+
+def _read_range(
+    root: Path,
+    out: FeedbackTally,
+    marks: Sequence[Mark],
+    bases: Sequence[int],
+    i: int,
+    start: int,
+    end: int,
+) -> None:
+    """Add the feedback at offsets in [``start``, ``end``) to ``out``, reading the journal
+    from mark ``i`` (at or before ``start``) to the first later mark at or after ``end``."""
+    if end <= start:
+        return
+    mark = marks[i]
+    following = bisect.bisect_left(bases, end, i + 1)
+    stop = marks[following].at if following < len(marks) else None
+    scan = scan_journal(root, mark.at, stop)
+    if scan.corrupt:
+        raise CorruptLogError(
+            f"{journal_path(root)}: damaged journal record at byte {scan.valid_end}"
+        )
+    offset = mark.feedback_base
+    for commit in scan.commits:
+        n = sum(part.n_feedback for part in commit.parts)
+        if not n:
+            continue
+        first, last = offset, offset + n
+        offset = last
+        if last <= start:
+            continue
         if first >= end:
             break
-        last = ends[i]
-        labels = commits[i].labels
-        if first >= start and last <= end and labels is not None:
-            merge(out.tally, labels)
+        if first >= start and last <= end and commit.labels is not None:
+            merge(out.tally, commit.labels)
             out.commits += 1
         else:
             out.leave(max(first, start), min(last, end))
-        i += 1
-    return out
