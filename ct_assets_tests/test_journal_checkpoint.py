@@ -80,6 +80,10 @@ def check_reads(log: EventLog, rng: random.Random) -> None:
         expected = [(i, o) for i, o in rows(whole) if day_of[i] in wanted and o >= since]
         dates = [d.date().isoformat() for d in chosen]
         assert rows(log.read(kind, dates=dates, since=since)) == expected
+        # without dates: the journal is read from the summary's mark before ``since``
+        limit = rng.choice([None, rng.randint(since, whole.height + 1)])
+        expected = [(i, o) for i, o in rows(whole) if o >= since and (limit is None or o < limit)]
+        assert rows(log.read(kind, since=since, limit=limit)) == expected
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -87,11 +91,12 @@ def test_a_new_process_starts_from_the_checkpoint_and_answers_as_the_whole_journ
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int
 ) -> None:
     monkeypatch.setattr(counts, "CHECKPOINT_COMMITS", 7)
+    monkeypatch.setattr(counts, "MARK_EVERY", 3)
     scans: list[int] = []
 
-    def recorded_scan(root: Path, start: int = 0) -> journal.JournalScan:
+    def recorded_scan(root: Path, start: int = 0, stop: int | None = None) -> journal.JournalScan:
         scans.append(start)
-        return journal.scan_journal(root, start)
+        return journal.scan_journal(root, start, stop)
 
     monkeypatch.setattr(counts, "scan_journal", recorded_scan)
     rng = random.Random(seed)

@@ -4,6 +4,7 @@ without reading a segment."""
 
 from __future__ import annotations
 
+import bisect
 import os
 import threading
 from collections.abc import Collection, Iterator, Sequence
@@ -55,14 +56,37 @@ class DatedPart(NamedTuple):
         return self.prediction_base if kind == "prediction" else self.feedback_base
 
 
-def located_parts(commits: Sequence[Commit]) -> Iterator[DatedPart]:
-    """Every frame of ``commits`` (the journal from its start), in commit order."""
-    predictions = feedback = 0
-    for index, commit in enumerate(commits):
+def located_parts(
+    commits: Sequence[Commit], first: int = 0, predictions: int = 0, feedback: int = 0
+) -> Iterator[DatedPart]:
+    """Every frame of ``commits`` in commit order: the journal's from its start, or from
+    commit ``first`` where the log offsets of its first events are ``predictions`` and
+    ``feedback``."""
+    for index, commit in enumerate(commits, start=first):
         for part in commit.parts:
             yield DatedPart(index, part, predictions, feedback, commit.committed_at_us)
             predictions += part.n_prediction
             feedback += part.n_feedback
+
+
+def parts_between(
+    root: Path, kind: EventKind, since: int, limit: int | None
+) -> Iterator[DatedPart]:
+    """The frames a read of ``kind`` at log offsets in [``since``, ``limit``) takes, and
+    some before and after: the journal is read from the summary's last mark at or before
+    ``since`` to its first mark at or after ``limit`` (to its end without one)."""
+    marks = tally_marks(root).marks
+    bases = [mark.prediction_base if kind == "prediction" else mark.feedback_base for mark in marks]
+    i = max(0, bisect.bisect_right(bases, since) - 1)
+    mark = marks[i]
+    after = len(marks) if limit is None else bisect.bisect_left(bases, limit, i + 1)
+    stop = marks[after].at if after < len(marks) else None
+    scan = scan_journal(root, mark.at, stop)
+    if scan.corrupt:
+        raise CorruptLogError(
+            f"{journal_path(root)}: damaged journal record at byte {scan.valid_end}"
+        )
+    yield from located_parts(scan.commits, mark.commit, mark.prediction_base, mark.feedback_base)
 
 
 @dataclass

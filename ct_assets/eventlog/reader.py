@@ -9,11 +9,12 @@ partial one. Reading the events of some dates opens only those dates' segments.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from ct_assets.eventlog.counts import (
+    DatedPart,
     LogCounts,
     count_events,
     counts_by_date,
@@ -21,6 +22,7 @@ from ct_assets.eventlog.counts import (
     located_parts,
     partition_fingerprint,
     partition_fingerprints,
+    parts_between,
 )
 from ct_assets.eventlog.decode import (
     EVENT_FIELDS,
@@ -104,7 +106,12 @@ def _pieces(
 
         return load
 
-    located = located_parts(committed(root)) if dates is None else dated_parts(root, dates)
+    if dates is not None:
+        located: Iterable[DatedPart] = dated_parts(root, dates)
+    elif since > 0 or limit is not None:
+        located = parts_between(root, kind, since, limit)
+    else:  # every event: the whole journal, its damage anywhere reported
+        located = located_parts(committed(root))
     for found in located:
         part = found.part
         base = found.base(kind)
