@@ -16,8 +16,9 @@ yesterday. Then, timed:
 * one run of the ``raw_partitions`` job for the newest event date after one more
   request's events (every date's raw tables written first, once per home, untimed: the
   tables a running deployment keeps), and one of the monitoring job, each executed in a
-  fresh process as a run's process is (its log read from the start: no cache of an
-  earlier read), on a temporary instance; the time of the run itself, after imports;
+  fresh process as a run's process is (nothing of an earlier read held in memory; the
+  journal summary's checkpoint on disk taken up as any process takes it), on a
+  temporary instance; the time of the run itself, after imports;
 * ``ct-assets lineage --event fe-0 --json`` in a fresh process, before any curated
   table exists (a reused home has them: not timed again): the oldest feedback event,
   found through the event id index, and the same with the index moved aside (every date
