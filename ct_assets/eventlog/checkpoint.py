@@ -18,14 +18,13 @@ writes one (a process that cannot write there goes on without)."""
 
 from __future__ import annotations
 
-import contextlib
-import os
 from pathlib import Path
 
 import msgspec
 
 from ct_assets.eventlog.journal import Part
 from ct_assets.eventlog.layout import summary_dir
+from ct_assets.storage.local import atomic_file
 
 #: Bumped when the files' content changes meaning.
 CHECKPOINT_VERSION = 1
@@ -128,27 +127,13 @@ def load_chunks(
     return out
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-
-
 def write_checkpoint(root: Path, head: Head, new_chunks: dict[str, tuple[str, Chunk]]) -> bool:
     """Write the chunks (date -> (name, chunk)), then the head naming them; False when the
     directory cannot be written (the checkpoint is a cache: readers go on without)."""
     try:
         for day, (name, chunk) in sorted(new_chunks.items()):
-            _write_atomically(summary_dir(root) / day / name, _ENCODER.encode(chunk))
-        _write_atomically(summary_dir(root) / HEAD_NAME, _ENCODER.encode(head))
+            atomic_file(summary_dir(root) / day / name, [_ENCODER.encode(chunk)])
+        atomic_file(summary_dir(root) / HEAD_NAME, [_ENCODER.encode(head)])
     except OSError:
         return False
     return True
