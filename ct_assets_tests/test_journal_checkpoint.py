@@ -5,8 +5,12 @@ the summary of the whole journal."""
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
+import subprocess
+import sys
+import textwrap
 from datetime import timedelta
 from pathlib import Path
 
@@ -216,3 +220,54 @@ def test_a_process_that_cannot_write_the_checkpoint_goes_on_without(
     forget_process_state()
     assert answers(tmp_path) == whole_journal_answers(tmp_path)
     check_reads(log, random.Random(2))
+
+
+_READER = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    import ct_assets.eventlog.counts as counts
+    from ct_assets.eventlog import EventLog
+    from ct_assets.eventlog.tally import feedback_tally
+    from ct_assets_tests.test_journal_checkpoint import ISO_DAYS, forget_process_state
+    counts.CHECKPOINT_COMMITS, counts.MARK_EVERY = 3, 2
+    root = Path(sys.argv[1])
+    log = EventLog(root)
+    for _ in range(int(sys.argv[2])):
+        forget_process_state()
+        total = log.counts().feedback
+        feedback_tally(root, total // 3, total)
+        log.read("prediction", dates=ISO_DAYS[:2])
+    print("done", flush=True)
+    """
+)
+
+
+@pytest.mark.slow
+def test_processes_writing_checkpoints_while_the_log_grows_leave_a_usable_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two reader processes start afresh again and again, each writing checkpoints, while
+    a writer appends: a new process then answers as the whole journal does."""
+    monkeypatch.setattr(counts, "CHECKPOINT_COMMITS", 3)
+    monkeypatch.setattr(counts, "MARK_EVERY", 2)
+    log = EventLog(tmp_path)
+    n = append_random(log, random.Random(11), 5, 0)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    readers = [
+        subprocess.Popen(
+            [sys.executable, "-c", _READER, str(tmp_path), "40"], env=env, stdout=subprocess.PIPE
+        )
+        for _ in range(2)
+    ]
+    rng = random.Random(12)
+    while any(reader.poll() is None for reader in readers):
+        n = append_random(log, rng, 1, n)
+    for reader in readers:
+        out, _ = reader.communicate()
+        assert reader.returncode == 0 and out.strip() == b"done"
+    assert load_head(tmp_path) is not None
+    forget_process_state()
+    assert answers(tmp_path) == whole_journal_answers(tmp_path)
+    forget_process_state()
+    check_reads(log, random.Random(13))
