@@ -271,3 +271,27 @@ def test_processes_writing_checkpoints_while_the_log_grows_leave_a_usable_one(
     assert answers(tmp_path) == whole_journal_answers(tmp_path)
     forget_process_state()
     check_reads(log, random.Random(13))
+
+
+def test_chunks_no_head_names_are_removed_once_old(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chunk left by a process whose head was replaced (or that was killed before its
+    head) is removed by a later checkpoint of its date once older than STALE_SECONDS;
+    the chunks the head names, and young unnamed ones, stay."""
+    monkeypatch.setattr(counts, "CHECKPOINT_COMMITS", 3)
+    log = EventLog(tmp_path)
+    day = (T0 + timedelta(hours=1)).date().isoformat()
+    folder = summary_dir(tmp_path) / day
+    folder.mkdir(parents=True)
+    old, young = folder / "000000000000-000000000099.msgpack", folder / ".left.tmp"
+    for path in (old, young):
+        path.write_bytes(b"left behind")
+    os.utime(old, (1, 1))
+    for k in range(4):
+        log.append([prediction(k, at=T0 + timedelta(hours=1, seconds=k))])
+    counts.count_events(tmp_path)
+    head = load_head(tmp_path)
+    assert head is not None and [r.name for r in head.chunks[day]]
+    assert not old.exists() and young.exists()
+    assert all((folder / ref.name).exists() for ref in head.chunks[day])

@@ -18,6 +18,8 @@ writes one (a process that cannot write there goes on without)."""
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import msgspec
@@ -136,4 +138,33 @@ def write_checkpoint(root: Path, head: Head, new_chunks: dict[str, tuple[str, Ch
         atomic_file(summary_dir(root) / HEAD_NAME, [_ENCODER.encode(head)])
     except OSError:
         return False
+    for day in new_chunks:
+        remove_stale_files(summary_dir(root) / day, {ref.name for ref in head.chunks[day]})
     return True
+
+
+#: A chunk no head names (written by a process whose head another one replaced, or by one
+#: killed before its head), or a temporary file, is removed once this old: younger ones
+#: may belong to a checkpoint another process is writing.
+STALE_SECONDS = 3600.0
+
+
+def remove_stale_files(folder: Path, named: set[str]) -> list[Path]:
+    """Remove the files of a date's chunk folder that ``named`` does not hold and that
+    are older than :data:`STALE_SECONDS`; returns them."""
+    removed: list[Path] = []
+    now = time.time()
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        if entry.name in named or not entry.is_file():
+            continue
+        try:
+            if now - entry.stat().st_mtime > STALE_SECONDS:
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+        except OSError:
+            continue
+    return removed
