@@ -295,3 +295,29 @@ def test_chunks_no_head_names_are_removed_once_old(
     assert head is not None and [r.name for r in head.chunks[day]]
     assert not old.exists() and young.exists()
     assert all((folder / ref.name).exists() for ref in head.chunks[day])
+
+
+@pytest.mark.parametrize("block", [40, 300, 5000])
+def test_the_journal_is_summarized_in_blocks_as_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, block: int
+) -> None:
+    """Blocks shorter than a record, cutting records, or holding many: the same summary;
+    a torn tail is left out and damage in front of valid records is reported."""
+    log = EventLog(tmp_path)
+    append_random(log, random.Random(21), 15, 0)
+    log.writer.close()
+    expected = whole_journal_answers(tmp_path)
+    monkeypatch.setattr(counts, "SCAN_BYTES", block)
+    forget_process_state()
+    assert answers(tmp_path) == expected
+    path = journal_path(tmp_path)
+    committed_bytes = path.read_bytes()
+    path.write_bytes(committed_bytes + b"CTJ1\xff\x00")  # a record begun, never completed
+    forget_process_state()
+    assert answers(tmp_path) == expected
+    damaged = bytearray(committed_bytes)
+    damaged[len(damaged) // 2] ^= 0x40  # inside a record that valid ones follow
+    path.write_bytes(bytes(damaged))
+    forget_process_state()
+    with pytest.raises(CorruptLogError, match="damaged journal record"):
+        counts.count_events(tmp_path)

@@ -188,6 +188,8 @@ def tally_marks(root: Path) -> TallyMarks:
 CHECKPOINT_COMMITS = 10_000
 #: Commits between two marks of the summary (a read from a log offset starts at one).
 MARK_EVERY = 1_000
+#: Journal bytes read and summarized at a time.
+SCAN_BYTES = 16 * 1024 * 1024
 
 _SUMMARIES: dict[Path, _Summary] = {}
 _SUMMARIES_LOCK = threading.Lock()
@@ -256,13 +258,22 @@ def _current(root: Path, *, from_start: bool = False) -> _Summary:
             summary = _from_checkpoint(root, head, stat.st_size)
         summary.inode = stat.st_ino
         _SUMMARIES[key] = summary
-    if stat.st_size > summary.end:
-        scan = scan_journal(root, summary.end)
+    block = SCAN_BYTES
+    while stat.st_size > summary.end:
+        # in blocks: the records of a long journal are decoded and summarized a block at a
+        # time, not held all at once (a record cut by a block's end is read with the next)
+        stop = min(stat.st_size, summary.end + block)
+        scan = scan_journal(root, summary.end, stop)
         if scan.corrupt:
             raise CorruptLogError(f"{path}: damaged journal record at byte {scan.valid_end}")
+        if not scan.commits:
+            if stop == stat.st_size:
+                break  # a torn tail: a commit in progress, or one that never completed
+            block *= 2  # a record longer than the block
+            continue
         summary.add(scan)
-        if summary.commits >= summary.next_checkpoint:
-            _checkpoint(root, summary)
+    if summary.commits >= summary.next_checkpoint:
+        _checkpoint(root, summary)
     return summary
 
 
