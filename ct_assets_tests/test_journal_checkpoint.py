@@ -97,12 +97,13 @@ def test_a_new_process_starts_from_the_checkpoint_and_answers_as_the_whole_journ
     monkeypatch.setattr(counts, "CHECKPOINT_COMMITS", 7)
     monkeypatch.setattr(counts, "MARK_EVERY", 3)
     scans: list[int] = []
+    original = journal.scan_journal
 
     def recorded_scan(root: Path, start: int = 0, stop: int | None = None) -> journal.JournalScan:
         scans.append(start)
-        return journal.scan_journal(root, start, stop)
+        return original(root, start, stop)
 
-    monkeypatch.setattr(counts, "scan_journal", recorded_scan)
+    monkeypatch.setattr(journal, "scan_journal", recorded_scan)
     rng = random.Random(seed)
     log = EventLog(tmp_path)
     n = 0

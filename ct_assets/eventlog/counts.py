@@ -27,7 +27,7 @@ from ct_assets.eventlog.checkpoint import (
 from ct_assets.eventlog.dedup import record_matches
 from ct_assets.eventlog.frames import HEADER, CorruptLogError
 from ct_assets.eventlog.idindex import Covered
-from ct_assets.eventlog.journal import Commit, JournalScan, Part, scan_journal
+from ct_assets.eventlog.journal import Commit, JournalScan, Part, scan_blocks, scan_journal
 from ct_assets.eventlog.layout import journal_path, key_date
 from ct_assets.schema import EventKind
 
@@ -258,20 +258,9 @@ def _current(root: Path, *, from_start: bool = False) -> _Summary:
             summary = _from_checkpoint(root, head, stat.st_size)
         summary.inode = stat.st_ino
         _SUMMARIES[key] = summary
-    block = SCAN_BYTES
-    while stat.st_size > summary.end:
-        # in blocks: the records of a long journal are decoded and summarized a block at a
-        # time, not held all at once (a record cut by a block's end is read with the next)
-        stop = min(stat.st_size, summary.end + block)
-        scan = scan_journal(root, summary.end, stop)
-        if scan.corrupt:
-            raise CorruptLogError(f"{path}: damaged journal record at byte {scan.valid_end}")
-        if not scan.commits:
-            if stop == stat.st_size:
-                break  # a torn tail: a commit in progress, or one that never completed
-            block *= 2  # a record longer than the block
-            continue
-        summary.add(scan)
+    if stat.st_size > summary.end:
+        for scan in scan_blocks(root, summary.end, SCAN_BYTES):
+            summary.add(scan)
     if summary.commits >= summary.next_checkpoint:
         _checkpoint(root, summary)
     return summary

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,6 +88,35 @@ def scan_journal(root: Path, start: int = 0, stop: int | None = None) -> Journal
     commits = [_DECODER.decode(frame.payload) for frame in scan.frames]
     records = [(frame.offset, frame.end, frame.crc) for frame in scan.frames]
     return JournalScan(commits, scan.valid_end, scan.torn, scan.corrupt, records)
+
+
+#: Journal bytes read and decoded at a time by :func:`scan_blocks`.
+SCAN_BYTES = 16 * 1024 * 1024
+
+
+def scan_blocks(root: Path, start: int = 0, block: int | None = None) -> Iterator[JournalScan]:
+    """The committed records from byte ``start`` on, a block of about ``block`` bytes
+    (default :data:`SCAN_BYTES`) at a time, so a long journal is never held at once; a
+    record cut by a block's end is read with the next. Stops at a torn tail; damage in
+    front of valid records raises :class:`CorruptLogError`."""
+    path = journal_path(root)
+    try:
+        size = os.stat(path).st_size
+    except FileNotFoundError:
+        return
+    size_now = block or SCAN_BYTES
+    while size > start:
+        stop = min(size, start + size_now)
+        scan = scan_journal(root, start, stop)
+        if scan.corrupt:
+            raise CorruptLogError(f"{path}: damaged journal record at byte {scan.valid_end}")
+        if not scan.commits:
+            if stop == size:
+                return  # a torn tail: a commit in progress, or one that never completed
+            size_now *= 2  # a record longer than the block
+            continue
+        yield scan
+        start = scan.valid_end
 
 
 def commit_at(root: Path, offset: int) -> Commit | None:

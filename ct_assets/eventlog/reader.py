@@ -40,7 +40,7 @@ from ct_assets.eventlog.decoded import (
     same_schema,
 )
 from ct_assets.eventlog.frames import SEGMENT_MAGIC, CorruptLogError, Frame, frame_at
-from ct_assets.eventlog.journal import Part, committed
+from ct_assets.eventlog.journal import Part, committed, scan_blocks
 from ct_assets.eventlog.layout import segment_file
 from ct_assets.schema import EventKind
 
@@ -178,8 +178,9 @@ def event_chunks(root: Path, kind: EventKind, chunk: int) -> Iterator[pl.DataFra
     each frame is read and checked on its own, so memory follows the chunk, not the log."""
     pieces: list[Piece] = []
     rows = base = 0
+    commits = (commit for scan in scan_blocks(root) for commit in scan.commits)
     with _FrameReader(root) as frames:
-        for commit in committed(root):
+        for commit in commits:
             for part in commit.parts:
                 wanted = part.n_prediction if kind == "prediction" else part.n_feedback
                 if wanted == 0:
