@@ -20,7 +20,8 @@ from ct_assets.cluster.processes import Services
 
 
 def test_stop_all_ends_each_process_group_also_what_ignores_sigterm(tmp_path: Path) -> None:
-    services = Services(tmp_path / "logs", dict(os.environ), term_seconds=1.0)
+    # a few seconds for the polite one to go after SIGTERM, as a loaded machine may need
+    services = Services(tmp_path / "logs", dict(os.environ), term_seconds=5.0)
     polite = services.start("polite", ["sleep", "300"], cwd=tmp_path / "a")
     # ignores SIGTERM, and leaves a child of its own in its group
     stubborn = services.start(
