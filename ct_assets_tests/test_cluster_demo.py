@@ -18,18 +18,41 @@ import pytest
 
 from ct_assets.cluster.processes import Services
 
+# The polite service sets its own SIGTERM handling (default action, not blocked), so it
+# does not depend on what an earlier test left in this process's signal state (an
+# ignored disposition and a blocked mask both survive exec into a child).
+_POLITE = (
+    "import signal, time\n"
+    "signal.signal(signal.SIGTERM, signal.SIG_DFL)\n"
+    "signal.pthread_sigmask(signal.SIG_SETMASK, [])\n"
+    "print('ready', flush=True)\n"
+    "time.sleep(300)\n"
+)
+
+
+def _signal_state(pid: int) -> str:
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return "gone"
+    return "; ".join(line for line in lines if line.startswith(("State", "SigBlk", "SigIgn")))
+
 
 def test_stop_all_ends_each_process_group_also_what_ignores_sigterm(tmp_path: Path) -> None:
     # a few seconds for the polite one to go after SIGTERM, as a loaded machine may need
     services = Services(tmp_path / "logs", dict(os.environ), term_seconds=5.0)
-    polite = services.start("polite", ["sleep", "300"], cwd=tmp_path / "a")
+    polite = services.start("polite", [sys.executable, "-c", _POLITE], cwd=tmp_path / "a")
     # ignores SIGTERM, and leaves a child of its own in its group
     stubborn = services.start(
         "stubborn", ["sh", "-c", "trap '' TERM; sleep 300 & wait"], cwd=tmp_path / "b"
     )
+    deadline = time.monotonic() + 60
+    while b"ready" not in polite.log_path.read_bytes() and time.monotonic() < deadline:
+        time.sleep(0.1)
     time.sleep(0.5)
     assert polite.alive() and stubborn.alive()
-    assert services.stop_all() == ["polite", "stubborn (SIGKILL)"]
+    before = _signal_state(polite.proc.pid)
+    assert services.stop_all() == ["polite", "stubborn (SIGKILL)"], before
     for service in (polite, stubborn):
         assert not service.alive()
         with pytest.raises(ProcessLookupError):
