@@ -75,7 +75,7 @@ def parts_between(
     """The frames a read of ``kind`` at log offsets in [``since``, ``limit``) takes, and
     some before and after: the journal is read from the summary's last mark at or before
     ``since`` to its first mark at or after ``limit`` (to its end without one)."""
-    marks = tally_marks(root).marks
+    marks = summary_marks(root)
     bases = [mark.prediction_base if kind == "prediction" else mark.feedback_base for mark in marks]
     i = max(0, bisect.bisect_right(bases, since) - 1)
     mark = marks[i]
@@ -184,12 +184,17 @@ def tally_marks(root: Path) -> TallyMarks:
         return TallyMarks([*summary.marks, summary.mark(summary.end)], list(summary.undecided))
 
 
+def summary_marks(root: Path) -> list[Mark]:
+    """The marks of :func:`tally_marks`, without the untallied ranges."""
+    with _SUMMARIES_LOCK:
+        summary = _current(root)
+        return [*summary.marks, summary.mark(summary.end)]
+
+
 #: A process that summarized this many journal records past the checkpoint writes one.
 CHECKPOINT_COMMITS = 10_000
 #: Commits between two marks of the summary (a read from a log offset starts at one).
 MARK_EVERY = 1_000
-#: Journal bytes read and summarized at a time.
-SCAN_BYTES = 16 * 1024 * 1024
 
 _SUMMARIES: dict[Path, _Summary] = {}
 _SUMMARIES_LOCK = threading.Lock()
@@ -259,7 +264,7 @@ def _current(root: Path, *, from_start: bool = False) -> _Summary:
         summary.inode = stat.st_ino
         _SUMMARIES[key] = summary
     if stat.st_size > summary.end:
-        for scan in scan_blocks(root, summary.end, SCAN_BYTES):
+        for scan in scan_blocks(root, summary.end):
             summary.add(scan)
     if summary.commits >= summary.next_checkpoint:
         _checkpoint(root, summary)
