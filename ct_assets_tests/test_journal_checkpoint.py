@@ -90,6 +90,15 @@ def check_reads(log: EventLog, rng: random.Random) -> None:
         assert rows(log.read(kind, since=since, limit=limit)) == expected
 
 
+def assert_a_new_process_answers_as_the_whole_journal(log: EventLog, seed: int) -> None:
+    """Counts, fingerprints, per-date frames and reads of a process holding nothing equal
+    the summary of the whole journal and the whole log read and filtered."""
+    forget_process_state()
+    assert answers(log.root) == whole_journal_answers(log.root)
+    forget_process_state()
+    check_reads(log, random.Random(seed))
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_a_new_process_starts_from_the_checkpoint_and_answers_as_the_whole_journal(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int
@@ -185,10 +194,7 @@ def test_a_checkpoint_that_cannot_be_used_is_ignored(
     append_random(log, random.Random(4), 4, n)
     assert load_head(root) is not None
     spoil(root)  # type: ignore[operator]
-    forget_process_state()
-    assert answers(root) == whole_journal_answers(root)
-    forget_process_state()
-    check_reads(log, random.Random(5))
+    assert_a_new_process_answers_as_the_whole_journal(log, 5)
 
 
 def test_a_checkpoint_ahead_of_its_journal_is_ignored(
@@ -268,10 +274,7 @@ def test_processes_writing_checkpoints_while_the_log_grows_leave_a_usable_one(
         out, _ = reader.communicate()
         assert reader.returncode == 0 and out.strip() == b"done"
     assert load_head(tmp_path) is not None
-    forget_process_state()
-    assert answers(tmp_path) == whole_journal_answers(tmp_path)
-    forget_process_state()
-    check_reads(log, random.Random(13))
+    assert_a_new_process_answers_as_the_whole_journal(log, 13)
 
 
 def test_chunks_no_head_names_are_removed_once_old(
@@ -308,7 +311,7 @@ def test_the_journal_is_summarized_in_blocks_as_at_once(
     append_random(log, random.Random(21), 15, 0)
     log.writer.close()
     expected = whole_journal_answers(tmp_path)
-    monkeypatch.setattr(counts, "SCAN_BYTES", block)
+    monkeypatch.setattr(journal, "SCAN_BYTES", block)
     forget_process_state()
     assert answers(tmp_path) == expected
     path = journal_path(tmp_path)
