@@ -115,3 +115,145 @@ def test_a_current_raw_table_is_not_written_again(tmp_path: Path) -> None:
     _tables(log, store, DATES[:2])
     assert path.stat().st_ino != before, "new events of the date: written again"
     assert pl.read_parquet(path).height == 6
+
+
+def test_a_read_of_the_predictions_feedback_cites_equals_the_filtered_log(
+    tmp_path: Path,
+) -> None:
+    log, store = EventLog(tmp_path / "log"), TableStore(tmp_path / "tables")
+    log.append(_events(0, range(2)))
+    log.append(_events(100, range(2, 4), features={"late": "v"}))  # a feature added on 03-03
+    _tables(log, store, DATES[:3])  # 03-04 from the log
+    fingerprints = log.partition_fingerprints()
+    cases = {
+        "one date's": ["p-10", "p-11"],
+        "three dates'": ["p-1", "p-120", "p-132"],
+        "none": ["p-999"],
+        "with unknown ids": ["p-0", "nope", "p-131"],
+    }
+    for name, cited in cases.items():
+        ids = pl.Series("prediction_id", cited)
+        for dates in (DATES, DATES[:2], DATES[1:3]):
+            whole = log.read("prediction", dates=dates)
+            expected = whole.filter(pl.col("prediction_id").is_in(ids.implode()))
+            got = read_via_tables(log, store, "prediction", dates, fingerprints, ids)
+            assert got.equals(expected), (name, dates)
+            assert got.schema == whole.schema, "the columns of the whole read, rows or none"
+
+
+def test_a_table_without_a_cited_prediction_is_read_no_further(tmp_path: Path) -> None:
+    log, store = EventLog(tmp_path / "log"), TableStore(tmp_path / "tables")
+    log.append(_events(0, range(2)))
+    _tables(log, store, DATES[:2])
+    fingerprints = log.partition_fingerprints()
+    ids = pl.Series("prediction_id", ["p-10"])  # 03-02's
+    # 03-01's table keeps its footer and prediction_id column, but the pages of its
+    # other columns are garbage: a whole read of it fails
+    path = store.path(keys.RAW_PREDICTIONS, DATES[0])
+    schema = pl.read_parquet_schema(path)
+    _garble_columns(path, keep="prediction_id")
+    with pytest.raises((pl.exceptions.PolarsError, OSError)):
+        pl.read_parquet(path)
+    shutil.rmtree(_segments(log, DATES[0]))  # nor may the log be read for it
+    got = read_via_tables(log, store, "prediction", DATES[:2], fingerprints, ids)
+    assert got["prediction_id"].to_list() == ["p-10"]
+    assert got.schema == schema
+
+
+def _garble_columns(path: Path, keep: str) -> None:
+    """Overwrite the data of every column chunk of ``path`` but ``keep``'s."""
+    import pyarrow.parquet as pq
+
+    metadata = pq.ParquetFile(path).metadata
+    data = bytearray(path.read_bytes())
+    for group in range(metadata.num_row_groups):
+        for index in range(metadata.num_columns):
+            chunk = metadata.row_group(group).column(index)
+            if chunk.path_in_schema == keep:
+                continue
+            start = chunk.dictionary_page_offset or chunk.data_page_offset
+            size = chunk.total_compressed_size
+            data[start : start + size] = b"\xff" * size
+    path.write_bytes(bytes(data))
+
+
+def _mixed_log(log: EventLog, seed: int) -> None:
+    """Six dates of predictions (some logged twice) and feedback that cites them days
+    later, cites none, cites unknown ids, repeats itself or carries its own features."""
+    import random
+
+    rng = random.Random(seed)
+    events: list[FeedbackEvent | PredictionEvent] = []
+    for n in range(240):
+        when = DAY + timedelta(days=n // 40, seconds=n * 7)
+        copies = 2 if rng.random() < 0.1 else 1
+        for copy in range(copies):
+            events.append(
+                PredictionEvent(
+                    event_id=f"pe-{n}-{copy}",
+                    prediction_id=f"p-{n}",
+                    timestamp=when + timedelta(seconds=copy),
+                    features={"x": float(n + copy), "c": rng.choice("abc")},
+                    prediction=rng.randint(0, 1),
+                    scores={"0": 0.3, "1": 0.7},
+                    model_version=str(1 + copy),
+                )
+            )
+        if rng.random() < 0.6:  # answered, maybe days later, maybe twice
+            later = when + timedelta(hours=rng.choice([1, 30, 70]))
+            for again in range(rng.choice([1, 1, 2])):
+                events.append(
+                    FeedbackEvent(
+                        event_id=f"fb-{n}-{again}",
+                        timestamp=later,
+                        feedback_type=rng.choice(["explicit", "implicit"]),
+                        prediction_id=f"p-{n}",
+                        label=rng.randint(0, 1),
+                        signal=rng.choice(["click", "skip"]),
+                        user_id=f"u-{rng.randint(0, 9)}",
+                    )
+                )
+        if rng.random() < 0.1:
+            events.append(
+                FeedbackEvent(
+                    event_id=f"fx-{n}",
+                    timestamp=when,
+                    feedback_type="explicit",
+                    prediction_id=rng.choice([None, f"unknown-{n}"]),
+                    features={"x": 1.0, "c": "a"} if rng.random() < 0.5 else None,
+                    label=1,
+                    user_id="u-x",
+                )
+            )
+    rng.shuffle(events)
+    for start in range(0, len(events), 37):
+        log.append(events[start : start + 37])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_curating_from_the_cited_predictions_equals_curating_from_all(
+    tmp_path: Path, seed: int
+) -> None:
+    from ct_assets.data.attribution import LabelPolicy
+    from ct_assets.data.feedback_rules import ValidationRules
+    from ct_assets.pipeline.curation import CurationInputs, curate, input_dates
+
+    log, store = EventLog(tmp_path / "log"), TableStore(tmp_path / "tables")
+    _mixed_log(log, seed)
+    days = list(log.counts_by_date())
+    _tables(log, store, days[::2])  # every other date from its table, the rest from the log
+    rules, policy = ValidationRules(), LabelPolicy()
+    fingerprints = log.partition_fingerprints()
+    for day in days:
+        feedback_dates, lookup_dates = input_dates([day], rules, 3)
+        everything = CurationInputs(
+            log.read("feedback", dates=feedback_dates), log.read("prediction", dates=lookup_dates)
+        )
+        cited = CurationInputs.read(log, [day], rules, tables=(store, fingerprints))
+        assert cited.predictions.height < everything.predictions.height
+        for inputs in (cited, CurationInputs.read(log, [day], rules)):
+            got = curate(log, [day], rules, policy, None, inputs=inputs)
+            want = curate(log, [day], rules, policy, None, inputs=everything)
+            assert got.validated.equals(want.validated), day
+            assert got.examples.equals(want.examples), day
+            assert want.examples.height > 0

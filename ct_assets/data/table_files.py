@@ -120,17 +120,19 @@ def read_source(path: Path) -> str | None:
     return metadata.get(SOURCE_KEY)
 
 
-def read_if_source(path: Path, source: str) -> pl.DataFrame | None:
+def read_if_source(
+    path: Path, source: str, columns: list[str] | None = None, n_rows: int | None = None
+) -> pl.DataFrame | None:
     """The table at ``path`` when the source in its metadata is ``source``, footer and rows
     read from one open file (a writer replacing it meanwhile renames another file over
     the path: this read sees one or the other whole); None when it is missing, damaged
-    or was computed from something else."""
+    or was computed from something else. ``columns`` and ``n_rows`` read part of it."""
     try:
         with open(path, "rb") as handle:
             if pl.read_parquet_metadata(handle).get(SOURCE_KEY) != source:
                 return None
             handle.seek(0)
-            return pl.read_parquet(handle)
+            return pl.read_parquet(handle, columns=columns, n_rows=n_rows)
     except Exception:  # missing or damaged: read from where it comes from instead
         return None
 

@@ -70,9 +70,17 @@ class TableStore:
         """What the table file of ``day`` was computed from; None when unknown."""
         return table_files.read_source(self.path(table, day))
 
-    def read_current(self, table: str, day: str, source: str) -> pl.DataFrame | None:
-        """The table of ``day`` if it was computed from ``source``, else None."""
-        return table_files.read_if_source(self.path(table, day), source)
+    def read_current(
+        self,
+        table: str,
+        day: str,
+        source: str,
+        columns: list[str] | None = None,
+        n_rows: int | None = None,
+    ) -> pl.DataFrame | None:
+        """The table of ``day`` if it was computed from ``source``, else None (``columns``
+        and ``n_rows``: part of it)."""
+        return table_files.read_if_source(self.path(table, day), source, columns, n_rows)
 
     def write_latest(self, table: str, frame: pl.DataFrame) -> Path:
         """An unpartitioned table: ``<table>/latest.parquet``, replaced atomically."""

@@ -28,7 +28,7 @@ from ct_assets.data.feedback_rules import ValidationRules, validate_feedback
 from ct_assets.data.reference import ReferenceSchema, apply_overrides
 from ct_assets.data.tables import TableStore
 from ct_assets.eventlog import EventLog
-from ct_assets.pipeline.event_tables import read_via_tables
+from ct_assets.pipeline.event_tables import cited, read_via_tables
 
 REFERENCE_FILE = "latest.json"
 # Dates on each side of a curated date whose feedback the abuse rules also look at.
@@ -58,7 +58,9 @@ class Curated:
 
 @dataclass(frozen=True)
 class CurationInputs:
-    """The events a curation reads from the log: read once, curate many dates from them."""
+    """The events a curation reads from the log: read once, curate many dates from them.
+    ``predictions`` holds only those the feedback refers to (by ``prediction_id``): the
+    rest of the weeks of predictions a curation looks in play no part in it."""
 
     feedback: pl.DataFrame
     predictions: pl.DataFrame
@@ -75,18 +77,32 @@ class CurationInputs:
         """The feedback and predictions curating ``dates`` reads. With ``tables`` (the
         store and the log's fingerprints), dates whose raw tables are current are read
         from them (:mod:`ct_assets.pipeline.event_tables`): the same frames, without
-        decoding weeks of events from the log."""
+        decoding weeks of events from the log, and a date's predictions only when the
+        feedback refers to some of them."""
         feedback_dates, lookup_dates = input_dates(dates, rules, context_days)
         if tables is None:
-            return cls(
-                log.read("feedback", dates=feedback_dates),
-                log.read("prediction", dates=lookup_dates),
-            )
+            feedback = log.read("feedback", dates=feedback_dates)
+            predictions = log.read("prediction", dates=lookup_dates)
+            return cls(feedback, referenced(predictions, feedback))
         store, fingerprints = tables
+        feedback = read_via_tables(log, store, "feedback", feedback_dates, fingerprints)
+        ids = answered_ids(feedback)
         return cls(
-            read_via_tables(log, store, "feedback", feedback_dates, fingerprints),
-            read_via_tables(log, store, "prediction", lookup_dates, fingerprints),
+            feedback,
+            read_via_tables(log, store, "prediction", lookup_dates, fingerprints, ids),
         )
+
+
+def answered_ids(feedback: pl.DataFrame) -> pl.Series:
+    """The distinct prediction ids ``feedback`` refers to."""
+    if "prediction_id" not in feedback.columns:
+        return pl.Series("prediction_id", [], dtype=pl.String)
+    return feedback.get_column("prediction_id").drop_nulls().unique()
+
+
+def referenced(predictions: pl.DataFrame, feedback: pl.DataFrame) -> pl.DataFrame:
+    """The rows of ``predictions`` whose ``prediction_id`` some row of ``feedback`` cites."""
+    return cited(predictions, answered_ids(feedback))
 
 
 def day_end(day: str) -> datetime:

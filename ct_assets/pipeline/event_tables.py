@@ -34,36 +34,85 @@ def read_via_tables(
     kind: EventKind,
     dates: Sequence[str],
     fingerprints: Mapping[str, str],
+    prediction_ids: pl.Series | None = None,
 ) -> pl.DataFrame:
     """The events of ``kind`` on ``dates`` in log order: from the raw table of each date
     whose source is its fingerprint in ``fingerprints`` (the log's, read by the caller),
-    from the log for the others."""
+    from the log for the others. With ``prediction_ids``, only the events whose
+    ``prediction_id`` is one of them, with the columns of the whole read: a table's
+    other columns are read only when its ``prediction_id`` column holds one (a curation
+    looks through weeks of predictions for the few days' its feedback cites)."""
     with_events = sorted({d for d in dates if d in fingerprints})
-    frames: list[pl.DataFrame] = []
-    from_log: list[str] = []
-    for day in with_events:
-        frame = current_events(store, kind, day, fingerprints[day])
-        if frame is None:
-            from_log.append(day)
-        else:
-            frames.append(frame)
+    if prediction_ids is None:
+        tables = {day: current_events(store, kind, day, fingerprints[day]) for day in with_events}
+    else:
+        tables = _cited_events(store, kind, with_events, fingerprints, prediction_ids)
+    frames = [frame for frame in tables.values() if frame is not None]
+    from_log = [day for day, frame in tables.items() if frame is None]
     if not frames:
-        return log.read(kind, dates=dates)
+        return cited(log.read(kind, dates=dates), prediction_ids)
     if from_log:  # one read of the log for all of them
-        frames.append(log.read(kind, dates=from_log))
+        frames.append(cited(log.read(kind, dates=from_log), prediction_ids))
     if any(f.schema != frames[0].schema for f in frames[1:]):
-        return log.read(kind, dates=dates)
+        return cited(log.read(kind, dates=dates), prediction_ids)
     if len(frames) == 1:
         return frames[0]
     return pl.concat(frames, how="vertical", rechunk=True).sort("log_offset")
 
 
+def cited(frame: pl.DataFrame, prediction_ids: pl.Series | None) -> pl.DataFrame:
+    """The rows of ``frame`` whose ``prediction_id`` is one of ``prediction_ids`` (all
+    rows when that is None)."""
+    if prediction_ids is None or frame.is_empty() or "prediction_id" not in frame.columns:
+        return frame
+    ids = _id_frame(prediction_ids, frame.schema["prediction_id"])
+    return frame.join(ids, on="prediction_id", how="semi", maintain_order="left")
+
+
+def _id_frame(ids: pl.Series, dtype: pl.DataType) -> pl.DataFrame:
+    return ids.cast(dtype).drop_nulls().unique().alias("prediction_id").to_frame()
+
+
+def _cited_events(
+    store: TableStore,
+    kind: EventKind,
+    days: Sequence[str],
+    fingerprints: Mapping[str, str],
+    prediction_ids: pl.Series,
+) -> dict[str, pl.DataFrame | None]:
+    """Per date, the events of its current raw table whose ``prediction_id`` is among
+    ``prediction_ids`` (no rows, the table's columns, when none is), or None when its
+    table is not current. The id columns of all dates are matched in one join."""
+    table = RAW_TABLES[kind]
+    probes: dict[str, pl.DataFrame] = {}
+    for day in days:
+        ids = store.read_current(table, day, fingerprints[day], columns=["prediction_id"])
+        if ids is not None:
+            probes[day] = ids.select(pl.col("prediction_id").cast(pl.String), day=pl.lit(day))
+    hits: dict[str, pl.DataFrame] = {}
+    if probes:
+        matched = pl.concat(list(probes.values())).join(
+            _id_frame(prediction_ids, pl.String()), on="prediction_id", how="semi"
+        )
+        hits = {key[0]: rows.drop("day") for key, rows in matched.group_by("day")}  # type: ignore[misc]
+    found: dict[str, pl.DataFrame | None] = {day: None for day in days}
+    for day in probes:
+        fingerprint = fingerprints[day]
+        if day not in hits:
+            found[day] = current_events(store, kind, day, fingerprint, n_rows=0)
+            continue
+        frame = current_events(store, kind, day, fingerprint)
+        found[day] = None if frame is None else cited(frame, hits[day].get_column("prediction_id"))
+    return found
+
+
 def current_events(
-    store: TableStore, kind: EventKind, day: str, fingerprint: str
+    store: TableStore, kind: EventKind, day: str, fingerprint: str, n_rows: int | None = None
 ) -> pl.DataFrame | None:
     """The raw table of ``kind`` on ``day`` if it was written from the log at
-    ``fingerprint``, with the columns the log decodes to; else None."""
-    frame = store.read_current(RAW_TABLES[kind], day, fingerprint)
+    ``fingerprint``, with the columns the log decodes to; else None. ``n_rows``: its
+    first rows only."""
+    frame = store.read_current(RAW_TABLES[kind], day, fingerprint, n_rows=n_rows)
     return frame if frame is not None and _log_columns(frame, kind) else None
 
 

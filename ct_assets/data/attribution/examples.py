@@ -107,7 +107,13 @@ def _join_predictions(feedback: pl.DataFrame, predictions: pl.DataFrame | None) 
             pl.lit(None, dtype=pl.Boolean).alias(_MATCHED),
         )
     assert predictions is not None
-    first = logged_predictions(predictions)
+    # only the predictions this feedback cites: the first of each id is the same
+    cited = feedback.select(
+        pl.col("prediction_id").cast(predictions.schema["prediction_id"]).drop_nulls().unique()
+    )
+    first = logged_predictions(
+        predictions.join(cited, on="prediction_id", how="semi", maintain_order="left")
+    )
     sources = {
         "prediction_time": "timestamp",
         "model_version": "model_version",
