@@ -18,8 +18,10 @@ writes one (a process that cannot write there goes on without)."""
 
 from __future__ import annotations
 
+import bisect
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import msgspec
@@ -53,6 +55,19 @@ class Mark(msgspec.Struct, array_like=True, frozen=True):
     tallied: int
     tally: dict[str, list[int]]
     undecided: int
+
+
+def stop_at(
+    marks: Sequence[Mark], bases: Sequence[int], after: int, offset: int | None
+) -> int | None:
+    """Where a journal read from mark ``after`` may stop and still hold every event below
+    log offset ``offset``: the journal byte of the first later mark whose base (in
+    ``bases``, one per mark) is at or past it; None (the journal's end) without one or
+    without ``offset``."""
+    if offset is None:
+        return None
+    following = bisect.bisect_left(bases, offset, after + 1)
+    return marks[following].at if following < len(marks) else None
 
 
 class Head(msgspec.Struct, frozen=True):

@@ -22,12 +22,19 @@ from ct_assets.eventlog.checkpoint import (
     chunk_name,
     load_chunks,
     load_head,
+    stop_at,
     write_checkpoint,
 )
 from ct_assets.eventlog.dedup import record_matches
-from ct_assets.eventlog.frames import HEADER, CorruptLogError
+from ct_assets.eventlog.frames import HEADER
 from ct_assets.eventlog.idindex import Covered
-from ct_assets.eventlog.journal import Commit, JournalScan, Part, scan_blocks, scan_journal
+from ct_assets.eventlog.journal import (
+    Commit,
+    JournalScan,
+    Part,
+    commits_between,
+    scan_blocks,
+)
 from ct_assets.eventlog.layout import journal_path, key_date
 from ct_assets.schema import EventKind
 
@@ -79,14 +86,8 @@ def parts_between(
     bases = [mark.prediction_base if kind == "prediction" else mark.feedback_base for mark in marks]
     i = max(0, bisect.bisect_right(bases, since) - 1)
     mark = marks[i]
-    after = len(marks) if limit is None else bisect.bisect_left(bases, limit, i + 1)
-    stop = marks[after].at if after < len(marks) else None
-    scan = scan_journal(root, mark.at, stop)
-    if scan.corrupt:
-        raise CorruptLogError(
-            f"{journal_path(root)}: damaged journal record at byte {scan.valid_end}"
-        )
-    yield from located_parts(scan.commits, mark.commit, mark.prediction_base, mark.feedback_base)
+    commits = commits_between(root, mark.at, stop_at(marks, bases, i, limit))
+    yield from located_parts(commits, mark.commit, mark.prediction_base, mark.feedback_base)
 
 
 @dataclass

@@ -90,6 +90,18 @@ def scan_journal(root: Path, start: int = 0, stop: int | None = None) -> Journal
     return JournalScan(commits, scan.valid_end, scan.torn, scan.corrupt, records)
 
 
+def commits_between(root: Path, start: int, stop: int | None = None) -> list[Commit]:
+    """The commits recorded from byte ``start`` to byte ``stop`` (record boundaries; to
+    the end without ``stop``, a torn tail left out); :class:`CorruptLogError` if a record
+    between them is damaged."""
+    scan = scan_journal(root, start, stop)
+    if scan.corrupt:
+        raise CorruptLogError(
+            f"{journal_path(root)}: damaged journal record at byte {scan.valid_end}"
+        )
+    return scan.commits
+
+
 #: Journal bytes read and decoded at a time by :func:`scan_blocks`.
 SCAN_BYTES = 16 * 1024 * 1024
 

@@ -24,11 +24,9 @@ from typing import Any
 
 import msgspec
 
-from ct_assets.eventlog.checkpoint import Mark
+from ct_assets.eventlog.checkpoint import Mark, stop_at
 from ct_assets.eventlog.counts import tally_marks
-from ct_assets.eventlog.frames import CorruptLogError
-from ct_assets.eventlog.journal import scan_journal
-from ct_assets.eventlog.layout import journal_path
+from ct_assets.eventlog.journal import commits_between
 
 EXPLICIT_KEY = "explicit"
 IMPLICIT_PREFIX = "implicit:"
@@ -152,15 +150,8 @@ def _read_range(
     if end <= start:
         return
     mark = marks[i]
-    following = bisect.bisect_left(bases, end, i + 1)
-    stop = marks[following].at if following < len(marks) else None
-    scan = scan_journal(root, mark.at, stop)
-    if scan.corrupt:
-        raise CorruptLogError(
-            f"{journal_path(root)}: damaged journal record at byte {scan.valid_end}"
-        )
     offset = mark.feedback_base
-    for commit in scan.commits:
+    for commit in commits_between(root, mark.at, stop_at(marks, bases, i, end)):
         n = sum(part.n_feedback for part in commit.parts)
         if not n:
             continue
