@@ -57,6 +57,14 @@ def _tables(log: EventLog, store: TableStore, dates: list[str]) -> None:
             raw_materialization(dg.AssetKey(table), log, kind, day, fingerprints[day], store)  # type: ignore[arg-type]
 
 
+def _feature_added_on_03_03(tmp_path: Path, days: int) -> tuple[EventLog, TableStore]:
+    """A log of ``days`` dates whose predictions carry one more feature from 03-03 on."""
+    log, store = EventLog(tmp_path / "log"), TableStore(tmp_path / "tables")
+    log.append(_events(0, range(2)))
+    log.append(_events(100, range(2, days), features={"late": "v"}))
+    return log, store
+
+
 def _segments(log: EventLog, day: str) -> Path:
     return log.root / "segments" / day
 
@@ -83,9 +91,7 @@ def test_current_tables_are_read_instead_of_the_log(tmp_path: Path) -> None:
 def test_tables_with_other_columns_or_dates_that_differ_are_read_from_the_log(
     tmp_path: Path,
 ) -> None:
-    log, store = EventLog(tmp_path / "log"), TableStore(tmp_path / "tables")
-    log.append(_events(0, range(2)))
-    log.append(_events(100, range(2, 3), features={"late": "v"}))  # a feature added on 03-03
+    log, store = _feature_added_on_03_03(tmp_path, days=3)
     fingerprints = log.partition_fingerprints()
     _tables(log, store, DATES[:3])
     expected = log.read("prediction", dates=DATES[:3])
@@ -120,9 +126,7 @@ def test_a_current_raw_table_is_not_written_again(tmp_path: Path) -> None:
 def test_a_read_of_the_predictions_feedback_cites_equals_the_filtered_log(
     tmp_path: Path,
 ) -> None:
-    log, store = EventLog(tmp_path / "log"), TableStore(tmp_path / "tables")
-    log.append(_events(0, range(2)))
-    log.append(_events(100, range(2, 4), features={"late": "v"}))  # a feature added on 03-03
+    log, store = _feature_added_on_03_03(tmp_path, days=4)
     _tables(log, store, DATES[:3])  # 03-04 from the log
     fingerprints = log.partition_fingerprints()
     cases = {
