@@ -69,7 +69,7 @@ def answers(root: Path, with_parts: bool = True) -> dict[str, object]:
         "fingerprints": counts.partition_fingerprints(root),
     }
     if with_parts:
-        out["parts"] = {day: counts.dated_parts(root, [day]) for day in ISO_DAYS}
+        out["parts"] = {day: list(counts.dated_parts(root, [day])) for day in ISO_DAYS}
     return out
 
 

@@ -26,12 +26,12 @@ from pathlib import Path
 
 import msgspec
 
-from ct_assets.eventlog.journal import Part
+from ct_assets.eventlog.frame_columns import FrameColumns
 from ct_assets.eventlog.layout import summary_dir
 from ct_assets.storage.local import atomic_file
 
 #: Bumped when the files' content changes meaning.
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
 HEAD_NAME = "head.msgpack"
 
 
@@ -91,20 +91,14 @@ class Head(msgspec.Struct, frozen=True):
     marks: list[Mark]
 
 
-class ChunkPart(msgspec.Struct, array_like=True, frozen=True):
-    """A frame as a chunk stores it: see :class:`ct_assets.eventlog.counts.DatedPart`."""
-
-    commit: int
-    part: Part
-    prediction_base: int
-    feedback_base: int
-    committed_at_us: int
-
-
 class Chunk(msgspec.Struct, frozen=True):
+    """A date's frames of some commits: the columns of
+    :class:`~ct_assets.eventlog.frame_columns.FrameColumns`, as bytes."""
+
     journal_head: bytes
     day: str
-    parts: list[ChunkPart]
+    segments: list[str]
+    columns: list[bytes]
 
 
 _HEAD_DECODER = msgspec.msgpack.Decoder(Head)
@@ -128,20 +122,27 @@ def load_head(root: Path) -> Head | None:
 
 def load_chunks(
     root: Path, journal_head: bytes, day: str, refs: list[ChunkRef]
-) -> list[ChunkPart] | None:
+) -> FrameColumns | None:
     """The frames of ``day`` its chunks ``refs`` hold, in commit order; None when a chunk
     is missing, unreadable, of another journal or date, or holds another number of
     frames than its reference says."""
-    out: list[ChunkPart] = []
+    out = FrameColumns()
     for ref in refs:
         try:
             chunk = _CHUNK_DECODER.decode((summary_dir(root) / day / ref.name).read_bytes())
         except (OSError, msgspec.DecodeError, msgspec.ValidationError):
             return None
-        if chunk.journal_head != journal_head or chunk.day != day or len(chunk.parts) != ref.parts:
+        if chunk.journal_head != journal_head or chunk.day != day:
             return None
-        out.extend(chunk.parts)
+        frames = FrameColumns.from_bytes(chunk.segments, chunk.columns)
+        if frames is None or len(frames) != ref.parts:
+            return None
+        out = out.extended(frames) if len(out) else frames
     return out
+
+
+def chunk_of(journal_head: bytes, day: str, frames: FrameColumns) -> Chunk:
+    return Chunk(journal_head, day, list(frames.segments), frames.to_bytes())
 
 
 def write_checkpoint(root: Path, head: Head, new_chunks: dict[str, tuple[str, Chunk]]) -> bool:

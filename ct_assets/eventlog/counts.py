@@ -5,33 +5,33 @@ without reading a segment."""
 from __future__ import annotations
 
 import bisect
+import heapq
 import os
 import threading
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
 
 from ct_assets.eventlog.checkpoint import (
     CHECKPOINT_VERSION,
     Chunk,
-    ChunkPart,
     ChunkRef,
     Head,
     Mark,
     chunk_name,
+    chunk_of,
     load_chunks,
     load_head,
     stop_at,
     write_checkpoint,
 )
 from ct_assets.eventlog.dedup import record_matches
+from ct_assets.eventlog.frame_columns import DatedPart, FrameColumns
 from ct_assets.eventlog.frames import HEADER
 from ct_assets.eventlog.idindex import Covered
 from ct_assets.eventlog.journal import (
     Commit,
     JournalScan,
-    Part,
     commits_between,
     scan_blocks,
 )
@@ -46,21 +46,6 @@ class LogCounts:
 
     def of(self, kind: EventKind) -> int:
         return self.prediction if kind == "prediction" else self.feedback
-
-
-class DatedPart(NamedTuple):
-    """One committed frame with where it stands in the log: its commit's position in the
-    journal, the log offsets of its first prediction and first feedback event, and its
-    commit time."""
-
-    commit: int
-    part: Part
-    prediction_base: int
-    feedback_base: int
-    committed_at_us: int
-
-    def base(self, kind: EventKind) -> int:
-        return self.prediction_base if kind == "prediction" else self.feedback_base
 
 
 def located_parts(
@@ -108,7 +93,7 @@ class _Summary:
     feedback: int = 0
     totals: dict[str, list[int]] = field(default_factory=dict)
     extents: dict[str, dict[str, int]] = field(default_factory=dict)
-    parts: dict[str, list[DatedPart]] = field(default_factory=dict)
+    parts: dict[str, FrameColumns] = field(default_factory=dict)
     #: per date, the checkpoint's chunks holding its frames of commits < ``checkpointed``
     chunks: dict[str, list[ChunkRef]] = field(default_factory=dict)
     #: dates whose frames in ``chunks`` are not read yet (their ``parts`` hold only later ones)
@@ -150,7 +135,7 @@ class _Summary:
                 located = DatedPart(
                     index, part, self.predictions, self.feedback, commit.committed_at_us
                 )
-                self.parts.setdefault(day, []).append(located)
+                self.parts.setdefault(day, FrameColumns()).append(located)
                 self.predictions += part.n_prediction
                 self.feedback += part.n_feedback
             if self.feedback > feedback_before:
@@ -278,17 +263,12 @@ def _checkpoint(root: Path, summary: _Summary) -> None:
     first = summary.checkpointed
     new: dict[str, tuple[str, Chunk]] = {}
     name = chunk_name(first, summary.commits)
-    for day, located in summary.parts.items():
-        recent = []
-        for dated in reversed(located):
-            if dated.commit < first:
-                break
-            recent.append(ChunkPart(*dated))
-        if recent:
-            new[day] = (name, Chunk(summary.head, day, recent[::-1]))
     chunks = {day: list(refs) for day, refs in summary.chunks.items()}
-    for day, (_, chunk) in new.items():
-        chunks.setdefault(day, []).append(ChunkRef(name, len(chunk.parts)))
+    for day, located in summary.parts.items():
+        recent = located.since(first)
+        if len(recent):
+            new[day] = (name, chunk_of(summary.head, day, recent))
+            chunks.setdefault(day, []).append(ChunkRef(name, len(recent)))
     head = Head(
         CHECKPOINT_VERSION,
         summary.head,
@@ -319,15 +299,11 @@ def _load_dates(root: Path, summary: _Summary, dates: Collection[str]) -> bool:
         stored = load_chunks(root, summary.head, day, summary.chunks.get(day, []))
         if stored is None:
             return False
-        held = summary.parts.get(day, [])
+        held = summary.parts.get(day)
         # the frames held (read from the journal since) may be in the newest chunks too
-        before = held[0].commit if held else summary.commits
-        located = [
-            DatedPart(p.commit, p.part, p.prediction_base, p.feedback_base, p.committed_at_us)
-            for p in stored
-            if p.commit < before
-        ]
-        summary.parts[day] = located + held
+        first_held = held.first_commit() if held is not None else None
+        located = stored.before(summary.commits if first_held is None else first_held)
+        summary.parts[day] = located.extended(held) if held is not None else located
         summary.unloaded.discard(day)
     return True
 
@@ -343,19 +319,21 @@ def _summary(root: Path) -> _Summary:
         )
 
 
-def dated_parts(root: Path, dates: Collection[str]) -> list[DatedPart]:
+def dated_parts(root: Path, dates: Collection[str]) -> Iterator[DatedPart]:
     """The committed frames of events on ``dates``, in commit order: what a read of those
-    dates takes, found without walking the other dates' commits."""
+    dates takes, found without walking the other dates' commits. Made one at a time from
+    the summary's columns as the caller takes them (the frames committed meanwhile are
+    not among them)."""
     with _SUMMARIES_LOCK:
         summary = _current(root)
         if not _load_dates(root, summary, dates):
             summary = _current(root, from_start=True)
-        days = [day for day in set(dates) if day in summary.parts]
-        chosen = [part for day in days for part in summary.parts[day]]
-    if len(days) > 1:
-        # within a commit, frames come in the order written: by their first log offsets
-        chosen.sort(key=lambda p: (p.commit, p.prediction_base + p.feedback_base))
-    return chosen
+        held = [summary.parts[day] for day in set(dates) if day in summary.parts]
+        frames = [columns.upto(len(columns)) for columns in held]
+    if len(frames) == 1:
+        return frames[0]
+    # within a commit, frames come in the order written: by their first log offsets
+    return heapq.merge(*frames, key=lambda p: (p.commit, p.prediction_base + p.feedback_base))
 
 
 def count_events(root: Path, dates: Collection[str] | None = None) -> LogCounts:

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from ct_assets.eventlog.counts import (
-    DatedPart,
     LogCounts,
     count_events,
     counts_by_date,
@@ -39,6 +38,7 @@ from ct_assets.eventlog.decoded import (
     piece_entries,
     same_schema,
 )
+from ct_assets.eventlog.frame_columns import DatedPart
 from ct_assets.eventlog.frames import SEGMENT_MAGIC, CorruptLogError, Frame, frame_at
 from ct_assets.eventlog.journal import Part, committed, scan_blocks
 from ct_assets.eventlog.layout import segment_file
