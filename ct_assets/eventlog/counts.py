@@ -132,10 +132,10 @@ class _Summary:
                 slot[0] += part.n_prediction
                 slot[1] += part.n_feedback
                 self.extents.setdefault(day, {})[part.segment] = part.offset + part.length
-                located = DatedPart(
-                    index, part, self.predictions, self.feedback, commit.committed_at_us
-                )
-                self.parts.setdefault(day, FrameColumns()).append(located)
+                frames = self.parts.get(day)
+                if frames is None:
+                    frames = self.parts[day] = FrameColumns()
+                frames.add(index, part, self.predictions, self.feedback, commit.committed_at_us)
                 self.predictions += part.n_prediction
                 self.feedback += part.n_feedback
             if self.feedback > feedback_before:

@@ -73,24 +73,30 @@ class FrameColumns:
         return len(self.commit)
 
     def append(self, dated: DatedPart) -> None:
-        part = dated.part
+        self.add(dated.commit, dated.part, *dated[2:])
+
+    def add(
+        self,
+        commit: int,
+        part: Part,
+        prediction_base: int,
+        feedback_base: int,
+        committed_at_us: int,
+    ) -> None:
+        """Append the frame ``part`` of commit ``commit`` (see :class:`DatedPart`)."""
         number = self._numbers.get(part.segment)
         if number is None:
             number = self._numbers[part.segment] = len(self.segments)
             self.segments.append(part.segment)
-        values = (
-            dated.commit,
-            number,
-            part.offset,
-            part.length,
-            part.n_prediction,
-            part.n_feedback,
-            dated.prediction_base,
-            dated.feedback_base,
-            dated.committed_at_us,
-        )
-        for name, value in zip(_COLUMNS, values, strict=True):
-            getattr(self, name).append(value)
+        self.commit.append(commit)
+        self.segment.append(number)
+        self.offset.append(part.offset)
+        self.length.append(part.length)
+        self.n_prediction.append(part.n_prediction)
+        self.n_feedback.append(part.n_feedback)
+        self.prediction_base.append(prediction_base)
+        self.feedback_base.append(feedback_base)
+        self.committed_at_us.append(committed_at_us)
 
     def __getitem__(self, i: int) -> DatedPart:
         c = [getattr(self, name)[i] for name in _COLUMNS]
