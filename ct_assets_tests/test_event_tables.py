@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
+import msgspec
 import polars as pl
 import pytest
 
@@ -261,3 +262,81 @@ def test_curating_from_the_cited_predictions_equals_curating_from_all(
             assert got.validated.equals(want.validated), day
             assert got.examples.equals(want.examples), day
             assert want.examples.height > 0
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_a_stale_raw_table_is_extended_by_the_frames_committed_since(
+    tmp_path: Path, seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import random
+
+    from ct_assets.pipeline.event_tables import refresh_raw_tables
+
+    rng = random.Random(seed)
+    log, store = EventLog(tmp_path / "log"), TableStore(tmp_path / "tables")
+    whole_reads: list[tuple[str, tuple[str, ...]]] = []
+    read = EventLog.read
+
+    def spy(self: EventLog, kind: str, limit: int | None = None, dates=None, since: int = 0):  # type: ignore[no-untyped-def]
+        if dates is not None and since == 0:
+            whole_reads.append((kind, tuple(dates)))
+        return read(self, kind, limit, dates, since)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(EventLog, "read", spy)
+    tables = {"feedback": keys.RAW_FEEDBACK, "prediction": keys.RAW_PREDICTIONS}
+    for step in range(12):
+        days = range(rng.randint(0, 2), 3)
+        late = {"late": "v"} if step == 7 else None  # a feature first seen at step 7
+        batch = _events(1000 * step, days, features=late)[: rng.randint(1, 9)]
+        # feedback with features of its own, some of them, or none
+        own = rng.choice([None, {"x": 1.0}, {"x": 2.0, "c": "a"}])
+        log.append(
+            [
+                msgspec.structs.replace(e, features=own)
+                if isinstance(e, FeedbackEvent) and rng.random() < 0.5
+                else e
+                for e in batch
+            ]
+        )
+        schemas = {
+            (kind, day): pl.read_parquet_schema(store.path(table, day))
+            for kind, table in tables.items()
+            for day in DATES
+            if store.source(table, day)  # a table of a date that had events
+        }
+        whole_reads.clear()
+        fingerprints = log.partition_fingerprints()
+        refresh_raw_tables(log, store, DATES[:3], fingerprints)
+        for day in [d for d in DATES[:3] if d in fingerprints]:
+            for kind, table in tables.items():
+                got = store.read_current(table, day, fingerprints[day])
+                want = read(log, kind, dates=[day])  # type: ignore[arg-type]
+                assert got is not None and got.equals(want), (step, day, kind)
+        # a date is read whole for its first table, or when new events bring a column or
+        # a feature its table does not have
+        for kind, (day,) in whole_reads:
+            before = schemas.get((kind, day))
+            after = pl.read_parquet_schema(store.path(tables[kind], day))
+            assert before is None or before != after, (step, kind, day)
+        extended = [key for key in schemas if (key[0], (key[1],)) not in whole_reads]
+        assert step < 2 or extended, "some tables were extended"
+
+
+def test_a_table_from_another_log_or_cut_short_is_not_extended(tmp_path: Path) -> None:
+    from ct_assets.pipeline.event_tables import refreshed_events
+
+    log, store = EventLog(tmp_path / "log"), TableStore(tmp_path / "tables")
+    log.append(_events(0, range(1)))
+    _tables(log, store, DATES[:1])
+    path = store.path(keys.RAW_PREDICTIONS, DATES[0])
+    source = log.partition_fingerprints()[DATES[0]]
+    # a table one row short of what its source held
+    store.write(keys.RAW_PREDICTIONS, DATES[0], pl.read_parquet(path).head(2), source=source)
+    log.append(_events(100, range(1)))
+    fingerprint = log.partition_fingerprints()[DATES[0]]
+    frame, stale = refreshed_events(log, store, "prediction", DATES[0], fingerprint)
+    assert stale and frame.equals(log.read("prediction", dates=[DATES[0]]))
+    # a source this date never had (a segment longer than the log's)
+    store.write(keys.RAW_PREDICTIONS, DATES[0], frame.head(3), source="seg-00000001.ctlog:99999")
+    frame, stale = refreshed_events(log, store, "prediction", DATES[0], fingerprint)
+    assert stale and frame.equals(log.read("prediction", dates=[DATES[0]]))

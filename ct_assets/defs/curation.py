@@ -40,7 +40,7 @@ from ct_assets.pipeline.curation import (
     write_curated,
 )
 from ct_assets.pipeline.dataset_build import MAX_NULL_RATE, schema_drift
-from ct_assets.pipeline.event_tables import read_via_tables
+from ct_assets.pipeline.event_tables import read_via_tables, refresh_raw_tables
 
 VALIDATED = keys.VALIDATED_FEEDBACK
 QUARANTINE = keys.FEEDBACK_QUARANTINE
@@ -271,6 +271,8 @@ def build_daily_assets(start_date: str) -> dg.AssetsDefinition:
             for index, day in enumerate(days):
                 if inputs is None or index % REFRESH_BLOCK_DAYS == 0:
                     block = days[index : index + REFRESH_BLOCK_DAYS]
+                    # the block's raw tables first: its inputs are then read from them
+                    refresh_raw_tables(log, store, block, fingerprints)
                     inputs = CurationInputs.read(log, block, rules, tables=(store, fingerprints))
                 fingerprint = fingerprints.get(day, "")
                 for key, kind in (

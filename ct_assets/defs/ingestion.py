@@ -22,7 +22,7 @@ from ct_assets.defs.retrain_requests import IN_FLIGHT
 from ct_assets.defs.tables import column_schema
 from ct_assets.eventlog import EventLog
 from ct_assets.pipeline.curation import CONTEXT_DAYS
-from ct_assets.pipeline.event_tables import current_events
+from ct_assets.pipeline.event_tables import refreshed_events
 from ct_assets.schema import EventKind
 from ct_assets.settings import Settings
 
@@ -48,14 +48,11 @@ def raw_materialization(
     store: TableStore,
 ) -> dg.AssetMaterialization:
     """One date of a raw asset: its events as a columnar table (written again only when
-    the date's events changed since it was), its figures as metadata."""
+    the date's events changed since it was, from the table it replaces and the frames
+    committed since), its figures as metadata."""
     table = asset_key.to_user_string()
-    frame = current_events(store, kind, day, fingerprint)
-    if frame is None:
-        frame = log.read(kind, dates=[day])
-        path = store.write(table, day, frame, source=fingerprint)
-    else:
-        path = store.path(table, day)
+    frame, stale = refreshed_events(log, store, kind, day, fingerprint)
+    path = store.write(table, day, frame, source=fingerprint) if stale else store.path(table, day)
     metadata: dict[str, Any] = {
         "dagster/row_count": frame.height,
         "dagster/column_schema": column_schema(frame),

@@ -7,10 +7,12 @@ from typing import TYPE_CHECKING
 
 from ct_assets.eventlog.counts import (
     LogCounts,
+    SinceFingerprint,
     count_events,
     counts_by_date,
     partition_fingerprint,
     partition_fingerprints,
+    split_at_fingerprint,
 )
 from ct_assets.eventlog.frames import CorruptLogError
 from ct_assets.eventlog.layout import LayoutError
@@ -64,6 +66,14 @@ class EventLog:
 
     def partition_fingerprints(self) -> dict[str, str]:
         return partition_fingerprints(self.root)
+
+    def split_at_fingerprint(
+        self, kind: EventKind, day: str, earlier: str
+    ) -> SinceFingerprint | None:
+        """How many events of ``kind`` on ``day`` the date's frames held at its fingerprint
+        ``earlier``, and the log offset of the first committed since (see
+        :func:`ct_assets.eventlog.counts.split_at_fingerprint`)."""
+        return split_at_fingerprint(self.root, kind, day, earlier)
 
     def read(
         self,

@@ -359,6 +359,47 @@ def partition_fingerprints(root: Path) -> dict[str, str]:
     }
 
 
+@dataclass(frozen=True)
+class SinceFingerprint:
+    """A date's events of one kind split at an earlier fingerprint of the date: how many
+    its frames held then, and the log offset of the first one committed since (None
+    when none was)."""
+
+    before: int
+    since: int | None
+
+
+def split_at_fingerprint(
+    root: Path, kind: EventKind, day: str, earlier: str
+) -> SinceFingerprint | None:
+    """The events of ``kind`` on ``day`` committed up to the date's fingerprint ``earlier``
+    and since; None when ``earlier`` is not a fingerprint this date had (a segment it
+    names is gone or shorter, or it cuts a frame)."""
+    try:
+        ends = {
+            name: int(end) for name, end in (item.rsplit(":", 1) for item in earlier.split(","))
+        }
+    except ValueError:
+        return None
+    current = {
+        key.split("/", 1)[1]: end for key, end in _summary(root).extents.get(day, {}).items()
+    }
+    if not ends or any(current.get(name, -1) < end for name, end in ends.items()):
+        return None
+    before, since = 0, None
+    for dated in dated_parts(root, [day]):
+        part = dated.part
+        n = part.n_prediction if kind == "prediction" else part.n_feedback
+        end = ends.get(part.segment.split("/", 1)[1], 0)
+        if part.offset + part.length <= end:
+            before += n
+        elif part.offset < end:
+            return None  # a fingerprint ends inside a frame: not this date's
+        elif n and since is None:
+            since = dated.base(kind)
+    return SinceFingerprint(before, since)
+
+
 def partition_fingerprint(root: Path, day: str) -> str:
     """The fingerprint of one date ("" when it has no events)."""
     return partition_fingerprints(root).get(day, "")

@@ -116,6 +116,85 @@ def current_events(
     return frame if frame is not None and _log_columns(frame, kind) else None
 
 
+def refreshed_events(
+    log: EventLog, store: TableStore, kind: EventKind, day: str, fingerprint: str
+) -> tuple[pl.DataFrame, bool]:
+    """The events of ``kind`` on ``day`` as the log holds them at ``fingerprint`` (what
+    ``log.read(kind, dates=[day])`` gives), and whether the raw table must be written
+    with them: its table when current; else its table extended by the frames committed
+    since it was written (only those are decoded), when its source is an earlier
+    fingerprint of the date and the new rows have its columns; else the log's whole
+    read of the date."""
+    current = current_events(store, kind, day, fingerprint)
+    if current is not None:
+        return current, False
+    extended = _extended(log, store, kind, day)
+    return (extended if extended is not None else log.read(kind, dates=[day])), True
+
+
+def _extended(log: EventLog, store: TableStore, kind: EventKind, day: str) -> pl.DataFrame | None:
+    source = store.source(RAW_TABLES[kind], day)
+    split = log.split_at_fingerprint(kind, day, source) if source else None
+    if source is None or split is None:
+        return None
+    held = current_events(store, kind, day, source)
+    if held is None or held.height != split.before:
+        return None
+    if split.since is None:
+        return held
+    new = _aligned(log.read(kind, dates=[day], since=split.since), held.schema)
+    if new is None:
+        return None  # a feature the table does not have: decoded with the others, at once
+    return pl.concat([held, new], how="vertical", rechunk=True)
+
+
+def _aligned(new: pl.DataFrame, schema: pl.Schema) -> pl.DataFrame | None:
+    """``new`` with the columns of ``schema`` when they differ only by struct fields
+    (features, scores) that ``new``'s rows lack or hold no value of, which are null then,
+    as a decode of all the rows together gives them; None otherwise."""
+    if list(new.schema) != list(schema):
+        return None
+    columns: list[pl.Expr] = []
+    for name, dtype in schema.items():
+        have = new.schema[name]
+        if have == dtype:
+            columns.append(pl.col(name))
+        elif have == pl.Null:
+            columns.append(pl.col(name).cast(dtype))
+        elif isinstance(have, pl.Struct) and isinstance(dtype, pl.Struct):
+            theirs = {field.name: field.dtype for field in have.fields}
+            wanted = {field.name: field.dtype for field in dtype.fields}
+            if not set(theirs) <= set(wanted):
+                return None
+            fields = []
+            for field, field_type in wanted.items():
+                if theirs.get(field, pl.Null) == pl.Null:
+                    fields.append(pl.lit(None, dtype=field_type).alias(field))
+                elif theirs[field] == field_type:
+                    fields.append(pl.col(name).struct.field(field))
+                else:
+                    return None
+            rebuilt = pl.struct(fields)
+            kept = pl.when(pl.col(name).is_not_null()).then(rebuilt)
+            columns.append(kept.alias(name))
+        else:
+            return None
+    out = new.select(columns)
+    return out if out.schema == schema else None
+
+
+def refresh_raw_tables(
+    log: EventLog, store: TableStore, days: Sequence[str], fingerprints: Mapping[str, str]
+) -> None:
+    """Write the raw tables of ``days`` that are not current (:func:`refreshed_events`)."""
+    for day in days:
+        for kind, table in RAW_TABLES.items():
+            fingerprint = fingerprints.get(day, "")
+            frame, stale = refreshed_events(log, store, kind, day, fingerprint)
+            if stale:
+                store.write(table, day, frame, source=fingerprint)
+
+
 def _log_columns(frame: pl.DataFrame, kind: EventKind) -> bool:
     """Whether ``frame`` has the columns and types the log decodes events of ``kind`` to
     (structs, whose fields follow the events, aside)."""
