@@ -13,15 +13,16 @@ yesterday. Then, timed:
   no champion is registered, so the drift, performance and canary sensors stop early;
 * ``ct-assets status --json`` in a fresh process (the second one: the first creates the
   MLflow store);
-* one run of the ``raw_partitions`` job for the newest event date after one more
-  request's events (every date's raw tables written first, once per home, untimed: the
-  tables a running deployment keeps), and one of the monitoring job after it (a
-  deployment's steady state: the newest date's figures computed again, the others'
-  kept; the first monitoring run of a home, which computes every date's, is timed on
-  its own), each executed in a fresh process as a run's process is (nothing of an
-  earlier read held in memory; the journal summary's checkpoint on disk taken up as
-  any process takes it), on a temporary instance; the time of the run itself, after
-  imports;
+* one run of the ``raw_partitions`` job for the newest full event date (the fill's
+  last day, a day's traffic: today's holds only what earlier runs of this benchmark
+  added) after one more request's events to it (every date's raw tables written first,
+  once per home, untimed: the tables a running deployment keeps), and one of the
+  monitoring job after it (a deployment's steady state: that date's figures computed
+  again, the others' kept; the first monitoring run of a home, which computes every
+  date's, is timed on its own), each executed in a fresh process as a run's process is
+  (nothing of an earlier read held in memory; the journal summary's checkpoint on disk
+  taken up as any process takes it), on a temporary instance; the time of the run
+  itself, after imports;
 * ``ct-assets lineage --event fe-0 --json`` in a fresh process, before any curated
   table exists (a reused home has them: not timed again): the oldest feedback event,
   found through the event id index, and the same with the index moved aside (every date
@@ -191,12 +192,15 @@ settings = Settings.from_env()
 defs = build_definitions(settings)
 job = defs.resolve_job_def(job_name)
 log = EventLog.from_settings(settings)
-days = list(log.counts_by_date())
+by_date = log.counts_by_date()
+days = list(by_date)
+# the newest date a day's traffic filled (the fill's last; today's may hold a few events)
+busy = max(days[-2:], key=lambda d: by_date[d].prediction + by_date[d].feedback)
 options = {}
 if step == "every-date":
     options = {"tags": {RANGE_START: days[0], RANGE_END: days[-1]}}
-elif job_name == keys.RAW_PARTITIONS_JOB:  # one more request's events, then the newest date
-    at = datetime.fromisoformat(days[-1] + "T23:00:00+00:00")
+elif job_name == keys.RAW_PARTITIONS_JOB:  # one more request's events, then their date
+    at = datetime.fromisoformat(busy + "T23:00:00+00:00")
     tag = str(time.time_ns())
     log.append(
         [
@@ -211,7 +215,7 @@ elif job_name == keys.RAW_PARTITIONS_JOB:  # one more request's events, then the
             for i in range(5)
         ]
     )
-    options = {"partition_key": days[-1]}
+    options = {"partition_key": busy}
 with dg.instance_for_test() as instance:
     started = time.perf_counter()
     result = job.execute_in_process(instance=instance, raise_on_error=False, **options)
@@ -222,7 +226,7 @@ with dg.instance_for_test() as instance:
 def job_seconds(home: Path, job: str, step: str = "newest") -> float:
     """One run of ``job`` in a fresh process. For ``raw_partitions``: ``every-date``
     materializes every date (the tables a running deployment keeps); ``newest`` commits
-    one more request of 10 events to the newest date and materializes that date."""
+    one more request of 10 events to the newest full date and materializes that date."""
     import json
 
     done = subprocess.run(
@@ -308,7 +312,7 @@ def main() -> int:
                 row["monitoring_job first run s"] = job_seconds(home, "monitoring_job")
                 (home / "monitoring-figures").write_text("")
             row["raw_partitions run s"] = job_seconds(home, "raw_partitions")
-            # after that run: the newest date's figures computed again, the others kept
+            # after that run: that date's figures computed again, the others kept
             row["monitoring_job run s"] = job_seconds(home, "monitoring_job")
             for name, value in row.items():
                 print(f"  {name:<40} {value:8.3f}", flush=True)
