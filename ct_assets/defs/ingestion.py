@@ -22,7 +22,7 @@ from ct_assets.defs.retrain_requests import IN_FLIGHT
 from ct_assets.defs.tables import column_schema
 from ct_assets.eventlog import EventLog
 from ct_assets.pipeline.curation import CONTEXT_DAYS
-from ct_assets.pipeline.event_tables import refreshed_events
+from ct_assets.pipeline.event_tables import refresh_raw_table, refreshed_events
 from ct_assets.schema import EventKind
 from ct_assets.settings import Settings
 
@@ -50,12 +50,19 @@ def raw_materialization(
     """One date of a raw asset: its events as a columnar table (written again only when
     the date's events changed since it was, from the table it replaces and the frames
     committed since), its figures as metadata."""
+    path = refresh_raw_table(log, store, kind, day, fingerprint)
+    counted = "feedback_type" if kind == "feedback" else "model_version"
+    wanted = ["timestamp", "log_offset", counted, *(["label"] if kind == "feedback" else [])]
     table = asset_key.to_user_string()
-    frame, stale = refreshed_events(log, store, kind, day, fingerprint)
-    path = store.write(table, day, frame, source=fingerprint) if stale else store.path(table, day)
+    # its figures from the columns they need (the same file: another writer may replace it)
+    columns = store.read_current(table, day, fingerprint, n_rows=0)
+    frame = store.read_current(table, day, fingerprint, columns=wanted)
+    if columns is None or frame is None:
+        columns, _ = refreshed_events(log, store, kind, day, fingerprint)
+        frame = columns
     metadata: dict[str, Any] = {
         "dagster/row_count": frame.height,
-        "dagster/column_schema": column_schema(frame),
+        "dagster/column_schema": column_schema(columns),
         "segments": fingerprint or "(none)",
         "path": dg.MetadataValue.path(str(path)),
     }
@@ -66,13 +73,8 @@ def raw_materialization(
         metadata["log_offset_range"] = f"{offsets[0]} .. {offsets[-1]}"
         if kind == "feedback":
             metadata["labeled"] = int(frame["label"].is_not_null().sum())
-            metadata["by_feedback_type"] = dg.MetadataValue.json(
-                value_counts(frame, "feedback_type")
-            )
-        else:
-            metadata["by_model_version"] = dg.MetadataValue.json(
-                value_counts(frame, "model_version")
-            )
+        by = "by_feedback_type" if kind == "feedback" else "by_model_version"
+        metadata[by] = dg.MetadataValue.json(value_counts(frame, counted))
     return dg.AssetMaterialization(
         asset_key=asset_key,
         partition=day,

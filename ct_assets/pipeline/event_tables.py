@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import polars as pl
 
@@ -183,16 +184,24 @@ def _aligned(new: pl.DataFrame, schema: pl.Schema) -> pl.DataFrame | None:
     return out if out.schema == schema else None
 
 
+def refresh_raw_table(
+    log: EventLog, store: TableStore, kind: EventKind, day: str, fingerprint: str
+) -> Path:
+    """The raw table of ``kind`` on ``day``, written first when it is not current
+    (:func:`refreshed_events`); a current one is not read."""
+    if current_events(store, kind, day, fingerprint, n_rows=0) is None:
+        frame, _ = refreshed_events(log, store, kind, day, fingerprint)
+        return store.write(RAW_TABLES[kind], day, frame, source=fingerprint)
+    return store.path(RAW_TABLES[kind], day)
+
+
 def refresh_raw_tables(
     log: EventLog, store: TableStore, days: Sequence[str], fingerprints: Mapping[str, str]
 ) -> None:
     """Write the raw tables of ``days`` that are not current (:func:`refreshed_events`)."""
     for day in days:
-        for kind, table in RAW_TABLES.items():
-            fingerprint = fingerprints.get(day, "")
-            frame, stale = refreshed_events(log, store, kind, day, fingerprint)
-            if stale:
-                store.write(table, day, frame, source=fingerprint)
+        for kind in RAW_TABLES:
+            refresh_raw_table(log, store, kind, day, fingerprints.get(day, ""))
 
 
 def _log_columns(frame: pl.DataFrame, kind: EventKind) -> bool:
