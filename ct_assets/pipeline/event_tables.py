@@ -4,10 +4,16 @@ The raw tables (``raw_feedback``, ``raw_predictions``) hold each date's events a
 decodes them, with the date's log fingerprint as their source. A read of several dates
 (a curation's feedback context and the weeks of predictions its feedback may refer to)
 takes each date whose table was written from the log's current fingerprint from that
-table -- columnar, no JSON decoding -- and only the other dates from the log. The result
-is what :meth:`EventLog.read` gives for those dates: when a table's columns are not the
-log's (written by another version) or the dates' columns differ (a feature added on some
-date), the whole read comes from the log, which decodes such dates together."""
+table -- columnar, no JSON decoding -- and only the other dates from the log; a read of
+the predictions some feedback cites reads further only the tables holding one. The
+result is what :meth:`EventLog.read` gives for those dates: when a table's columns are
+not the log's (written by another version) or the dates' columns differ (a feature
+added on some date), the whole read comes from the log, which decodes such dates
+together.
+
+A stale table is written again from itself and the frames committed since it was
+written (:func:`refreshed_events`): a busy date that gets one more request costs that
+request's decoding, not the whole date's."""
 
 from __future__ import annotations
 
