@@ -28,7 +28,7 @@ from ct_assets.data.feedback_rules import ValidationRules, validate_feedback
 from ct_assets.data.reference import ReferenceSchema, apply_overrides
 from ct_assets.data.tables import TableStore
 from ct_assets.eventlog import EventLog
-from ct_assets.pipeline.event_tables import cited, read_via_tables
+from ct_assets.pipeline.event_tables import cited, read_via_tables, refresh_raw_table
 
 REFERENCE_FILE = "latest.json"
 # Dates on each side of a curated date whose feedback the abuse rules also look at.
@@ -279,7 +279,8 @@ def refresh_tables(
 ) -> list[str]:
     """Bring the tables a dataset is compiled from up to date with the log: the curated
     tables of ``dates`` and the raw predictions their feedback may refer to. A table is
-    rewritten only when its recorded source differs from the log's; the check is made
+    rewritten only when its recorded source differs from the log's (a raw table from
+    itself and the frames committed since: :func:`refresh_raw_table`); the check is made
     again under the table's lock, so a date another run refreshed meanwhile is not
     curated twice. Returns the dates this call curated again."""
     _, lookup = input_dates(dates, rules, 0)
@@ -287,13 +288,7 @@ def refresh_tables(
         if store.source(keys.RAW_PREDICTIONS, day) == fingerprints[day]:
             continue
         with store.locked([keys.RAW_PREDICTIONS], day):
-            if store.source(keys.RAW_PREDICTIONS, day) != fingerprints[day]:
-                store.write(
-                    keys.RAW_PREDICTIONS,
-                    day,
-                    log.read("prediction", dates=[day]),
-                    fingerprints[day],
-                )
+            refresh_raw_table(log, store, "prediction", day, fingerprints[day])
     wanted = {d: curation_key(d, fingerprints, rules, policy) for d in dates}
     stale = [d for d in dates if not curated_is_current(store, d, wanted[d], as_of)]
     curated_again = []
