@@ -72,3 +72,17 @@ def test_a_walk_takes_the_frames_held_when_it_began_while_another_thread_appends
     writer.join()
     assert walked == frames[:10_000]
     assert list(held) == frames
+
+
+def test_a_frame_is_found_by_its_segment_and_offset() -> None:
+    frames = random_frames(random.Random(3), 500, ["a/seg-1", "a/seg-2"])
+    # the same offsets in both segments: the segment tells them apart
+    frames += [
+        DatedPart(999, Part(segment, 7, 5, 1, 0), 10_000 + i, 0, 0)
+        for i, segment in enumerate(["a/seg-2", "a/seg-1"])
+    ]
+    held = columns_of(frames)
+    for dated in frames:
+        assert held.find(dated.part) == dated
+    assert held.find(Part("a/seg-3", 7, 5, 1, 0)) is None, "a segment not held"
+    assert held.find(Part("a/seg-1", 8, 5, 1, 0)) is None, "an offset not held"

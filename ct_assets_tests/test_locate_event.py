@@ -142,3 +142,31 @@ def test_lineage_of_an_event_in_the_tables_does_not_read_the_journals_history(
     store.path(keys.RAW_FEEDBACK, "2026-03-06").unlink()
     walked = _lineage_cli(settings, "c")
     assert walked.returncode != 0 and "journal" in walked.stderr.lower(), walked.stderr
+
+
+def test_lineage_of_an_event_in_no_table_reads_its_commit_not_its_date(
+    settings: Settings,
+) -> None:
+    from ct_assets.eventlog import counts
+    from ct_assets.eventlog.layout import segment_file
+    from ct_assets.lineage.events import find_in_log
+
+    log = EventLog(settings.eventlog_dir)
+    for n in range(30):  # thirty commits on one date
+        log.append([_feedback(f"e{n}-{i}", 1) for i in range(n % 3 + 1)])
+    log.writer.close()
+    day = "2026-03-02"
+    offsets = dict(log.read("feedback", dates=[day]).select("event_id", "log_offset").iter_rows())
+    # damage another commit's frame of the same date: a read of the whole date fails
+    frames = list(counts.dated_parts(settings.eventlog_dir, [day]))
+    damaged = frames[3].part
+    path = segment_file(settings.eventlog_dir, damaged.segment)
+    data = bytearray(path.read_bytes())
+    data[damaged.offset + damaged.length // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptLogError):
+        find_in_log(settings, "e20-1", [day])
+    for event_id in ("e20-1", "e29-2", "e0-0"):
+        answered = _lineage_cli(settings, event_id)
+        assert answered.returncode == 0, answered.stderr
+        assert json.loads(answered.stdout)["log"]["log_offset"] == offsets[event_id]

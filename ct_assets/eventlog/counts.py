@@ -32,6 +32,7 @@ from ct_assets.eventlog.idindex import Covered
 from ct_assets.eventlog.journal import (
     Commit,
     JournalScan,
+    Part,
     commits_between,
     scan_blocks,
 )
@@ -357,6 +358,19 @@ def partition_fingerprints(root: Path) -> dict[str, str]:
         day: ",".join(f"{key.split('/', 1)[1]}:{end}" for key, end in sorted(ends.items()))
         for day, ends in sorted(extents.items())
     }
+
+
+def locate_frame(root: Path, part: Part) -> DatedPart | None:
+    """Where the committed frame ``part`` stands in the log (its commit and the log
+    offsets of its first events), from the summary of its date alone; None when the
+    journal holds no such frame."""
+    day = key_date(part.segment)
+    with _SUMMARIES_LOCK:
+        summary = _current(root)
+        if not _load_dates(root, summary, [day]):
+            summary = _current(root, from_start=True)
+        frames = summary.parts.get(day)
+        return frames.find(part) if frames is not None else None
 
 
 @dataclass(frozen=True)

@@ -114,6 +114,21 @@ class FrameColumns:
         for c in itertools.islice(zip(*columns, strict=False), n):
             yield DatedPart(c[0], Part(segments[c[1]], c[2], c[3], c[4], c[5]), c[6], c[7], c[8])
 
+    def find(self, part: Part) -> DatedPart | None:
+        """The frame ``part`` names (its segment and offset), if it is one of these."""
+        number = self._numbers.get(part.segment)
+        if number is None:
+            return None
+        start = 0
+        while True:
+            try:
+                i = self.offset.index(part.offset, start)
+            except ValueError:
+                return None
+            if self.segment[i] == number:
+                return self[i]
+            start = i + 1
+
     def first_commit(self) -> int | None:
         return self.commit[0] if len(self) else None
 

@@ -18,7 +18,7 @@ import polars as pl
 
 from ct_assets import keys
 from ct_assets.data.tables import TableStore
-from ct_assets.eventlog.counts import counts_by_date
+from ct_assets.eventlog.counts import counts_by_date, locate_frame
 from ct_assets.eventlog.decode import EVENT_FIELDS, received_time
 from ct_assets.eventlog.journal import Commit
 from ct_assets.eventlog.layout import key_date
@@ -105,8 +105,10 @@ def find_in_commit(
 ) -> LoggedEvent | None:
     """The event in the frames of the commit that wrote it (each read on its own), with its
     log offset: ``offset`` when the caller read it already (its curated row), else from a
-    per-date table holding it (offsets never change once committed), so the log's history
-    is not walked. None when it is not there or no table holds it yet."""
+    per-date table holding it (offsets never change once committed; no journal read),
+    else its frame's first log offset in the journal summary (from its checkpoint) plus
+    its line: neither the log's history nor its date is walked. None when it is not
+    there."""
     for part in commit.parts:
         kind: EventKind = "prediction" if part.n_prediction else "feedback"
         hit = _find_line(read_frame(settings.eventlog_dir, part).lines(), event_id, kind)
@@ -115,6 +117,9 @@ def find_in_commit(
         day = key_date(part.segment)
         if offset is None:
             offset = _table_offset(settings, kind, event_id, day)
+        if offset is None:
+            located = locate_frame(settings.eventlog_dir, part)
+            offset = None if located is None else located.base(kind) + hit[0]
         if offset is None:
             return None
         return LoggedEvent(kind, day, offset, received_time(commit.committed_at_us), hit[1])
