@@ -320,17 +320,24 @@ def _summary(root: Path) -> _Summary:
         )
 
 
+def _frames_of(root: Path, dates: Collection[str]) -> dict[str, FrameColumns]:
+    """The summary's frames of those of ``dates`` that have events, their checkpointed
+    ones read first (the journal summarized from its start when a chunk cannot be used).
+    The caller holds ``_SUMMARIES_LOCK``."""
+    summary = _current(root)
+    if not _load_dates(root, summary, dates):
+        summary = _current(root, from_start=True)
+    return {day: summary.parts[day] for day in set(dates) if day in summary.parts}
+
+
 def dated_parts(root: Path, dates: Collection[str]) -> Iterator[DatedPart]:
     """The committed frames of events on ``dates``, in commit order: what a read of those
     dates takes, found without walking the other dates' commits. Made one at a time from
     the summary's columns as the caller takes them (the frames committed meanwhile are
     not among them)."""
     with _SUMMARIES_LOCK:
-        summary = _current(root)
-        if not _load_dates(root, summary, dates):
-            summary = _current(root, from_start=True)
-        held = [summary.parts[day] for day in set(dates) if day in summary.parts]
-        frames = [columns.upto(len(columns)) for columns in held]
+        held = _frames_of(root, dates)
+        frames = [columns.upto(len(columns)) for columns in held.values()]
     if len(frames) == 1:
         return frames[0]
     # within a commit, frames come in the order written: by their first log offsets
@@ -366,10 +373,7 @@ def locate_frame(root: Path, part: Part) -> DatedPart | None:
     journal holds no such frame."""
     day = key_date(part.segment)
     with _SUMMARIES_LOCK:
-        summary = _current(root)
-        if not _load_dates(root, summary, [day]):
-            summary = _current(root, from_start=True)
-        frames = summary.parts.get(day)
+        frames = _frames_of(root, [day]).get(day)
         return frames.find(part) if frames is not None else None
 
 
