@@ -364,11 +364,13 @@ def test_feedback_citing_a_prediction_never_served_is_quarantined_with_its_reaso
     ``unknown_prediction`` and never becomes an example."""
     events = _stream(600)
     first = min(datetime.fromisoformat(e["timestamp"]) for e in events)
+    # an hour into the stream, all three within one date whatever the time of day
+    forged_at = (first + timedelta(hours=1)).replace(minute=0, second=0, microsecond=0)
     forged = [
         {
             "kind": "feedback",
             "event_id": f"forged-{i}",
-            "timestamp": (first + timedelta(hours=1, minutes=i)).isoformat(),
+            "timestamp": (forged_at + timedelta(seconds=i)).isoformat(),
             "feedback_type": "explicit",
             "prediction_id": f"never-served-{i}",
             "label": 1,
@@ -379,7 +381,7 @@ def test_feedback_citing_a_prediction_never_served_is_quarantined_with_its_reaso
     ]
     _ingest(settings, events + forged)
     days = list(EventLog.from_settings(settings).counts_by_date())
-    forged_day = first.date().isoformat()
+    forged_day = forged_at.date().isoformat()
     defs = build_definitions(settings)
     with dg.instance_for_test() as instance:
         figures = _materialize_days(defs, instance, days)
