@@ -6,6 +6,7 @@ from datetime import date, timedelta
 from typing import Any
 
 import dagster as dg
+import polars as pl
 from dagster._core.definitions.data_version import DATA_VERSION_TAG
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 from dagster._core.storage.tags import (
@@ -50,19 +51,18 @@ def raw_materialization(
     """One date of a raw asset: its events as a columnar table (written again only when
     the date's events changed since it was, from the table it replaces and the frames
     committed since), its figures as metadata."""
-    path = refresh_raw_table(log, store, kind, day, fingerprint)
+    path, schema = refresh_raw_table(log, store, kind, day, fingerprint)
     counted = "feedback_type" if kind == "feedback" else "model_version"
     wanted = ["timestamp", "log_offset", counted, *(["label"] if kind == "feedback" else [])]
-    table = asset_key.to_user_string()
-    # its figures from the columns they need (the same file: another writer may replace it)
-    columns = store.read_current(table, day, fingerprint, n_rows=0)
-    frame = store.read_current(table, day, fingerprint, columns=wanted)
-    if columns is None or frame is None:
-        columns, _ = refreshed_events(log, store, kind, day, fingerprint)
-        frame = columns
+    # its figures from the columns they need, checked against the source again (another
+    # writer may have replaced the file meanwhile)
+    frame = store.read_current(asset_key.to_user_string(), day, fingerprint, columns=wanted)
+    if frame is None:
+        frame, _ = refreshed_events(log, store, kind, day, fingerprint)
+        schema = frame.schema
     metadata: dict[str, Any] = {
         "dagster/row_count": frame.height,
-        "dagster/column_schema": column_schema(columns),
+        "dagster/column_schema": column_schema(pl.DataFrame(schema=schema)),
         "segments": fingerprint or "(none)",
         "path": dg.MetadataValue.path(str(path)),
     }

@@ -83,7 +83,7 @@ class CurationInputs:
         if tables is None:
             feedback = log.read("feedback", dates=feedback_dates)
             predictions = log.read("prediction", dates=lookup_dates)
-            return cls(feedback, referenced(predictions, feedback))
+            return cls(feedback, cited(predictions, answered_ids(feedback)))
         store, fingerprints = tables
         feedback = read_via_tables(log, store, "feedback", feedback_dates, fingerprints)
         ids = answered_ids(feedback)
@@ -94,15 +94,10 @@ class CurationInputs:
 
 
 def answered_ids(feedback: pl.DataFrame) -> pl.Series:
-    """The distinct prediction ids ``feedback`` refers to."""
+    """The prediction ids ``feedback`` refers to (:func:`cited` drops nulls and repeats)."""
     if "prediction_id" not in feedback.columns:
         return pl.Series("prediction_id", [], dtype=pl.String)
-    return feedback.get_column("prediction_id").drop_nulls().unique()
-
-
-def referenced(predictions: pl.DataFrame, feedback: pl.DataFrame) -> pl.DataFrame:
-    """The rows of ``predictions`` whose ``prediction_id`` some row of ``feedback`` cites."""
-    return cited(predictions, answered_ids(feedback))
+    return feedback.get_column("prediction_id")
 
 
 def day_end(day: str) -> datetime:

@@ -192,13 +192,14 @@ def _aligned(new: pl.DataFrame, schema: pl.Schema) -> pl.DataFrame | None:
 
 def refresh_raw_table(
     log: EventLog, store: TableStore, kind: EventKind, day: str, fingerprint: str
-) -> Path:
-    """The raw table of ``kind`` on ``day``, written first when it is not current
-    (:func:`refreshed_events`); a current one is not read."""
-    if current_events(store, kind, day, fingerprint, n_rows=0) is None:
-        frame, _ = refreshed_events(log, store, kind, day, fingerprint)
-        return store.write(RAW_TABLES[kind], day, frame, source=fingerprint)
-    return store.path(RAW_TABLES[kind], day)
+) -> tuple[Path, pl.Schema]:
+    """The raw table of ``kind`` on ``day`` and its columns, written first when it is not
+    current (:func:`refreshed_events`); of a current one only the footer is read."""
+    held = current_events(store, kind, day, fingerprint, n_rows=0)
+    if held is not None:
+        return store.path(RAW_TABLES[kind], day), held.schema
+    frame, _ = refreshed_events(log, store, kind, day, fingerprint)
+    return store.write(RAW_TABLES[kind], day, frame, source=fingerprint), frame.schema
 
 
 def refresh_raw_tables(
