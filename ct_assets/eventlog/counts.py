@@ -357,6 +357,11 @@ def counts_by_date(root: Path) -> dict[str, LogCounts]:
     return {day: LogCounts(*totals[day]) for day in sorted(totals)}
 
 
+def committed_extents(root: Path) -> dict[str, dict[str, int]]:
+    """Per event date, each segment's committed end (byte offset), from the journal alone."""
+    return _summary(root).extents
+
+
 def partition_fingerprints(root: Path) -> dict[str, str]:
     """Per event date, a string that changes whenever events of that date are committed
     (the committed extents of its segments)."""

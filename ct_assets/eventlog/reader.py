@@ -3,7 +3,8 @@ the journal alone: :mod:`ct_assets.eventlog.counts`; decoding: :mod:`ct_assets.e
 
 Readers take no lock. They read the journal first and then only the frames it
 names, so they see every commit that was complete when they looked and never a
-partial one. Reading the events of some dates opens only those dates' segments.
+partial one. Reading the events of some dates opens only those dates' segments (an
+archived segment is rebuilt from its archive: :mod:`ct_assets.eventlog.archive`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
+from ct_assets.eventlog.archive import segment_bytes, segment_size
 from ct_assets.eventlog.counts import (
     LogCounts,
     count_events,
@@ -76,12 +78,7 @@ class _SegmentCache:
         path = segment_file(self.root, part.segment)
         start, data = self._data.get(part.segment, (0, b""))
         if part.offset < start or len(data) < part.offset - start + part.length:
-            try:
-                with open(path, "rb") as handle:
-                    handle.seek(part.offset)
-                    start, data = part.offset, handle.read()
-            except FileNotFoundError:
-                start, data = part.offset, b""
+            start, data = part.offset, segment_bytes(self.root, part.segment, part.offset)
             self._data[part.segment] = (start, data)
         return _checked_frame(data, part.offset - start, part, path)
 
@@ -140,14 +137,10 @@ def _check_present(root: Path, pieces: list[Piece]) -> None:
         if part.segment not in last or part.offset > last[part.segment].offset:
             last[part.segment] = part
     for segment, part in last.items():
-        path = segment_file(root, segment)
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError:
-            size = 0
-        if size < part.offset + part.length:
+        if segment_size(root, segment) < part.offset + part.length:
             raise CorruptLogError(
-                f"{path}: committed frame at byte {part.offset} is missing or damaged"
+                f"{segment_file(root, segment)}: committed frame at byte {part.offset} "
+                "is missing or damaged"
             )
 
 
@@ -230,7 +223,10 @@ class _FrameReader:
                 handle = self._files[part.segment] = open(path, "rb")  # noqa: SIM115
             except FileNotFoundError:
                 handle = None
-        data = os.pread(handle.fileno(), part.length, part.offset) if handle else b""
+        if handle is not None:
+            data = os.pread(handle.fileno(), part.length, part.offset)
+        else:  # archived (or missing: then empty)
+            data = segment_bytes(self.root, part.segment, part.offset, part.length)
         return _checked_frame(data, 0, part, path)
 
 

@@ -8,6 +8,7 @@ import os
 import zlib
 from pathlib import Path
 
+from ct_assets.eventlog.archive import segment_bytes
 from ct_assets.eventlog.frames import HEADER, SEGMENT_MAGIC, CorruptLogError, Frame, frame_at
 from ct_assets.eventlog.journal import Part
 from ct_assets.eventlog.layout import all_segments, key_date, key_sequence, segment_file
@@ -43,11 +44,7 @@ class SegmentChecks:
 
     def _read_part(self, part: Part) -> Frame:
         path = segment_file(self.root, part.segment)
-        try:
-            with open(path, "rb") as handle:
-                data = os.pread(handle.fileno(), part.length, part.offset)
-        except FileNotFoundError:
-            data = b""
+        data = segment_bytes(self.root, part.segment, part.offset, part.length)
         frame = frame_at(data, 0, SEGMENT_MAGIC)
         if frame is None or frame.length != part.length:
             raise CorruptLogError(

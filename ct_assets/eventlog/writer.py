@@ -41,6 +41,7 @@ from pathlib import Path
 
 import msgspec
 
+from ct_assets.eventlog.archive import archived_segments, is_archived
 from ct_assets.eventlog.dedup import IdDedup
 from ct_assets.eventlog.frames import HEADER, CorruptLogError, encode_frame, fsync_dir
 from ct_assets.eventlog.idindex import Indexed
@@ -357,12 +358,17 @@ class EventLogWriter(IdDedup):
         """The segment of ``day`` to append ``frame_size`` bytes to (a new one if it is full)."""
         key = self._current.get(day)
         if key is None:
-            existing = date_segments(self.root, day)
-            key = existing[-1] if existing else segment_key(day, 1)
+            existing = date_segments(self.root, day) + archived_segments(self.root, day)
+            key = max(existing, key=key_sequence) if existing else segment_key(day, 1)
+        path = segment_file(self.root, key)
+        if not path.exists():
+            while is_archived(self.root, key):  # closed by retention: never appended to
+                key = segment_key(day, key_sequence(key) + 1)
+            path = segment_file(self.root, key)
         extent = uncommitted.get(key, self._extent.get(key, 0))
         if extent > 0 and extent + frame_size > self.segment_max_bytes:
             key = segment_key(day, key_sequence(key) + 1)
-        path = segment_file(self.root, key)
+            path = segment_file(self.root, key)
         if not path.exists():
             folder = path.parent
             if not folder.exists():

@@ -14,8 +14,17 @@ from pathlib import Path
 
 from ct_assets.registry import AuditRecord, Registry
 from ct_assets.retention.files import CHECKPOINT, remove_checkpoint
-from ct_assets.retention.items import DRIFT_REFERENCE, MODEL_VERSION, REPORT, RUN, Item, Plan
+from ct_assets.retention.items import (
+    DRIFT_REFERENCE,
+    EVENT_SEGMENT,
+    MODEL_VERSION,
+    REPORT,
+    RUN,
+    Item,
+    Plan,
+)
 from ct_assets.retention.plan import make_plan
+from ct_assets.retention.segments import archive_item
 from ct_assets.retention.stored import is_stored, object_store, remove_stored
 from ct_assets.retention.tombstones import (
     append_durably,
@@ -114,6 +123,8 @@ def run_gc(settings: Settings, registry: Registry, *, dry_run: bool, by: str = "
                 pass
             for path in item.paths:
                 _remove(path, store)
+        elif item.what == EVENT_SEGMENT:
+            archive_item(settings, item)
         elif item.what == CHECKPOINT:
             for path in item.paths:  # the local folder, then the stored state and model
                 if is_stored(path, store):

@@ -13,8 +13,18 @@ RUN = "mlflow_run"
 DATASET = "dataset"
 REPORT = "report"
 DRIFT_REFERENCE = "drift_reference"
+EVENT_SEGMENT = "event_segment"
 #: The order deletions run in: a version leaves the registry before anything it needs.
-DELETE_ORDER = (MODEL_VERSION, RUN, HANDOFF, REPORT, DRIFT_REFERENCE, CHECKPOINT, DATASET)
+DELETE_ORDER = (
+    MODEL_VERSION,
+    RUN,
+    HANDOFF,
+    REPORT,
+    DRIFT_REFERENCE,
+    CHECKPOINT,
+    DATASET,
+    EVENT_SEGMENT,
+)
 
 
 @dataclass(frozen=True)

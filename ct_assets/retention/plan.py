@@ -31,6 +31,7 @@ from ct_assets.retention.items import (
     Item,
     Plan,
 )
+from ct_assets.retention.segments import segment_items
 from ct_assets.retention.stored import (
     object_store,
     stored_datasets,
@@ -227,6 +228,7 @@ def make_plan(settings: Settings, registry: Registry) -> Plan:
     ):
         kept += [_item(f) for f in keep_files]
         deleted += [_item(f) for f in drop_files]
+    deleted += segment_items(settings)
     order = {what: n for n, what in enumerate(DELETE_ORDER)}
     deleted.sort(key=lambda i: order[i.what])
     return Plan(kept, deleted, datetime.now(UTC).isoformat())

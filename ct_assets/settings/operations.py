@@ -13,6 +13,7 @@ from ct_assets.settings.declare import (
     parse_flag,
     parse_fraction,
     parse_non_negative_float,
+    parse_non_negative_int,
     parse_positive_float,
     parse_positive_int,
     parse_queue_size,
@@ -141,6 +142,13 @@ class OperationsSettings:
         parse=parse_positive_int,
         check=at_least(1),
         help="hours since its last write before gc deletes a training checkpoint",
+    )
+    retention_days: int = setting(
+        0,
+        env="CT_RETENTION_DAYS",
+        section="retention",
+        parse=parse_non_negative_int,
+        help="event dates older than this many days have their segments archived (0: never)",
     )
     gc_cron: str = setting(
         "30 3 * * *",

@@ -1,0 +1,340 @@
+"""The columnar archive of old segments, and reading a segment whichever form it has.
+
+Retention (``CT_RETENTION_DAYS``, done by ``ct-assets gc``) replaces a segment of an old
+event date by one Parquet file, ``<root>/archive/<date>/seg-<sequence>.parquet``, and then
+deletes the segment. One row per event: the exact JSON line the segment holds (``event``,
+zstd-compressed), its ``event_id`` and ``kind``, and its frame's byte offset, checksum and
+counts. Nothing is lost: the segment's committed bytes are rebuilt from those rows exactly
+(each frame's header is the same function of its lines), and the file's metadata holds the
+segment's committed end and the SHA-256 of its bytes, checked at every rebuild. So every
+reader (a date's events, an export, ``lineage --event``, the event id index rebuilt from
+the journal) reads an archived segment through :func:`segment_bytes` as if the segment
+were there, and the journal, the checkpoints and the partition fingerprints do not change.
+
+The archive is written under the log's lock (no commit runs meanwhile), fsynced, read back
+and compared byte for byte with the segment before the segment is deleted. A process killed
+in between leaves both, and the next archiving of that segment finishes the job. A writer
+never appends to an archived segment: the next event of that date starts the next one.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import functools
+import hashlib
+import os
+import re
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from ct_assets.eventlog.frames import (
+    SEGMENT_MAGIC,
+    CorruptLogError,
+    encode_record,
+    fsync_dir,
+    scan_bytes,
+)
+from ct_assets.eventlog.layout import LOCK_NAME, key_date, segment_file
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+ARCHIVE_DIR = "archive"
+ARCHIVE_SUFFIX = ".parquet"
+ARCHIVE_VERSION = "1"
+_META_VERSION = b"ct.archive_version"
+_META_SEGMENT = b"ct.segment"
+_META_END = b"ct.segment_end"
+_META_SHA = b"ct.segment_sha256"
+_ARCHIVE_RE = re.compile(r"^seg-(\d{8})\.parquet$")
+
+
+class _Envelope(msgspec.Struct):
+    event_id: str = ""
+    kind: str = ""
+
+
+_ENVELOPE = msgspec.json.Decoder(_Envelope)
+
+
+@dataclass(frozen=True)
+class Archived:
+    """A segment replaced by its archive: its key, committed end and events."""
+
+    segment: str
+    archive: Path
+    end: int
+    events: int
+
+
+def archive_file(root: Path, key: str) -> Path:
+    """Where the archive of segment ``key`` (``<date>/seg-<n>.ctlog``) lives."""
+    day, name = key.split("/", 1)
+    return root / ARCHIVE_DIR / day / (Path(name).stem + ARCHIVE_SUFFIX)
+
+
+def archived_segments(root: Path, day: str) -> list[str]:
+    """Keys of the segments of ``day`` that have an archive, in sequence order."""
+    folder = root / ARCHIVE_DIR / day
+    if not folder.is_dir():
+        return []
+    names = sorted(p.name for p in folder.iterdir() if _ARCHIVE_RE.match(p.name))
+    return [f"{day}/{Path(name).stem}.ctlog" for name in names]
+
+
+def is_archived(root: Path, key: str) -> bool:
+    return archive_file(root, key).exists()
+
+
+# -- reading ---------------------------------------------------------------------------------
+
+
+def segment_size(root: Path, key: str) -> int:
+    """The bytes a segment holds: its file's size, else its archive's committed end, else 0."""
+    try:
+        return segment_file(root, key).stat().st_size
+    except FileNotFoundError:
+        pass
+    path = archive_file(root, key)
+    if not path.exists():
+        return 0
+    return int(_metadata(path)[_META_END])
+
+
+def segment_bytes(root: Path, key: str, offset: int, length: int | None = None) -> bytes:
+    """``length`` bytes of segment ``key`` from ``offset`` (to its end if None): from its
+    file, else rebuilt from its archive (checked), else empty (a missing segment)."""
+    path = segment_file(root, key)
+    try:
+        with open(path, "rb") as handle:
+            if length is None:
+                handle.seek(offset)
+                return handle.read()
+            return os.pread(handle.fileno(), length, offset)
+    except FileNotFoundError:
+        pass
+    stored = archive_file(root, key)
+    try:
+        stat = stored.stat()
+    except FileNotFoundError:
+        return b""
+    data = _rebuilt(str(stored), stat.st_mtime_ns, stat.st_size)
+    return data[offset:] if length is None else data[offset : offset + length]
+
+
+def _metadata(path: Path) -> dict[bytes, bytes]:
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.read_schema(path).metadata or {}
+    except (OSError, ValueError) as exc:
+        raise CorruptLogError(f"{path}: archive of a segment cannot be read: {exc}") from exc
+    if meta.get(_META_VERSION) != ARCHIVE_VERSION.encode() or _META_END not in meta:
+        raise CorruptLogError(f"{path}: not a segment archive this version can read")
+    return dict(meta)
+
+
+@functools.lru_cache(maxsize=2)
+def _rebuilt(path: str, _mtime_ns: int, _size: int) -> bytes:
+    """The committed bytes of an archived segment (cached by the file's identity)."""
+    import pyarrow.parquet as pq
+
+    archive = Path(path)
+    meta = _metadata(archive)
+    try:
+        table = pq.read_table(archive, page_checksum_verification=True)
+        data = rebuild(table)
+    except (OSError, ValueError, KeyError) as exc:
+        raise CorruptLogError(f"{archive}: archive of a segment cannot be read: {exc}") from exc
+    if (
+        len(data) != int(meta[_META_END])
+        or hashlib.sha256(data).hexdigest().encode() != meta[_META_SHA]
+    ):
+        raise CorruptLogError(f"{archive}: archive does not rebuild its segment's bytes")
+    return data
+
+
+def rebuild(table: pa.Table) -> bytes:
+    """A segment's bytes from its archive rows (frames in offset order, each checked)."""
+    offsets = table.column("frame_offset").to_pylist()
+    crcs = table.column("frame_crc").to_pylist()
+    n_preds = table.column("frame_n_prediction").to_pylist()
+    n_fbs = table.column("frame_n_feedback").to_pylist()
+    events = table.column("event").to_pylist()
+    out = bytearray()
+    start = 0
+    while start < len(offsets):
+        stop = start + 1
+        while stop < len(offsets) and offsets[stop] == offsets[start]:
+            stop += 1
+        if offsets[start] != len(out):
+            raise ValueError(f"frame at byte {offsets[start]} follows byte {len(out)}")
+        payload = b"\n".join(events[start:stop]) + b"\n"
+        if zlib.crc32(payload) != crcs[start]:
+            raise ValueError(f"frame at byte {offsets[start]} fails its checksum")
+        out += encode_record(payload, n_preds[start], n_fbs[start], SEGMENT_MAGIC)
+        start = stop
+    return bytes(out)
+
+
+# -- writing ---------------------------------------------------------------------------------
+
+
+@contextmanager
+def log_lock(root: Path) -> Iterator[None]:
+    """The log's writer lock (no commit runs while it is held)."""
+    fd = os.open(root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def archive_table(data: bytes, key: str) -> pa.Table:
+    """The archive rows of a segment's committed bytes ``data`` (every frame whole)."""
+    import pyarrow as pa
+
+    scan = scan_bytes(data)
+    if scan.corrupt or scan.valid_end != len(data):
+        raise CorruptLogError(f"{key}: committed frame at byte {scan.valid_end} is damaged")
+    columns: dict[str, list[object]] = {
+        name: []
+        for name in (
+            "frame_offset",
+            "frame_crc",
+            "frame_n_prediction",
+            "frame_n_feedback",
+            "event_id",
+            "kind",
+            "event",
+        )
+    }
+    for frame in scan.frames:
+        lines = frame.lines()
+        if not lines or b"\n".join(lines) + b"\n" != frame.payload:
+            raise CorruptLogError(f"{key}: frame at byte {frame.offset} holds no whole lines")
+        for line in lines:
+            try:
+                envelope = _ENVELOPE.decode(line)
+            except msgspec.DecodeError:
+                envelope = _Envelope()
+            columns["frame_offset"].append(frame.offset)
+            columns["frame_crc"].append(frame.crc)
+            columns["frame_n_prediction"].append(frame.n_prediction)
+            columns["frame_n_feedback"].append(frame.n_feedback)
+            columns["event_id"].append(envelope.event_id)
+            columns["kind"].append(envelope.kind)
+            columns["event"].append(line)
+    schema = pa.schema(
+        [
+            ("frame_offset", pa.int64()),
+            ("frame_crc", pa.uint32()),
+            ("frame_n_prediction", pa.uint32()),
+            ("frame_n_feedback", pa.uint32()),
+            ("event_id", pa.string()),
+            ("kind", pa.dictionary(pa.int8(), pa.string())),
+            ("event", pa.binary()),
+        ],
+        metadata={
+            _META_VERSION: ARCHIVE_VERSION.encode(),
+            _META_SEGMENT: key.encode(),
+            _META_END: str(len(data)).encode(),
+            _META_SHA: hashlib.sha256(data).hexdigest().encode(),
+        },
+    )
+    return pa.table(columns, schema=schema)
+
+
+def archive_segment(root: Path, key: str, end: int) -> Archived:
+    """Replace segment ``key`` (committed up to ``end``) by its archive; call with the log's
+    lock held. Idempotent: an archive already written (a run killed before the segment was
+    deleted) is checked against the segment and written again if it does not match."""
+    import pyarrow.parquet as pq
+
+    path = segment_file(root, key)
+    target = archive_file(root, key)
+    if not path.exists():
+        if not target.exists():
+            raise CorruptLogError(f"{path}: segment to archive is missing")
+        return Archived(key, target, end, pq.read_metadata(target).num_rows)
+    data = segment_bytes(root, key, 0, end)
+    if len(data) != end:
+        raise CorruptLogError(f"{path}: committed frame ends past the segment ({len(data)} bytes)")
+    table = archive_table(data, key)
+    if not _archive_matches(target, data):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        pq.write_table(
+            table, temporary, compression="zstd", write_page_checksum=True, row_group_size=65536
+        )
+        with open(temporary, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temporary, target)
+        fsync_dir(target.parent)
+        fsync_dir(target.parent.parent)
+        if not _archive_matches(target, data):
+            raise CorruptLogError(f"{target}: archive read back does not rebuild {path}")
+    path.unlink()
+    fsync_dir(path.parent)
+    return Archived(key, target, end, table.num_rows)
+
+
+def _archive_matches(target: Path, data: bytes) -> bool:
+    if not target.exists():
+        return False
+    stat = target.stat()
+    try:
+        return _rebuilt(str(target), stat.st_mtime_ns, stat.st_size) == data
+    except CorruptLogError:
+        return False
+
+
+def old_segments(root: Path, before: str) -> list[tuple[str, int]]:
+    """Segments (key, committed end) of event dates before ``before`` still on disk."""
+    from ct_assets.eventlog.counts import committed_extents
+
+    extents = committed_extents(root)
+    found: list[tuple[str, int]] = []
+    for day in sorted(extents):
+        if day >= before:
+            continue
+        for key, end in sorted(extents[day].items()):
+            if end > 0 and key_date(key) == day and segment_file(root, key).exists():
+                found.append((key, end))
+    return found
+
+
+def archive_old_segment(root: Path, key: str) -> Archived:
+    """Archive segment ``key`` under the log's lock, at its committed end then (a segment
+    already archived is answered from its archive)."""
+    from ct_assets.eventlog.counts import committed_extents
+
+    with log_lock(root):
+        end = committed_extents(root).get(key_date(key), {}).get(key, 0)
+        if end <= 0:
+            raise CorruptLogError(f"{segment_file(root, key)}: no committed frame to archive")
+        return archive_segment(root, key, end)
+
+
+__all__ = [
+    "ARCHIVE_DIR",
+    "Archived",
+    "archive_file",
+    "archive_old_segment",
+    "archive_segment",
+    "archived_segments",
+    "is_archived",
+    "log_lock",
+    "old_segments",
+    "rebuild",
+    "segment_bytes",
+    "segment_size",
+]
