@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
 
 from ct_assets.settings import Settings
 
@@ -17,11 +16,7 @@ def cmd_gc(args: argparse.Namespace, settings: Settings) -> int:
     from ct_assets.registry import Registry
     from ct_assets.retention import run_gc
 
-    registry = Registry.existing(settings)
-    if registry is None:
-        out: dict[str, Any] = {"kept": [], "deleted": [], "dry_run": args.dry_run}
-        print(json.dumps(out) if args.json else "nothing registered: nothing to collect")
-        return 0
+    registry = Registry.existing(settings)  # None: nothing registered, only old segments
     plan = run_gc(settings, registry, dry_run=args.dry_run, by=getpass.getuser())
     if args.json:
         print(json.dumps(plan.as_json(args.dry_run), indent=2, default=str))

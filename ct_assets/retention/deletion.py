@@ -77,7 +77,9 @@ def _owners(item: Item) -> set[str]:
     return {str(v) for v in item.detail.get("versions", [])}
 
 
-def run_gc(settings: Settings, registry: Registry, *, dry_run: bool, by: str = "ct_assets") -> Plan:
+def run_gc(
+    settings: Settings, registry: Registry | None, *, dry_run: bool, by: str = "ct_assets"
+) -> Plan:
     """Plan, and unless ``dry_run`` write the plan and tombstones (fsynced), then delete."""
     from mlflow.exceptions import MlflowException
 
@@ -100,7 +102,7 @@ def run_gc(settings: Settings, registry: Registry, *, dry_run: bool, by: str = "
     for item in plan.deleted:
         if _owners(item) & cancelled:
             continue  # belongs to a version that was kept after all
-        if item.what == MODEL_VERSION:
+        if item.what == MODEL_VERSION and registry is not None:
             try:
                 current = registry.client.get_model_version(registry.model_name, item.id)
             except MlflowException:
@@ -115,7 +117,7 @@ def run_gc(settings: Settings, registry: Registry, *, dry_run: bool, by: str = "
                 continue
             if current is not None:
                 registry.client.delete_model_version(registry.model_name, item.id)
-        elif item.what == RUN:
+        elif item.what == RUN and registry is not None:
             try:
                 if registry.client.get_run(item.id).info.lifecycle_stage != "deleted":
                     registry.client.delete_run(item.id)
@@ -137,7 +139,7 @@ def run_gc(settings: Settings, registry: Registry, *, dry_run: bool, by: str = "
         touched |= _owners(item)
         done += 1
         after_delete(done)
-    if touched:
+    if touched and registry is not None:
         registry.audit(
             AuditRecord(
                 "gc",

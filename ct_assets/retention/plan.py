@@ -132,9 +132,13 @@ def _local_artifacts(settings: Settings, artifact_uri: str) -> str | None:
     return str(path) if path.is_relative_to(root) and path != root else None
 
 
-def make_plan(settings: Settings, registry: Registry) -> Plan:
-    """What gc keeps and deletes now, and why (reads only)."""
+def make_plan(settings: Settings, registry: Registry | None) -> Plan:
+    """What gc keeps and deletes now, and why (reads only). Without a registry (nothing was
+    ever registered) only the event log's old segments are planned."""
     from mlflow.exceptions import MlflowException
+
+    if registry is None:
+        return Plan([], segment_items(settings), datetime.now(UTC).isoformat())
 
     versions = registry.versions()
     store = object_store(settings)
