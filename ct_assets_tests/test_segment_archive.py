@@ -302,3 +302,36 @@ def test_gc_archives_old_dates_and_a_killed_gc_is_finished_by_the_next(
     assert {t["id"] for t in gone if t["what"] == "event_segment"} == set(old)
     # the log takes new events of an archived date and of today
     assert EventLog.from_settings(settings).append(_recent(12)).accepted == 2
+
+
+def test_lineage_of_an_archived_event_answers_as_before(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ct_assets.eventlog.layout import index_path
+
+    log = EventLog(settings.eventlog_dir, segment_max_bytes=1500)
+    events = _old_events(120)
+    for i in range(0, 120, 10):
+        log.append(events[i : i + 10])
+    log.writer.close()
+    wanted = [events[5].event_id, events[64].event_id, events[119].event_id]
+
+    def lineage(event_id: str) -> dict[str, Any]:
+        done = subprocess.run(
+            [sys.executable, "-m", "ct_assets.cli", "lineage", "--event", event_id, "--json"],
+            env={**os.environ, "CT_HOME": str(settings.home), "PYTHONPATH": str(PROJECT_ROOT)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        found: dict[str, Any] = json.loads(done.stdout)
+        return found
+
+    expected = {e: lineage(e) for e in wanted}
+    assert all(found["log"]["date"] < CUTOFF for found in expected.values())
+    _archive_all(settings.eventlog_dir)
+    assert not list((settings.eventlog_dir / "segments").rglob("*.ctlog"))
+    assert {e: lineage(e) for e in wanted} == expected
+    index_path(settings.eventlog_dir).unlink()  # every date searched, through the archives
+    assert {e: lineage(e) for e in wanted} == expected

@@ -4,6 +4,8 @@
     <root>/journal.ctj                             commit records, in commit order
     <root>/event_ids.sqlite                        the event id index (a cache of the journal)
     <root>/segments/<YYYY-MM-DD>/seg-00000001.ctlog  event frames, by event date (UTC)
+    <root>/archive/<YYYY-MM-DD>/seg-00000001.parquet a segment replaced by its columnar
+                                                   archive (retention: .archive)
     <root>/summary/                                a checkpoint of the journal's summary
                                                    (a cache of the journal: .checkpoint)
 

@@ -9,8 +9,9 @@ the versions it continued from (``ct.init_model_version``, recursively), its dat
 run (marked deleted, its local artifacts removed), its report and drift reference, the
 retrain runs' hand-offs naming it, datasets no remaining version uses, and checkpoints of
 trainings not resumed for ``CT_GC_CHECKPOINT_AGE_HOURS`` (:mod:`ct_assets.retention.files`).
-The event log and the per-date tables are never touched; a dataset no version ever used
-(an in-flight run's) is kept, and so is each asset's latest hand-off.
+The per-date tables are never touched; with ``CT_RETENTION_DAYS`` the segments of older
+event dates are replaced by their lossless columnar archive (``segments``). A dataset no
+version ever used (an in-flight run's) is kept, and so is each asset's latest hand-off.
 
 Crash safety: the plan (``CT_HOME/gc/plan.json``) and one tombstone per deleted object
 (``CT_HOME/gc/tombstones.jsonl``) are written and fsynced before anything is deleted.
@@ -21,7 +22,7 @@ without its dataset. Tombstones keep lineage answerable for what is gone.
 
 Modules: ``plan`` (what is kept and why), ``deletion`` (doing it), ``tombstones`` (the
 plan and tombstones on disk), ``items`` (what an object is), ``files`` (hand-offs and
-checkpoints).
+checkpoints), ``segments`` (the event log's old segments).
 """
 
 from __future__ import annotations
