@@ -148,7 +148,8 @@ def _rebuilt(path: str, _mtime_ns: int, _size: int) -> bytes:
     archive = Path(path)
     meta = _metadata(archive)
     try:
-        table = pq.read_table(archive, page_checksum_verification=True)
+        # ParquetFile, not read_table: no pyarrow.dataset import (0.4 s) in a reader
+        table = pq.ParquetFile(archive, page_checksum_verification=True).read()
         data = rebuild(table)
     except (OSError, ValueError, KeyError) as exc:
         raise CorruptLogError(f"{archive}: archive of a segment cannot be read: {exc}") from exc
