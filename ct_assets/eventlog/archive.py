@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from ct_assets.eventlog.archive_store import pointer_file, stored_end, stored_segment
 from ct_assets.eventlog.frames import (
     SEGMENT_MAGIC,
     CorruptLogError,
@@ -52,7 +53,7 @@ _META_VERSION = b"ct.archive_version"
 _META_SEGMENT = b"ct.segment"
 _META_END = b"ct.segment_end"
 _META_SHA = b"ct.segment_sha256"
-_ARCHIVE_RE = re.compile(r"^seg-(\d{8})\.parquet$")
+_ARCHIVE_RE = re.compile(r"^seg-(\d{8})\.(?:parquet|stored\.json)$")
 
 
 class _Envelope(msgspec.Struct):
@@ -80,16 +81,17 @@ def archive_file(root: Path, key: str) -> Path:
 
 
 def archived_segments(root: Path, day: str) -> list[str]:
-    """Keys of the segments of ``day`` that have an archive, in sequence order."""
+    """Keys of the segments of ``day`` that have an archive, here or on the store (a
+    pointer), in sequence order."""
     folder = root / ARCHIVE_DIR / day
     if not folder.is_dir():
         return []
-    names = sorted(p.name for p in folder.iterdir() if _ARCHIVE_RE.match(p.name))
-    return [f"{day}/{Path(name).stem}.ctlog" for name in names]
+    found = {m.group(1) for p in folder.iterdir() if (m := _ARCHIVE_RE.match(p.name))}
+    return [f"{day}/seg-{sequence}.ctlog" for sequence in sorted(found)]
 
 
 def is_archived(root: Path, key: str) -> bool:
-    return archive_file(root, key).exists()
+    return archive_file(root, key).exists() or pointer_file(root, key).exists()
 
 
 # -- reading ---------------------------------------------------------------------------------
@@ -102,14 +104,15 @@ def segment_size(root: Path, key: str) -> int:
     except FileNotFoundError:
         pass
     path = archive_file(root, key)
-    if not path.exists():
-        return 0
-    return int(_metadata(path)[_META_END])
+    if path.exists():
+        return int(_metadata(path)[_META_END])
+    return stored_end(root, key) or 0
 
 
 def segment_bytes(root: Path, key: str, offset: int, length: int | None = None) -> bytes:
     """``length`` bytes of segment ``key`` from ``offset`` (to its end if None): from its
-    file, else rebuilt from its archive (checked), else empty (a missing segment)."""
+    file, else rebuilt from its archive here or on the store (checked), else empty (a
+    missing segment)."""
     path = segment_file(root, key)
     try:
         with open(path, "rb") as handle:
@@ -119,12 +122,13 @@ def segment_bytes(root: Path, key: str, offset: int, length: int | None = None) 
             return os.pread(handle.fileno(), length, offset)
     except FileNotFoundError:
         pass
-    stored = archive_file(root, key)
+    local = archive_file(root, key)
     try:
-        stat = stored.stat()
+        stat = local.stat()
     except FileNotFoundError:
-        return b""
-    data = _rebuilt(str(stored), stat.st_mtime_ns, stat.st_size)
+        data = stored_segment(root, key) or b""
+    else:
+        data = _rebuilt(str(local), stat.st_mtime_ns, stat.st_size)
     return data[offset:] if length is None else data[offset : offset + length]
 
 
@@ -143,21 +147,35 @@ def _metadata(path: Path) -> dict[bytes, bytes]:
 @functools.lru_cache(maxsize=2)
 def _rebuilt(path: str, _mtime_ns: int, _size: int) -> bytes:
     """The committed bytes of an archived segment (cached by the file's identity)."""
+    try:
+        blob = Path(path).read_bytes()
+    except OSError as exc:
+        raise CorruptLogError(f"{path}: archive of a segment cannot be read: {exc}") from exc
+    return rebuilt_from(blob, path, None)
+
+
+def rebuilt_from(blob: bytes, where: str, end: int | None) -> bytes:
+    """A segment's committed bytes from the bytes of its archive (named ``where``), checked
+    against the archive's recorded end and SHA-256 (and ``end`` if given)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    archive = Path(path)
-    meta = _metadata(archive)
     try:
         # ParquetFile, not read_table: no pyarrow.dataset import (0.4 s) in a reader
-        table = pq.ParquetFile(archive, page_checksum_verification=True).read()
-        data = rebuild(table)
+        parquet = pq.ParquetFile(pa.BufferReader(blob), page_checksum_verification=True)
+        meta = parquet.schema_arrow.metadata or {}
+        if meta.get(_META_VERSION) != ARCHIVE_VERSION.encode() or _META_END not in meta:
+            raise CorruptLogError(f"{where}: not a segment archive this version can read")
+        data = rebuild(parquet.read())
     except (OSError, ValueError, KeyError) as exc:
-        raise CorruptLogError(f"{archive}: archive of a segment cannot be read: {exc}") from exc
+        raise CorruptLogError(f"{where}: archive of a segment cannot be read: {exc}") from exc
+    recorded = int(meta[_META_END])
     if (
-        len(data) != int(meta[_META_END])
+        len(data) != recorded
+        or (end is not None and recorded != end)
         or hashlib.sha256(data).hexdigest().encode() != meta[_META_SHA]
     ):
-        raise CorruptLogError(f"{archive}: archive does not rebuild its segment's bytes")
+        raise CorruptLogError(f"{where}: archive does not rebuild its segment's bytes")
     return data
 
 
@@ -263,9 +281,11 @@ def archive_segment(root: Path, key: str, end: int) -> Archived:
     path = segment_file(root, key)
     target = archive_file(root, key)
     if not path.exists():
-        if not target.exists():
-            raise CorruptLogError(f"{path}: segment to archive is missing")
-        return Archived(key, target, end, pq.read_metadata(target).num_rows)
+        if target.exists():
+            return Archived(key, target, end, pq.read_metadata(target).num_rows)
+        if pointer_file(root, key).exists():
+            return Archived(key, pointer_file(root, key), end, -1)  # moved to the store
+        raise CorruptLogError(f"{path}: segment to archive is missing")
     data = segment_bytes(root, key, 0, end)
     if len(data) != end:
         raise CorruptLogError(f"{path}: committed frame ends past the segment ({len(data)} bytes)")
@@ -296,6 +316,20 @@ def _archive_matches(target: Path, data: bytes) -> bool:
         return _rebuilt(str(target), stat.st_mtime_ns, stat.st_size) == data
     except CorruptLogError:
         return False
+
+
+def local_archives(root: Path, before: str) -> list[str]:
+    """Keys of the segments of event dates before ``before`` archived on this disk."""
+    base = root / ARCHIVE_DIR
+    if not base.is_dir():
+        return []
+    found: list[str] = []
+    for folder in sorted(base.iterdir()):
+        if folder.is_dir() and folder.name < before:
+            found += [
+                k for k in archived_segments(root, folder.name) if archive_file(root, k).exists()
+            ]
+    return found
 
 
 def old_segments(root: Path, before: str) -> list[tuple[str, int]]:
@@ -333,6 +367,7 @@ __all__ = [
     "archive_segment",
     "archived_segments",
     "is_archived",
+    "local_archives",
     "log_lock",
     "old_segments",
     "rebuild",

@@ -1,14 +1,23 @@
 """Segments of old event dates (``CT_RETENTION_DAYS``): each is replaced by its columnar
 archive (:mod:`ct_assets.eventlog.archive`), from which every reader rebuilds it exactly,
-then deleted. The journal, the event id index and the per-date tables are not touched."""
+then deleted; with ``CT_STORAGE_URI`` set the archive then moves to the object store
+(:mod:`ct_assets.eventlog.archive_store`). The journal, the event id index and the per-date
+tables are not touched."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from ct_assets.eventlog.archive import archive_file, archive_old_segment, old_segments
+from ct_assets.eventlog.archive import (
+    archive_file,
+    archive_old_segment,
+    local_archives,
+    old_segments,
+)
+from ct_assets.eventlog.archive_store import stored_key, upload_archive
 from ct_assets.eventlog.layout import key_date, segment_file
 from ct_assets.retention.items import EVENT_SEGMENT, Item
+from ct_assets.retention.stored import object_store
 from ct_assets.settings import Settings
 
 
@@ -21,27 +30,41 @@ def retention_cutoff(settings: Settings, now: datetime | None = None) -> str | N
 
 
 def segment_items(settings: Settings) -> list[Item]:
-    """The segments to archive now, each an item to delete (its archive named in ``detail``)."""
+    """The segments to archive now (and, with an object store, the archives to move there),
+    each an item to delete; where its archive goes is in ``detail``."""
     cutoff = retention_cutoff(settings)
     root = settings.eventlog_dir
     if cutoff is None or not (root / "journal.ctj").exists():
         return []
-    why = (
-        f"events dated before {cutoff} (CT_RETENTION_DAYS {settings.retention_days}); "
-        "kept in the segment archive"
-    )
+    store = object_store(settings)
+    where = "the segment archive on the object store" if store else "the segment archive"
+    why = f"events dated before {cutoff} (CT_RETENTION_DAYS {settings.retention_days}); "
+    why += f"kept in {where}"
+    found = {key: [str(segment_file(root, key))] for key, _end in old_segments(root, cutoff)}
+    if store is not None:
+        for key in local_archives(root, cutoff):
+            found.setdefault(key, []).append(str(archive_file(root, key)))
     return [
         Item(
             EVENT_SEGMENT,
             key,
             [why],
-            [str(segment_file(root, key))],
-            {"date": key_date(key), "committed_end": end, "archive": str(archive_file(root, key))},
+            paths,
+            {
+                "date": key_date(key),
+                "archive": store.uri_of(stored_key(key)) if store else str(archive_file(root, key)),
+            },
         )
-        for key, end in old_segments(root, cutoff)
+        for key, paths in sorted(found.items())
     ]
 
 
 def archive_item(settings: Settings, item: Item) -> None:
-    """Write the archive of the item's segment, check it, then delete the segment."""
-    archive_old_segment(settings.eventlog_dir, item.id)
+    """Write the archive of the item's segment, check it, delete the segment; with an
+    object store, move the archive there."""
+    root = settings.eventlog_dir
+    if segment_file(root, item.id).exists():
+        archive_old_segment(root, item.id)
+    store = object_store(settings)
+    if store is not None:
+        upload_archive(root, item.id, store)
