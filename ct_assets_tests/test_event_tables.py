@@ -340,3 +340,38 @@ def test_a_table_from_another_log_or_cut_short_is_not_extended(tmp_path: Path) -
     store.write(keys.RAW_PREDICTIONS, DATES[0], frame.head(3), source="seg-00000001.ctlog:99999")
     frame, stale = refreshed_events(log, store, "prediction", DATES[0], fingerprint)
     assert stale and frame.equals(log.read("prediction", dates=[DATES[0]]))
+
+
+def test_a_retrains_refresh_extends_stale_raw_predictions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``refresh_tables`` (a retrain's ``training_dataset``) extends a stale raw predictions
+    table by the frames committed since, as a raw run does: the date is not read whole."""
+    from ct_assets.data.attribution import LabelPolicy
+    from ct_assets.data.feedback_rules import ValidationRules
+    from ct_assets.pipeline.curation import log_as_of, refresh_tables
+
+    log, store = EventLog(tmp_path / "log"), TableStore(tmp_path / "tables")
+    log.append(_events(0, range(3)))
+    _tables(log, store, DATES[:3])
+    log.append([e for e in _events(500, range(1, 2)) if isinstance(e, PredictionEvent)])
+    whole_reads: list[tuple[str, tuple[str, ...]]] = []
+    read = EventLog.read
+
+    def spy(self: EventLog, kind: str, limit: int | None = None, dates=None, since: int = 0):  # type: ignore[no-untyped-def]
+        if dates is not None and since == 0:
+            whole_reads.append((kind, tuple(dates)))
+        return read(self, kind, limit, dates, since)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(EventLog, "read", spy)
+    fingerprints = log.partition_fingerprints()
+    as_of = log_as_of(log)
+    assert as_of is not None
+    curated = refresh_tables(
+        log, store, [DATES[2]], ValidationRules(), LabelPolicy(), None, as_of, fingerprints
+    )
+    assert curated == [DATES[2]]
+    table = store.read_current(keys.RAW_PREDICTIONS, DATES[1], fingerprints[DATES[1]])
+    assert table is not None and table.equals(read(log, "prediction", dates=[DATES[1]]))
+    assert table.height == 6
+    assert not [r for r in whole_reads if r[0] == "prediction" and DATES[1] in r[1]]
