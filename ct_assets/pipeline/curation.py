@@ -23,12 +23,13 @@ import polars as pl
 
 from ct_assets import keys
 from ct_assets.data.attribution import LabelPolicy, attribute_feedback
+from ct_assets.data.cited import cited
 from ct_assets.data.dataset import value_counts
 from ct_assets.data.feedback_rules import ValidationRules, validate_feedback
 from ct_assets.data.reference import ReferenceSchema, apply_overrides
 from ct_assets.data.tables import TableStore
 from ct_assets.eventlog import EventLog
-from ct_assets.pipeline.event_tables import cited, read_via_tables, refresh_raw_table
+from ct_assets.pipeline.event_tables import read_via_tables, refresh_raw_table
 
 REFERENCE_FILE = "latest.json"
 # Dates on each side of a curated date whose feedback the abuse rules also look at.

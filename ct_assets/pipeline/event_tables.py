@@ -24,6 +24,7 @@ from pathlib import Path
 import polars as pl
 
 from ct_assets import keys
+from ct_assets.data.cited import cited, cited_ids
 from ct_assets.data.tables import TableStore
 from ct_assets.eventlog import EventLog
 from ct_assets.eventlog.decode import Entries, decode_entries
@@ -67,19 +68,6 @@ def read_via_tables(
     return pl.concat(frames, how="vertical", rechunk=True).sort("log_offset")
 
 
-def cited(frame: pl.DataFrame, prediction_ids: pl.Series | None) -> pl.DataFrame:
-    """The rows of ``frame`` whose ``prediction_id`` is one of ``prediction_ids`` (all
-    rows when that is None)."""
-    if prediction_ids is None or frame.is_empty() or "prediction_id" not in frame.columns:
-        return frame
-    ids = _id_frame(prediction_ids, frame.schema["prediction_id"])
-    return frame.join(ids, on="prediction_id", how="semi", maintain_order="left")
-
-
-def _id_frame(ids: pl.Series, dtype: pl.DataType) -> pl.DataFrame:
-    return ids.cast(dtype).drop_nulls().unique().alias("prediction_id").to_frame()
-
-
 def _cited_events(
     store: TableStore,
     kind: EventKind,
@@ -99,7 +87,7 @@ def _cited_events(
     hits: dict[str, pl.DataFrame] = {}
     if probes:
         matched = pl.concat(list(probes.values())).join(
-            _id_frame(prediction_ids, pl.String()), on="prediction_id", how="semi"
+            cited_ids(prediction_ids, pl.String()), on="prediction_id", how="semi"
         )
         hits = {key[0]: rows.drop("day") for key, rows in matched.group_by("day")}  # type: ignore[misc]
     found: dict[str, pl.DataFrame | None] = {day: None for day in days}

@@ -16,6 +16,7 @@ from ct_assets.data.attribution.labels import (
     subjects,
 )
 from ct_assets.data.attribution.policy import LabelPolicy
+from ct_assets.data.cited import cited
 
 EXAMPLE_COLUMNS = (
     "event_id",
@@ -108,12 +109,7 @@ def _join_predictions(feedback: pl.DataFrame, predictions: pl.DataFrame | None) 
         )
     assert predictions is not None
     # only the predictions this feedback cites: the first of each id is the same
-    cited = feedback.select(
-        pl.col("prediction_id").cast(predictions.schema["prediction_id"]).drop_nulls().unique()
-    )
-    first = logged_predictions(
-        predictions.join(cited, on="prediction_id", how="semi", maintain_order="left")
-    )
+    first = logged_predictions(cited(predictions, feedback.get_column("prediction_id")))
     sources = {
         "prediction_time": "timestamp",
         "model_version": "model_version",

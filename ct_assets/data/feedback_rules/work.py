@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import polars as pl
 
+from ct_assets.data.cited import cited
 from ct_assets.data.feedback_rules.codes import FeedbackReason
 
 # Working columns; the \x00 prefix keeps them apart from any input column.
@@ -83,10 +84,7 @@ def attach_predictions(work: pl.DataFrame, predictions: pl.DataFrame | None) -> 
             if isinstance(scores, pl.Struct) and scores.fields
             else pl.lit(None, dtype=pl.Float64)
         )
-        wanted = work.select(pl.col("prediction_id").drop_nulls().unique())
-        relevant = predictions.filter(pl.col("prediction_id").is_not_null()).join(
-            wanted, on="prediction_id", how="semi", maintain_order="left"
-        )
+        relevant = cited(predictions, work.get_column("prediction_id"))
         logged = (
             (relevant.sort(order, maintain_order=True) if order else relevant)
             .unique("prediction_id", keep="first", maintain_order=True)
