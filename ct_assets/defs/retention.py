@@ -23,7 +23,8 @@ def build_gc_job(settings: Settings) -> dg.JobDefinition:
         description=(
             "Deletes model versions, runs, datasets, reports, drift references, hand-offs and "
             "checkpoints that no alias, deployment or kept version's lineage needs (see "
-            "`ct-assets gc`); tombstones keep lineage answerable."
+            "`ct-assets gc`); tombstones keep lineage answerable. With CT_RETENTION_DAYS, "
+            "replaces the event log's segments of older dates by their columnar archive."
         ),
     )
     def collect_garbage(
@@ -44,6 +45,7 @@ def build_gc_job(settings: Settings) -> dg.JobDefinition:
             "deleted": dg.MetadataValue.json(dict(sorted(deleted.items()))),
             "kept": dg.MetadataValue.json(dict(sorted(kept.items()))),
             "keep_versions": settings.keep_versions,
+            "retention_days": settings.retention_days,
         }
         return dg.Output(len(plan.deleted), metadata=metadata)
 
