@@ -182,7 +182,22 @@ def other_logs_checkpoint(root: Path) -> None:
     shutil.copytree(summary_dir(other), summary_dir(root))
 
 
-@pytest.mark.parametrize("spoil", [damage_head, damage_chunk, remove_chunk, other_logs_checkpoint])
+def garble_chunk_column(root: Path) -> None:
+    """A chunk that decodes as msgpack but whose packed column is not zlib data."""
+    import msgspec
+
+    from ct_assets.eventlog.checkpoint import Chunk
+
+    path = sorted(p for p in summary_dir(root).rglob("*.msgpack") if p.name != HEAD_NAME)[0]
+    chunk = msgspec.msgpack.decode(path.read_bytes(), type=Chunk)
+    columns = [b"not zlib", *chunk.columns[1:]]
+    path.write_bytes(msgspec.msgpack.encode(msgspec.structs.replace(chunk, columns=columns)))
+
+
+@pytest.mark.parametrize(
+    "spoil",
+    [damage_head, damage_chunk, garble_chunk_column, remove_chunk, other_logs_checkpoint],
+)
 def test_a_checkpoint_that_cannot_be_used_is_ignored(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spoil: object
 ) -> None:
@@ -325,3 +340,27 @@ def test_the_journal_is_summarized_in_blocks_as_at_once(
     forget_process_state()
     with pytest.raises(CorruptLogError, match="damaged journal record"):
         counts.count_events(tmp_path)
+
+
+def test_chunk_columns_round_trip_and_take_a_few_bytes_a_frame() -> None:
+    """Columns are stored as zlib-compressed differences: any int64 values round-trip
+    (wrapping at the extremes), and a date's growing columns shrink many times."""
+    import numpy as np
+
+    from ct_assets.eventlog.checkpoint import pack_columns, unpack_columns
+
+    rng = np.random.default_rng(5)
+    extremes = np.array([2**63 - 1, -(2**63), 0, -1, 2**63 - 1], dtype="<i8")
+    noise = rng.integers(-(2**63), 2**63 - 1, size=1000, dtype="<i8")
+    n = 100_000
+    growing = [
+        np.cumsum(rng.integers(1, 30, size=n)),  # commit numbers
+        np.cumsum(rng.integers(200, 900, size=n)),  # offsets, log offsets
+        1_700_000_000_000_000 + np.cumsum(rng.integers(0, 5_000, size=n)),  # times (us)
+        rng.integers(1, 10, size=n),  # counts
+    ]
+    columns = [c.astype("<i8").tobytes() for c in [extremes, noise, *growing, np.zeros(0)]]
+    assert unpack_columns(pack_columns(columns)) == columns
+    packed = pack_columns([c.astype("<i8").tobytes() for c in growing])
+    assert sum(map(len, packed)) < 0.3 * sum(c.nbytes for c in growing)
+    assert unpack_columns([b"\x78\x9cgarbage"]) is None
