@@ -7,6 +7,7 @@ from typing import Any
 
 from ct_assets import keys
 from ct_assets.eventlog import EventLog
+from ct_assets.eventlog.archive import log_disk
 from ct_assets.eventstream import event_store_backend
 from ct_assets.settings import Settings
 from ct_assets.storage import LocalStore, ObjectStore, store_from_settings
@@ -204,11 +205,30 @@ def collect_status(settings: Settings) -> dict[str, Any]:
         **_registry_state(settings),
         **_dagster_state(settings),
         "events": {"feedback": counts.feedback, "prediction": counts.prediction},
+        "event_log": {
+            **log_disk(settings.eventlog_dir).as_json(),
+            "retention_days": settings.retention_days,
+        },
         "feedback_states": _feedback_states(settings),
         "volume_trigger": {"threshold": settings.volume_threshold, "mode": settings.volume_mode},
         "feedback_loop_latency": _loop_latency(settings),
         "backends": _backends(settings),
     }
+
+
+def _event_log_line(disk: dict[str, Any] | None) -> str:
+    if not disk:
+        return "event log    -"
+    kept = (
+        f"dates older than {disk['retention_days']} days archived"
+        if disk["retention_days"]
+        else "kept whole (CT_RETENTION_DAYS 0)"
+    )
+    return (
+        f"event log    {disk['segment_bytes'] / 2**20:.1f} MiB in {disk['segments']} segments; "
+        f"{disk['archived_segments']} archived here ({disk['archive_bytes'] / 2**20:.1f} MiB), "
+        f"{disk['stored_archives']} on the object store; {kept}"
+    )
 
 
 def render_status(status: dict[str, Any]) -> str:
@@ -223,6 +243,7 @@ def render_status(status: dict[str, Any]) -> str:
         f"challenger   {version(status['challenger'])}",
         f"events       {status['events']['feedback']} feedback, "
         f"{status['events']['prediction']} predictions",
+        _event_log_line(status.get("event_log")),
         f"deployment   {status['deployment']['mode']}"
         + (
             f" (fraction {status['deployment']['fraction']:g})"

@@ -298,6 +298,12 @@ def test_gc_archives_old_dates_and_a_killed_gc_is_finished_by_the_next(
     assert sorted(i["id"] for i in done) == sorted(old[2:])
     assert not any(list((log.root / "segments" / d).glob("*.ctlog")) for d in DATES[:3])
     _same(before, _everything(log.root, settings.home))
+    capsys.readouterr()
+    assert main(["status", "--json"]) == 0
+    disk = json.loads(capsys.readouterr().out)["event_log"]
+    assert disk["archived_segments"] == len(old) and disk["stored_archives"] == 0
+    assert disk["segments"] == len(list((log.root / "segments").rglob("*.ctlog")))
+    assert disk["retention_days"] == 30 and disk["archive_bytes"] > 0
     gone = [json.loads(line) for line in tombstones_path(settings).read_text().splitlines()]
     assert {t["id"] for t in gone if t["what"] == "event_segment"} == set(old)
     # the log takes new events of an archived date and of today

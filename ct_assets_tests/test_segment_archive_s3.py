@@ -72,6 +72,9 @@ def test_old_segments_move_to_the_store_and_read_as_before(
         assert store.exists(stored_key(key))
     assert not list((log.root / "archive").rglob("*.parquet"))
     assert _gc(capsys) == []  # nothing left to do
+    assert main(["status", "--json"]) == 0
+    disk = json.loads(capsys.readouterr().out)["event_log"]
+    assert (disk["archived_segments"], disk["stored_archives"]) == (0, len(keys))
     _same(before, _everything(log.root, settings.home))
     # a late event of an archived date starts a new segment, moved by the next gc
     assert EventLog(log.root).append(_old_events(301)[300:]).accepted == 1
