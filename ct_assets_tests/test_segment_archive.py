@@ -223,11 +223,13 @@ def test_archiving_killed_before_the_segment_is_deleted_is_finished_later(
     archive_file(log.root, keys[1]).parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(archive_file(twin, keys[1]), archive_file(log.root, keys[1]))
     # and a temporary file of a write that never finished
-    torn = archive_file(log.root, keys[2]).with_name(".torn.parquet.1.tmp")
+    target = archive_file(log.root, keys[2])
+    torn = target.with_name(f".{target.name}.999999.tmp")
     torn.parent.mkdir(parents=True, exist_ok=True)
     torn.write_bytes(b"PAR1 half")
     _same(before, _everything(log.root, tmp_path))
     assert sorted(_archive_all(log.root)) == sorted(keys)
+    assert not torn.exists()
     _same(before, _everything(log.root, tmp_path))
 
 

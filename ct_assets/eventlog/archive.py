@@ -294,6 +294,8 @@ def archive_segment(root: Path, key: str, end: int) -> Archived:
     table = archive_table(data, key)
     if not _archive_matches(target, data):
         target.parent.mkdir(parents=True, exist_ok=True)
+        for leftover in target.parent.glob(f".{target.name}.*.tmp"):
+            leftover.unlink()  # of an archiving killed mid-write (the lock is ours)
         temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         pq.write_table(
             table, temporary, compression="zstd", write_page_checksum=True, row_group_size=65536

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
     from ct_assets.storage import ObjectStore
 
 POINTER_SUFFIX = ".stored.json"
+#: A pointer's temporary file this old belongs to no running gc.
+STALE_SECONDS = 3600.0
 
 
 @dataclass(frozen=True)
@@ -138,6 +141,10 @@ def upload_archive(root: Path, key: str, store: ObjectStore) -> str:
     body = json.dumps(
         {"store": store.uri, "key": target, "end": len(data), "sha256": _sha(data)}, indent=1
     )
+    for leftover in pointer.parent.glob(f".{pointer.name}.*.tmp"):
+        # of a move killed mid-write; a younger one may be another gc's, writing now
+        if time.time() - leftover.stat().st_mtime > STALE_SECONDS:
+            leftover.unlink(missing_ok=True)
     temporary = pointer.with_name(f".{pointer.name}.{os.getpid()}.tmp")
     with open(temporary, "w") as handle:
         handle.write(body)
