@@ -123,12 +123,13 @@ def upload_archive(root: Path, key: str, store: ObjectStore) -> str:
     from ct_assets.storage import put_file
 
     local = archive_file(root, key)
-    if not local.exists():
+    try:
+        data = _local_segment(local)
+    except FileNotFoundError:  # moved already (by another gc, maybe just now)
         done = read_pointer(root, key)
         if done is None:
-            raise CorruptLogError(f"{local}: archive to move to the store is missing")
+            raise CorruptLogError(f"{local}: archive to move to the store is missing") from None
         return f"{done.store}/{done.key}"
-    data = _local_segment(local)
     target = stored_key(key)
     if not put_file(store, target, local, once=True):  # there: kept if it rebuilds the same
         try:
@@ -152,7 +153,7 @@ def upload_archive(root: Path, key: str, store: ObjectStore) -> str:
         os.fsync(handle.fileno())
     os.replace(temporary, pointer)
     fsync_dir(pointer.parent)
-    local.unlink()
+    local.unlink(missing_ok=True)
     fsync_dir(pointer.parent)
     return store.uri_of(target)
 
