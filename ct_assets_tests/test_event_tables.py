@@ -264,6 +264,25 @@ def test_curating_from_the_cited_predictions_equals_curating_from_all(
             assert want.examples.height > 0
 
 
+#: ``EventLog.read`` as it is, for what tests compare a spied read with.
+_UNSPIED_READ = EventLog.read
+
+
+def _spy_on_whole_date_reads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> list[tuple[str, tuple[str, ...]]]:
+    """Record every read of whole dates (``dates`` given, from the first event)."""
+    whole_reads: list[tuple[str, tuple[str, ...]]] = []
+
+    def spy(self: EventLog, kind: str, limit: int | None = None, dates=None, since: int = 0):  # type: ignore[no-untyped-def]
+        if dates is not None and since == 0:
+            whole_reads.append((kind, tuple(dates)))
+        return _UNSPIED_READ(self, kind, limit, dates, since)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(EventLog, "read", spy)
+    return whole_reads
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 def test_a_stale_raw_table_is_extended_by_the_frames_committed_since(
     tmp_path: Path, seed: int, monkeypatch: pytest.MonkeyPatch
@@ -274,15 +293,8 @@ def test_a_stale_raw_table_is_extended_by_the_frames_committed_since(
 
     rng = random.Random(seed)
     log, store = EventLog(tmp_path / "log"), TableStore(tmp_path / "tables")
-    whole_reads: list[tuple[str, tuple[str, ...]]] = []
-    read = EventLog.read
-
-    def spy(self: EventLog, kind: str, limit: int | None = None, dates=None, since: int = 0):  # type: ignore[no-untyped-def]
-        if dates is not None and since == 0:
-            whole_reads.append((kind, tuple(dates)))
-        return read(self, kind, limit, dates, since)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(EventLog, "read", spy)
+    whole_reads = _spy_on_whole_date_reads(monkeypatch)
+    read = _UNSPIED_READ
     tables = {"feedback": keys.RAW_FEEDBACK, "prediction": keys.RAW_PREDICTIONS}
     for step in range(12):
         days = range(rng.randint(0, 2), 3)
@@ -355,15 +367,8 @@ def test_a_retrains_refresh_extends_stale_raw_predictions(
     log.append(_events(0, range(3)))
     _tables(log, store, DATES[:3])
     log.append([e for e in _events(500, range(1, 2)) if isinstance(e, PredictionEvent)])
-    whole_reads: list[tuple[str, tuple[str, ...]]] = []
-    read = EventLog.read
-
-    def spy(self: EventLog, kind: str, limit: int | None = None, dates=None, since: int = 0):  # type: ignore[no-untyped-def]
-        if dates is not None and since == 0:
-            whole_reads.append((kind, tuple(dates)))
-        return read(self, kind, limit, dates, since)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(EventLog, "read", spy)
+    whole_reads = _spy_on_whole_date_reads(monkeypatch)
+    read = _UNSPIED_READ
     fingerprints = log.partition_fingerprints()
     as_of = log_as_of(log)
     assert as_of is not None

@@ -25,10 +25,10 @@ from ct_assets.eventlog.archive import (
     archive_file,
     archive_old_segment,
     archive_segment,
-    log_lock,
     old_segments,
 )
 from ct_assets.eventlog.export import export_events
+from ct_assets.eventlog.layout import log_lock
 from ct_assets.eventlog.reader import read_lines
 from ct_assets.retention import KILL_AFTER_ENV, tombstones_path
 from ct_assets.schema import FeedbackEvent, PredictionEvent, decode_json_event

@@ -19,14 +19,11 @@ never appends to an archived segment: the next event of that date starts the nex
 
 from __future__ import annotations
 
-import fcntl
 import functools
 import hashlib
 import os
 import re
 import zlib
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -41,7 +38,8 @@ from ct_assets.eventlog.frames import (
     fsync_dir,
     scan_bytes,
 )
-from ct_assets.eventlog.layout import LOCK_NAME, key_date, segment_file
+from ct_assets.eventlog.layout import key_date, log_lock, segment_file
+from ct_assets.storage.local import TMP_SUFFIX, atomic_file
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -207,18 +205,6 @@ def rebuild(table: pa.Table) -> bytes:
 # -- writing ---------------------------------------------------------------------------------
 
 
-@contextmanager
-def log_lock(root: Path) -> Iterator[None]:
-    """The log's writer lock (no commit runs while it is held)."""
-    fd = os.open(root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
-
-
 def archive_table(data: bytes, key: str) -> pa.Table:
     """The archive rows of a segment's committed bytes ``data`` (every frame whole)."""
     import pyarrow as pa
@@ -294,22 +280,24 @@ def archive_segment(root: Path, key: str, end: int) -> Archived:
     table = archive_table(data, key)
     if not _archive_matches(target, data):
         target.parent.mkdir(parents=True, exist_ok=True)
-        for leftover in target.parent.glob(f".{target.name}.*.tmp"):
-            leftover.unlink()  # of an archiving killed mid-write (the lock is ours)
-        temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        pq.write_table(
-            table, temporary, compression="zstd", write_page_checksum=True, row_group_size=65536
-        )
-        with open(temporary, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temporary, target)
-        fsync_dir(target.parent)
         fsync_dir(target.parent.parent)
+        for leftover in target.parent.glob(f".{target.name}.*{TMP_SUFFIX}"):
+            leftover.unlink()  # of an archiving killed mid-write (the lock is ours)
+        atomic_file(target, [_parquet_bytes(table)])
         if not _archive_matches(target, data):
             raise CorruptLogError(f"{target}: archive read back does not rebuild {path}")
     path.unlink()
     fsync_dir(path.parent)
     return Archived(key, target, end, table.num_rows)
+
+
+def _parquet_bytes(table: pa.Table) -> bytes:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd", write_page_checksum=True, row_group_size=65536)
+    return bytes(sink.getvalue())
 
 
 def _archive_matches(target: Path, data: bytes) -> bool:
@@ -416,7 +404,6 @@ __all__ = [
     "is_archived",
     "local_archives",
     "log_disk",
-    "log_lock",
     "old_segments",
     "rebuild",
     "segment_bytes",

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ct_assets.eventlog.frames import CorruptLogError, fsync_dir
+from ct_assets.storage.local import TMP_SUFFIX, atomic_file
 
 if TYPE_CHECKING:
     from ct_assets.storage import ObjectStore
@@ -142,17 +142,11 @@ def upload_archive(root: Path, key: str, store: ObjectStore) -> str:
     body = json.dumps(
         {"store": store.uri, "key": target, "end": len(data), "sha256": _sha(data)}, indent=1
     )
-    for leftover in pointer.parent.glob(f".{pointer.name}.*.tmp"):
+    for leftover in pointer.parent.glob(f".{pointer.name}.*{TMP_SUFFIX}"):
         # of a move killed mid-write; a younger one may be another gc's, writing now
         if time.time() - leftover.stat().st_mtime > STALE_SECONDS:
             leftover.unlink(missing_ok=True)
-    temporary = pointer.with_name(f".{pointer.name}.{os.getpid()}.tmp")
-    with open(temporary, "w") as handle:
-        handle.write(body)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, pointer)
-    fsync_dir(pointer.parent)
+    atomic_file(pointer, [body.encode()])
     local.unlink(missing_ok=True)
     fsync_dir(pointer.parent)
     return store.uri_of(target)

@@ -16,7 +16,11 @@ limit is closed and never written again.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from ct_assets.eventlog.frames import SEGMENT_SUFFIX
@@ -32,6 +36,18 @@ _SEGMENT_RE = re.compile(r"^seg-(\d{8})\.ctlog$")
 
 class LayoutError(RuntimeError):
     """The directory is not an event log this version can read."""
+
+
+@contextmanager
+def log_lock(root: Path) -> Iterator[None]:
+    """The log's writer lock (``flock`` on ``.lock``): no commit runs while it is held."""
+    fd = os.open(root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
 def journal_path(root: Path) -> Path:

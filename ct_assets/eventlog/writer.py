@@ -53,6 +53,7 @@ from ct_assets.eventlog.layout import (
     date_segments,
     journal_path,
     key_sequence,
+    log_lock,
     segment_file,
     segment_key,
 )
@@ -304,13 +305,8 @@ class EventLogWriter(IdDedup):
 
     @contextmanager
     def _exclusive(self) -> Iterator[None]:
-        fd = os.open(self.root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with log_lock(self.root):
             yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
 
     # -- writing ---------------------------------------------------------------------------
 
