@@ -10,8 +10,6 @@ with the registered-model tags ``ct.deployment.mode``/``ct.deployment.fraction``
 
 from __future__ import annotations
 
-import fcntl
-import os
 import secrets
 import signal
 import threading
@@ -30,7 +28,7 @@ import pytest
 
 from ct_assets.data.dataset import describe
 from ct_assets.eventlog import EventLog
-from ct_assets.eventlog.layout import LOCK_NAME
+from ct_assets.eventlog.layout import log_lock
 from ct_assets.registry import Registry
 from ct_assets.serving.models import ServedModel
 from ct_assets.serving.routing import ARM_CHAMPION, ARM_SHADOW, route, routing_key
@@ -160,13 +158,8 @@ def assert_close(got: dict[str, float], want: dict[str, float]) -> None:
 @contextmanager
 def log_locked(home: Path) -> Iterator[None]:
     """Hold the event log's writer lock: every commit of the server waits for it."""
-    fd = os.open(home / "eventlog" / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with log_lock(home / "eventlog"):
         yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
 
 
 # -- without a champion ----------------------------------------------------------------------
