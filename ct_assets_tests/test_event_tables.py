@@ -380,3 +380,26 @@ def test_a_retrains_refresh_extends_stale_raw_predictions(
     assert table is not None and table.equals(read(log, "prediction", dates=[DATES[1]]))
     assert table.height == 6
     assert not [r for r in whole_reads if r[0] == "prediction" and DATES[1] in r[1]]
+
+
+def test_dates_that_differ_by_a_feature_are_read_from_their_tables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A feature first seen on one date (or a date whose events lack one) does not send the
+    whole read to the log: each date's table gets the others' fields as null, as one
+    decode of all of them gives them, whether all rows are read or only the cited ones."""
+    log, store = _feature_added_on_03_03(tmp_path, days=4)
+    _tables(log, store, DATES)
+    fingerprints = log.partition_fingerprints()
+    whole_reads = _spy_on_whole_date_reads(monkeypatch)
+    for dates in (DATES, DATES[1:3], DATES[2:], list(reversed(DATES))):
+        for kind in ("prediction", "feedback"):
+            want = _UNSPIED_READ(log, kind, dates=dates)  # type: ignore[arg-type]
+            got = read_via_tables(log, store, kind, dates, fingerprints)  # type: ignore[arg-type]
+            assert got.equals(want), (kind, dates)
+        ids = pl.Series("prediction_id", ["p-1", "p-121", "p-133", "nope"])
+        want = _UNSPIED_READ(log, "prediction", dates=dates)
+        got = read_via_tables(log, store, "prediction", dates, fingerprints, ids)
+        assert got.equals(want.filter(pl.col("prediction_id").is_in(ids.implode())))
+        assert got.schema == want.schema
+    assert whole_reads == []

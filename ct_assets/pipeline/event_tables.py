@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -55,14 +56,24 @@ def read_via_tables(
         tables = {day: current_events(store, kind, day, fingerprints[day]) for day in with_events}
     else:
         tables = _cited_events(store, kind, with_events, fingerprints, prediction_ids)
-    frames = [frame for frame in tables.values() if frame is not None]
     from_log = [day for day, frame in tables.items() if frame is None]
-    if not frames:
+    if len(from_log) == len(tables):
         return cited(log.read(kind, dates=dates), prediction_ids)
-    if from_log:  # one read of the log for all of them
-        frames.append(cited(log.read(kind, dates=from_log), prediction_ids))
+    # in date order, the log's read (one for all its dates) where its first date is
+    frames = []
+    for day, frame in tables.items():
+        if frame is not None:
+            frames.append(frame)
+        elif day == from_log[0]:
+            frames.append(cited(log.read(kind, dates=from_log), prediction_ids))
     if any(f.schema != frames[0].schema for f in frames[1:]):
-        return cited(log.read(kind, dates=dates), prediction_ids)
+        # dates whose events differ by struct fields (a feature added on one date): each
+        # gets the others' fields as null, as one decode of all of them gives them
+        union = _union_schema([f.schema for f in frames])
+        aligned = [None if union is None else _aligned(f, union) for f in frames]
+        if any(f is None for f in aligned):
+            return cited(log.read(kind, dates=dates), prediction_ids)
+        frames = [f for f in aligned if f is not None]
     if len(frames) == 1:
         return frames[0]
     return pl.concat(frames, how="vertical", rechunk=True).sort("log_offset")
@@ -141,6 +152,36 @@ def _extended(log: EventLog, store: TableStore, kind: EventKind, day: str) -> pl
     if new is None:
         return None  # a feature the table does not have: decoded with the others, at once
     return pl.concat([held, new], how="vertical", rechunk=True)
+
+
+def _union_schema(schemas: Sequence[pl.Schema]) -> pl.Schema | None:
+    """The columns of frames that differ only by struct fields (or by a column that is
+    all null in some): each struct with every field any of them has, in the order they
+    first appear (frames in log order); None when a column or a field's type differs."""
+    names = list(schemas[0])
+    if any(list(schema) != names for schema in schemas[1:]):
+        return None
+    union: dict[str, pl.DataType] = {}
+    for name in names:
+        types = [schema[name] for schema in schemas if schema[name] != pl.Null]
+        if not types:
+            union[name] = pl.Null()
+        elif all(isinstance(t, pl.Struct) for t in types):
+            fields: dict[str, Any] = {}  # polars types: classes or instances
+            for struct in types:
+                assert isinstance(struct, pl.Struct)
+                for field in struct.fields:
+                    held = fields.get(field.name)
+                    if held is None or held == pl.Null:
+                        fields[field.name] = field.dtype
+                    elif field.dtype not in (held, pl.Null):
+                        return None
+            union[name] = pl.Struct(fields)
+        elif all(t == types[0] for t in types):
+            union[name] = types[0]
+        else:
+            return None
+    return pl.Schema(union)
 
 
 def _aligned(new: pl.DataFrame, schema: pl.Schema) -> pl.DataFrame | None:
