@@ -38,13 +38,18 @@ from ct_assets.eventlog.frames import (
     fsync_dir,
     scan_bytes,
 )
-from ct_assets.eventlog.layout import key_date, log_lock, segment_file
+from ct_assets.eventlog.layout import (
+    ARCHIVE_DIR,
+    archive_name,
+    key_date,
+    log_lock,
+    segment_file,
+)
 from ct_assets.storage.local import TMP_SUFFIX, atomic_file
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-ARCHIVE_DIR = "archive"
 ARCHIVE_SUFFIX = ".parquet"
 ARCHIVE_VERSION = "1"
 _META_VERSION = b"ct.archive_version"
@@ -74,8 +79,7 @@ class Archived:
 
 def archive_file(root: Path, key: str) -> Path:
     """Where the archive of segment ``key`` (``<date>/seg-<n>.ctlog``) lives."""
-    day, name = key.split("/", 1)
-    return root / ARCHIVE_DIR / day / (Path(name).stem + ARCHIVE_SUFFIX)
+    return root / ARCHIVE_DIR / archive_name(key, ARCHIVE_SUFFIX)
 
 
 def archived_segments(root: Path, day: str) -> list[str]:
@@ -377,7 +381,7 @@ def old_segments(root: Path, before: str) -> list[tuple[str, int]]:
         if day >= before:
             continue
         for key, end in sorted(extents[day].items()):
-            if end > 0 and key_date(key) == day and segment_file(root, key).exists():
+            if end > 0 and segment_file(root, key).exists():
                 found.append((key, end))
     return found
 

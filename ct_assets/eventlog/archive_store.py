@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ct_assets.eventlog.frames import CorruptLogError, fsync_dir
+from ct_assets.eventlog.layout import ARCHIVE_DIR, archive_name
 from ct_assets.storage.local import TMP_SUFFIX, atomic_file
 
 if TYPE_CHECKING:
@@ -43,14 +44,12 @@ class Pointer:
 
 
 def pointer_file(root: Path, key: str) -> Path:
-    day, name = key.split("/", 1)
-    return root / "archive" / day / (Path(name).stem + POINTER_SUFFIX)
+    return root / ARCHIVE_DIR / archive_name(key, POINTER_SUFFIX)
 
 
 def stored_key(key: str) -> str:
     """The object key of segment ``key``'s archive on the store."""
-    day, name = key.split("/", 1)
-    return f"eventlog/archive/{day}/{Path(name).stem}.parquet"
+    return f"eventlog/{ARCHIVE_DIR}/{archive_name(key, '.parquet')}"
 
 
 def read_pointer(root: Path, key: str) -> Pointer | None:

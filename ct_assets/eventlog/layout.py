@@ -70,6 +70,16 @@ def segment_key(date: str, sequence: int) -> str:
     return f"{date}/{segment_name(sequence)}"
 
 
+ARCHIVE_DIR = "archive"
+
+
+def archive_name(key: str, suffix: str) -> str:
+    """``<date>/seg-<n><suffix>``: the name of what stands for segment ``key`` in the
+    archive (its Parquet file, or the pointer to it on the object store)."""
+    day, name = key.split("/", 1)
+    return f"{day}/{Path(name).stem}{suffix}"
+
+
 def segment_file(root: Path, key: str) -> Path:
     return root / SEGMENTS_DIR / key
 
